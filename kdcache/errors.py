@@ -1,0 +1,64 @@
+"""Errors a user can hit. Each one says what is wrong and how to fix it.
+
+The hierarchy subclasses the matching built-in too (as zarr's does), so code
+that catches ``ValueError`` or ``FileNotFoundError`` keeps working, while the
+CLI can catch :class:`KdcacheError` alone and print one clean line.
+"""
+
+from __future__ import annotations
+
+
+class KdcacheError(Exception):
+    """Base class of every error kdcache raises on purpose."""
+
+
+class SpecError(KdcacheError, ValueError):
+    """A spec string (dataset, model, recipe, loss option) is malformed or unknown."""
+
+
+class DataNotFoundError(KdcacheError, FileNotFoundError):
+    """A dataset root or file does not exist or holds no data."""
+
+
+class RecipeError(KdcacheError, ValueError):
+    """An augmentation recipe is invalid."""
+
+
+class ModelError(KdcacheError, ValueError):
+    """A model cannot be built or its weights do not fit it."""
+
+
+class StoreError(KdcacheError, ValueError):
+    """A store is missing, malformed, or cannot be used as asked."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No kdcache store exists at the given path."""
+
+
+class StoreMismatchError(StoreError):
+    """A store does not match the data, teacher or arguments it is used with."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store's writer lock."""
+
+
+class StoreIncompleteError(StoreError):
+    """The store (or one teacher in it) is still being written."""
+
+
+class StoreCorruptError(StoreError):
+    """A chunk's checksum or completion record does not match its data."""
+
+
+class NonFiniteLogitsError(KdcacheError, ValueError):
+    """A teacher produced NaN or Inf logits."""
+
+
+class LossConfigError(KdcacheError, ValueError):
+    """A loss name or hyper-parameter is invalid."""
+
+
+class RunError(KdcacheError, ValueError):
+    """A training run directory cannot be created or resumed as asked."""
