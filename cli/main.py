@@ -148,6 +148,155 @@ def verify(
         raise typer.Exit(1)
 
 
+StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
+
+
+@app.command(epilog="Example:\n\n    kdcache stats store.zarr --tau0 3 --tau0 2")
+@handle_errors
+def stats(
+    store: StoreArg,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher name (default: the only one).")] = None,
+    tau0: Annotated[Optional[list[float]], typer.Option(help="FGCR class-table temperature (repeatable; "
+                                                        "default 3 = FGCR's default tau-1).")] = None,
+    grid: Annotated[str, typer.Option(help="ISATS temperature grid, comma-separated.")] = "1,2,3,4,5,6,8",
+) -> None:
+    """Compute ISATS tau*, FGCR class tables and teacher accuracy once, into the store."""
+    from kdcache.stats import compute_stats, format_stats
+
+    try:
+        grid_values = [float(g) for g in grid.split(",") if g.strip()]
+    except ValueError:
+        _fail(f"--grid {grid!r} must be comma-separated numbers, e.g. 1,2,3,4,5,6,8", 2)
+    result = compute_stats(store, teacher=teacher, tau0=tau0 or [3.0], grid=grid_values)
+    typer.echo(format_stats(result))
+
+
+def _optim(optimizer: str, lr: float, momentum: float, weight_decay: float, schedule: str, epochs: int) -> Any:
+    from kdcache.training import OptimConfig
+
+    return OptimConfig(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                       schedule=schedule, epochs=epochs)
+
+
+ValDataOpt = Annotated[str, typer.Option("--val-data", help="Validation dataset spec (evaluated every epoch).")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+LrOpt = Annotated[float, typer.Option(help="Learning rate.")]
+OptimizerOpt = Annotated[str, typer.Option(help="sgd (momentum) or adamw.")]
+ScheduleOpt = Annotated[str, typer.Option(help="multistep (x0.1 at 5/8, 3/4, 7/8), cosine or constant.")]
+MomentumOpt = Annotated[float, typer.Option(help="SGD momentum.")]
+WdOpt = Annotated[float, typer.Option(help="Weight decay.")]
+BatchOpt = Annotated[int, typer.Option(help="Batch size.")]
+WorkersOpt = Annotated[int, typer.Option(help="DataLoader worker processes.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation and data order (and, online, of the views).")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    kdcache distill --store store.zarr --data embedded --val-data embedded,split=test "
+    "--student kdcache:mlp --loss nkd --epochs 10 --out runs/nkd\n\n"
+    "    kdcache distill --teacher kdcache:cnn_small --weights teacher.pt --views 4 --seed 0 "
+    "--data embedded --val-data embedded,split=test --student kdcache:mlp --loss kd --epochs 10 --out runs/online\n\n"
+    "Interrupted? Add --resume to the same command."
+)
+@handle_errors
+def distill(
+    data: DataOpt,
+    val_data: ValDataOpt,
+    student: Annotated[str, typer.Option(help="Student spec (as for teachers).")],
+    out: Annotated[Path, typer.Option(help="Run directory (metrics.jsonl, checkpoint.pt, final.pt, run.json).")],
+    loss: Annotated[str, typer.Option(help="Loss: ce, kd, dkd, nkd, tf_nkd, la, dtd, ats, isats, fgcr, slkd.")] = "kd",
+    loss_opt: Annotated[Optional[list[str]], typer.Option(help="Loss hyper-parameter key=value (repeatable), "
+                                                          "e.g. temperature=4.")] = None,
+    epochs: EpochsOpt = 10,
+    store: Annotated[Optional[str], typer.Option(help="Store with the cached teacher logits.")] = None,
+    teacher_name: Annotated[Optional[str], typer.Option(help="Teacher in the store (default: the only one).")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Online mode: run this teacher live instead of --store.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Online mode: teacher checkpoint.")] = None,
+    views: Annotated[Optional[int], typer.Option(help="Online mode: number of views.")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="Online mode: augmentation recipe.")] = None,
+    batch_size: BatchOpt = 128,
+    workers: WorkersOpt = 0,
+    lr: LrOpt = 0.05,
+    optimizer: OptimizerOpt = "sgd",
+    schedule: ScheduleOpt = "multistep",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WdOpt = 5e-4,
+    seed: SeedOpt = 0,
+    view_policy: Annotated[str, typer.Option(help="cycle (view e-1 mod V in epoch e) or random.")] = "cycle",
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train a student from the store's cached logits (no teacher inference), or online with --teacher."""
+    from kdcache.distill import DistillConfig, distill as run, format_result, parse_loss_opts
+
+    cfg = DistillConfig(
+        data=data, val_data=val_data, student=student, loss=loss, epochs=epochs, out=out, store=store,
+        teacher_name=teacher_name, teacher=teacher, weights=weights, views=views, recipe=recipe,
+        loss_opts=parse_loss_opts(loss_opt or []), batch_size=batch_size, workers=workers,
+        optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed,
+        view_policy=view_policy, resume=resume, device=device,
+    )
+    typer.echo(format_result(run(cfg)))
+
+
+@app.command(
+    "train-teacher",
+    epilog="Example:\n\n    kdcache train-teacher --data embedded --val-data embedded,split=test "
+    "--model kdcache:cnn_small --epochs 5 --out teacher.pt --regt 0.01",
+)
+@handle_errors
+def train_teacher(
+    data: DataOpt,
+    val_data: ValDataOpt,
+    model: Annotated[str, typer.Option(help="Model spec, e.g. kdcache:resnet32x4.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (state_dict + card).")],
+    epochs: EpochsOpt = 10,
+    recipe: Annotated[str, typer.Option(help="Augmentation recipe (preset or JSON file).")] = "fashion-mnist",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon.")] = 0.0,
+    regt: Annotated[Optional[float], typer.Option(help="Train with RegT of this beta (METHODS.md section 10).")] = None,
+    batch_size: BatchOpt = 128,
+    workers: WorkersOpt = 0,
+    lr: LrOpt = 0.05,
+    optimizer: OptimizerOpt = "sgd",
+    schedule: ScheduleOpt = "multistep",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WdOpt = 5e-4,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train a teacher (CE, label smoothing or RegT); how it was trained is recorded in its card.
+
+    Interrupted? Run the same command again: it resumes from the last epoch.
+    """
+    from kdcache.teacher import TeacherConfig, train_teacher as run
+
+    result = run(TeacherConfig(
+        data=data, val_data=val_data, model=model, epochs=epochs, out=out, recipe=recipe,
+        label_smoothing=label_smoothing, regt=regt, batch_size=batch_size, workers=workers,
+        optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed, device=device,
+    ))
+    typer.echo(f"teacher saved to {result.out}: val top-1 {result.val_top1:.2%}, top-5 {result.val_top5:.2%} "
+               f"({result.seconds:.0f}s)")
+
+
+@app.command(epilog="Example:\n\n    kdcache quickstart --workdir kdcache-quickstart")
+@handle_errors
+def quickstart(
+    workdir: Annotated[Path, typer.Option(help="Where the teacher, store and runs are written.")] = Path(
+        "kdcache-quickstart"),
+    epochs: Annotated[int, typer.Option(help="Student epochs per method.")] = 0,
+) -> None:
+    """The whole pipeline on the embedded real Fashion-MNIST sample, no download, a few CPU minutes.
+
+    Trains a teacher, precomputes a store, computes statistics, distills a student with CE, KD, NKD
+    and ISATS, runs KD online for comparison, and prints a table.
+    """
+    from kdcache.quickstart import format_table, run_quickstart
+
+    typer.echo(format_table(run_quickstart(workdir, student_epochs=epochs or None)))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -162,11 +162,14 @@ class _CachedTeacher(_Teacher):
         self.static: dict[str, torch.Tensor] = {}
         row_stats: list[str] = []
         stats_path = self.store.stats_group_path(self.name)
+        # Only statistics recorded in the card are trusted: the card is written
+        # after the arrays, so an interrupted `kdcache stats` leaves none listed.
+        recorded = self.card.get("stats", {})
         fix = f"run `kdcache stats {self.store.path} --teacher {self.name}`"
         for need, params in spec.store_stats(hparams).items():
             if need == "class_table":
                 key = f"{stats_path}/class_table"
-                if not self.store.has_array(key):
+                if "class_table" not in recorded:
                     raise StoreIncompleteError(f"loss {spec.name!r} needs a class table; {fix} --tau0 {params['tau0']}")
                 arr = self.store.group[key]
                 tau0s = [float(t) for t in arr.attrs["tau0"]]
@@ -179,7 +182,7 @@ class _CachedTeacher(_Teacher):
                     np.asarray(arr[tau0s.index(float(params["tau0"]))], dtype=np.float32))
             elif need == "tau_star":
                 key = f"{stats_path}/isats_tau"
-                if not self.store.has_array(key):
+                if "isats_tau" not in recorded:
                     raise StoreIncompleteError(f"loss {spec.name!r} needs the ISATS tau*; {fix}")
                 grid = [float(g) for g in self.store.group[key].attrs["grid"]]
                 if grid != [float(g) for g in params["grid"]]:

@@ -1,0 +1,125 @@
+"""Store benchmarks: bytes per view per encoding/codec, and streaming read throughput.
+
+Reads are measured in the distill access pattern (kdcache.loader: a window
+shuffle over samples, one view per sample), through the real reader
+(`CachedRows`), side by side in the same run with an in-memory gather of the
+same rows in the same order (`np.take` from a preloaded array): the ceiling.
+The page cache is warmed first (the targets are for a warm cache).
+
+    python benchmarks/bench_store.py            # C=100 and C=1000
+    python benchmarks/bench_store.py --quick    # smaller, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdcache.loader import CachedRows, epoch_plan
+from kdcache.store import ChunkGrid, Store, checksum, default_chunk_rows
+
+
+def model_like_logits(rng: np.random.Generator, rows: int, classes: int) -> np.ndarray:
+    """Normal noise plus one large target logit: what a trained teacher emits."""
+    x = rng.normal(0, 2, size=(rows, classes)).astype(np.float32)
+    x[np.arange(rows), rng.integers(0, classes, rows)] += 12
+    return x
+
+
+def make_store(path: Path, n: int, c: int, v: int, encoding: str, codec: str, seed: int = 0) -> Store:
+    rows = default_chunk_rows(c, n, np.dtype(encoding).itemsize, 64)
+    store = Store.create(
+        path,
+        dataset={"spec": "synthetic", "name": "synthetic", "split": None, "num_samples": n, "num_classes": c,
+                 "channels": 1, "fingerprint": "sha256:bench"},
+        labels=np.zeros(n, np.int64),
+        views={"seed": 0, "num_views": v, "recipe": {"name": "none", "ops": []}, "recipe_hash": "x",
+               "param_names": [], "chunk_rows": rows},
+        num_params=0,
+    )
+    store.add_teacher("t", {"spec": "bench"}, c, encoding, codec)
+    rng = np.random.default_rng(seed)
+    grid = ChunkGrid(n, rows)
+    arr, sums = store.logits("t"), store.logit_checksums("t")
+    for view in range(v):
+        for j in range(grid.num_chunks):
+            a, b = grid.bounds(j)
+            data = model_like_logits(rng, b - a, c).astype(encoding)
+            arr[view, a:b] = data
+            sums[view, j] = checksum(data)
+    store.manifest["teachers"]["t"]["status"] = "complete"
+    store.manifest["status"] = "complete"
+    store.save_manifest()
+    return Store.open(path)
+
+
+def bench_bytes(tmp: Path, n: int, c: int) -> None:
+    print(f"\n## bytes per view, N={n:,}, C={c} (raw float32 = 4*C*N = {4 * c * n / 1e6:.2f} MB)")
+    print(f"{'encoding':<9} {'codec':<11} {'MB/view':>8} {'bytes/row':>10} {'vs fp32':>8} {'write s':>8}")
+    for encoding in ("float32", "float16"):
+        for codec in ("none", "zstd", "blosc-zstd"):
+            path = tmp / f"bytes-{encoding}-{codec}-{c}"
+            t0 = time.perf_counter()
+            store = make_store(path, n, c, 1, encoding, codec)
+            dt = time.perf_counter() - t0
+            from kdcache.store import dir_size
+
+            size = dir_size(path / "teachers" / "t" / "logits")
+            print(f"{encoding:<9} {codec:<11} {size / 1e6:>8.2f} {size / n:>10.1f} {size / (4 * c * n):>8.3f} {dt:>8.2f}")
+            del store
+
+
+def bench_reads(tmp: Path, n: int, c: int, v: int, repeats: int, batch: int) -> None:
+    store = make_store(tmp / f"read-{c}", n, c, v, "float16", "none")
+    reader = CachedRows(store, "t")
+    in_ram = np.asarray(store.logits("t")[:])  # (V, N, C) preloaded: the ceiling
+    print(f"\n## streaming reads, N={n:,}, V={v}, C={c}, float16, batch {batch} (median of {repeats})")
+    for policy in ("cycle", "random"):
+        store_rates, ram_rates = [], []
+        for r in range(repeats + 1):  # the first pass warms the page cache and is not counted
+            plan = epoch_plan(0, r + 1, n, v, policy)
+            t0 = time.perf_counter()
+            rows = 0
+            for out in reader.iterate(plan, batch):
+                rows += out["teacher_logits"].shape[0]
+            t_store = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for b in range(0, n, batch):
+                idx = plan.order[b : b + batch]
+                _ = in_ram[plan.views[idx], idx].astype(np.float32)
+            t_ram = time.perf_counter() - t0
+            if r:
+                store_rates.append(rows / t_store)
+                ram_rates.append(n / t_ram)
+        s, m = statistics.median(store_rates), statistics.median(ram_rates)
+        print(f"view policy {policy:<6}: store {s:>12,.0f} rows/s   in-memory gather {m:>12,.0f} rows/s   "
+              f"ratio {s / m:.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    from kdcache.store import library_versions
+
+    library_versions()  # import torch & co. once, outside every timed region
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if args.quick:
+            bench_bytes(tmp, 8192, 100)
+            bench_reads(tmp, 20000, 100, 2, 3, 256)
+            return
+        bench_bytes(tmp, 50000, 100)
+        bench_bytes(tmp, 20000, 1000)
+        bench_reads(tmp, 200_000, 100, 4, args.repeats, 256)
+        bench_reads(tmp, 50_000, 1000, 4, args.repeats, 256)
+
+
+if __name__ == "__main__":
+    main()
