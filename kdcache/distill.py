@@ -221,7 +221,7 @@ class _OnlineTeacher(_Teacher):
         self.render = self.recipe.render
         in_channels = self.render.channels or source.channels
         self.model, card = build_model(cfg.teacher or "", source.num_classes, in_channels, cfg.weights)
-        h, w = self.render.size or source.image_size(0)
+        h, w = self.render.size or self.recipe.output_size(source.image_size(0))
         check_output_width(self.model, in_channels, (h, w), source.num_classes)
         self.model = self.model.to(device)
         self.card = {**card, "render": self.render.to_dict()}

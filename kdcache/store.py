@@ -250,7 +250,8 @@ class Store:
                 )
         num_views = int(views["num_views"])
         grid = ChunkGrid(len(labels), int(views["chunk_rows"]))
-        group = zarr.open_group(p, mode="w-")
+        # "a": the directory may already hold our own lock file (checked above).
+        group = zarr.open_group(p, mode="a")
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
