@@ -324,6 +324,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
                     for _ in range(start_epoch - 1):
                         sched.step()
         history = truncate_metrics(out / "metrics.jsonl", start_epoch - 1)
+        truncate_metrics(out / "steps.jsonl", start_epoch - 1)
         if start_epoch > cfg.epochs:
             console.print(f"{out}: all {cfg.epochs} epochs already done")
 
@@ -341,6 +342,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
             rows_iter = teacher.epoch_rows(plan, cfg.batch_size)
             task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(source), rate="")
             sums: dict[str, float] = {}
+            step_losses: list[float] = []
             seen = 0
             t0 = time.perf_counter()
             for batch in loader:
@@ -362,6 +364,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
                     opt.step()
                 n = int(y.shape[0])
                 seen += n
+                step_losses.append(float(parts["loss"].detach()))
                 for key, value in parts.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
                 bar.update(task, advance=n, rate=rate_text(seen, time.perf_counter() - t0, "samples"))
@@ -380,6 +383,12 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
             }
             student.train()
             history.append(row)
+            append_metrics(out / "metrics.jsonl", row)
+            # Per-step losses (loss curves; the cached-vs-online equivalence is checked on them).
+            with (out / "steps.jsonl").open("a") as f:
+                f.writelines(json.dumps({"epoch": epoch, "step": i, "loss": v}) + "\n"
+                             for i, v in enumerate(step_losses))
+            # Logs first, checkpoint last: a resume truncates logs to the checkpoint's epoch.
             save_torch_atomic(ckpt_path, {
                 "epoch": epoch,
                 "student": student.state_dict(),
@@ -387,7 +396,6 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
                 "optimizers": [opt.state_dict() for opt in optimizers],
                 "torch_rng": torch.get_rng_state(),
             })
-            append_metrics(out / "metrics.jsonl", row)
             bar.remove_task(task)
             if progress:
                 console.print(

@@ -1,0 +1,67 @@
+"""Tiny models for tests, reachable as `import:tests.helpers:NAME` specs."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A few-hundred-parameter conv net: fast enough for round trips in a second."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _seeded(build, seed: int = 0) -> nn.Module:
+    # Fixed weights without touching the caller's global RNG: two runs build the same teacher.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
+
+
+def tiny(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return _seeded(lambda: TinyNet(num_classes, in_channels))
+
+
+def wrong_width(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """Outputs one class too many."""
+    return _seeded(lambda: TinyNet(num_classes + 1, in_channels))
+
+
+class _NaNAfter(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        # Images with a bright centre pixel give NaN: only some samples are bad.
+        flat = x.flatten(1)
+        bad = flat[:, flat.shape[1] // 2] > 1.0
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def nan_model(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return _seeded(lambda: _NaNAfter(num_classes, in_channels))
+
+
+class _Slow(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.05)  # so a test can kill the run part-way
+        return self.net(x)
+
+
+def slow(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return _seeded(lambda: _Slow(num_classes, in_channels))

@@ -1,0 +1,210 @@
+"""`kdcache distill`, `stats` and `train-teacher` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from typer.testing import CliRunner
+
+from kdcache import losses
+from kdcache.loader import epoch_plan
+from kdcache.store import Store
+from kdcache_cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
+VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
+TEACHER = "import:tests.helpers:tiny"
+STUDENT = "import:tests.helpers:tiny"
+RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+runner = CliRunner()
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output  # stdout and stderr, as a terminal shows them
+
+
+def make_store(out: Path, *extra: str, data: str = DATA, encoding: str = "float32") -> Path:
+    code, text = run_cli("precompute", "--data", data, "--teacher", TEACHER, "--views", "3", "--seed", "11",
+                         "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", encoding, *extra)
+    assert code == 0, text
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = make_store(tmp_path_factory.mktemp("d") / "store.zarr")
+    code, text = run_cli("stats", out, "--tau0", "3")
+    assert code == 0, text
+    return out
+
+
+def distill_args(out: Path, loss: str = "kd", *extra: str) -> list[str]:
+    return ["distill", "--data", DATA, "--val-data", VAL, "--student", STUDENT, "--loss", loss,
+            "--epochs", "2", "--out", out, "--batch-size", "32", "--seed", "11", "--lr", "0.1", *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_distill_writes_metrics_weights_record_and_checkpoint(tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "run"
+    code, text = run_cli(*distill_args(out, "nkd", "--store", store))
+    assert code == 0, text
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_soft", "val_top1", "val_top5", "lr", "samples_per_s"):
+        assert key in rows[0], key
+    state = torch.load(out / "final.pt", weights_only=True)
+    assert isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())
+    record = json.loads((out / "run.json").read_text())
+    assert record["args"]["loss"] == "nkd" and record["store_manifest_hash"].startswith("sha256:")
+    assert "torch" in record["versions"]
+    assert (out / "checkpoint.pt").exists()
+    assert "final val top-1" in text
+
+
+@pytest.mark.parametrize("loss", [n for n in losses.names() if n not in ("nkd",)])
+def test_every_loss_trains_from_the_store(tmp_path: Path, store: Path, loss: str) -> None:
+    extra = ["--loss-opt", "beta=0.01"] if loss == "dtd" else []
+    code, text = run_cli(*distill_args(tmp_path / loss, loss, "--store", store, "--epochs", "1", *extra))
+    assert code == 0, text
+    row = read_jsonl(tmp_path / loss / "metrics.jsonl")[0]
+    assert np.isfinite(row["train_loss"])
+
+
+def test_cached_float32_and_online_agree_step_by_step(tmp_path: Path, store: Path) -> None:
+    cached, online = tmp_path / "cached", tmp_path / "online"
+    assert run_cli(*distill_args(cached, "isats", "--store", store))[0] == 0
+    code, text = run_cli(*distill_args(online, "isats", "--teacher", TEACHER, "--views", "3",
+                                       "--recipe", RECIPE))
+    assert code == 0, text
+    # The store's seed (11) is the online --seed: the same views, the same order.
+    a, b = read_jsonl(cached / "steps.jsonl"), read_jsonl(online / "steps.jsonl")
+    assert len(a) == len(b) > 10
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    wa = torch.load(cached / "final.pt", weights_only=True)
+    wb = torch.load(online / "final.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_after_kill_gives_the_same_weights(tmp_path: Path, store: Path) -> None:
+    ref = tmp_path / "ref"
+    args = distill_args(ref, "kd", "--store", store, "--epochs", "3")
+    assert run_cli(*args)[0] == 0
+    out = tmp_path / "killed"
+    args = distill_args(out, "kd", "--store", store, "--epochs", "3")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "kdcache_cli.main", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final.pt").exists()
+    code, text = run_cli(*args, "--resume")
+    assert code == 0, text
+    wa = torch.load(ref / "final.pt", weights_only=True)
+    wb = torch.load(out / "final.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def _error(code: int, text: str, *needles: str) -> None:
+    assert code == 2, text
+    assert "Traceback" not in text
+    lines = [l for l in text.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, text
+    for n in needles:
+        assert n in lines[0], text
+
+
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ("synthetic:samples=200,classes=4,size=12,channels=1,seed=5", "200 samples"),  # other samples
+        ("synthetic:samples=256,classes=4,size=12,channels=1,seed=6", "fingerprint"),  # other images
+        ("synthetic:samples=256,classes=4,size=12,channels=1,seed=5,split=test", "fingerprint"),  # other split
+        ("synthetic:samples=256,classes=3,size=12,channels=1,seed=5", "classes"),  # other class count
+    ],
+)
+def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle: str) -> None:
+    args = distill_args(tmp_path / "r", "kd", "--store", store)
+    args[args.index("--data") + 1] = data
+    if "classes=3" in data:
+        args[args.index("--val-data") + 1] = data.replace("samples=256", "samples=30")
+    _error(*run_cli(*args), needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_incomplete_store_and_missing_stats_are_refused(tmp_path: Path) -> None:
+    out = make_store(tmp_path / "s.zarr")
+    _error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", "--store", out)), "kdcache stats")
+    g = zarr.open_group(out, mode="r+")
+    m = dict(g.attrs["kdcache"])
+    m["teachers"]["tiny"]["status"] = "writing"
+    g.attrs["kdcache"] = m
+    _error(*run_cli(*distill_args(tmp_path / "r2", "kd", "--store", out)), "still being written")
+
+
+def test_stats_equal_the_in_memory_functions(store: Path) -> None:
+    s = Store.open(store)
+    logits = torch.from_numpy(np.asarray(s.logits("tiny")[:], dtype=np.float32))  # (V, N, C)
+    labels = torch.from_numpy(s.labels())
+    g = zarr.open_group(store, mode="r")
+    tau = np.asarray(g["teachers/tiny/stats/isats_tau"][:])
+    for v in range(s.num_views):
+        expect = losses.isats_tau_star(logits[v], labels, (1, 2, 3, 4, 5, 6, 8)).numpy()
+        assert np.array_equal(tau[v], expect.astype(np.float32))
+    flat = logits.reshape(-1, logits.shape[2])
+    table = losses.class_table(flat, labels.repeat(s.num_views), 4, 3.0)
+    stored = np.asarray(g["teachers/tiny/stats/class_table"][0])
+    np.testing.assert_allclose(stored, table.numpy(), rtol=1e-6, atol=1e-7)
+    assert list(g["teachers/tiny/stats/class_table"].attrs["tau0"]) == [3.0]
+    code, text = run_cli("info", store)
+    assert "isats_tau" in text and "class_table" in text
+
+
+def test_stats_refuse_an_unfinished_store(tmp_path: Path) -> None:
+    out = make_store(tmp_path / "s.zarr")
+    g = zarr.open_group(out, mode="r+")
+    m = dict(g.attrs["kdcache"])
+    m["teachers"]["tiny"]["status"] = "writing"
+    g.attrs["kdcache"] = m
+    _error(*run_cli("stats", out), "still being written")
+
+
+def test_epoch_plan_is_a_pure_function() -> None:
+    a = epoch_plan(3, 2, 1000, 4, "random", window=128)
+    b = epoch_plan(3, 2, 1000, 4, "random", window=128)
+    assert np.array_equal(a.order, b.order) and np.array_equal(a.views, b.views)
+    assert sorted(a.order.tolist()) == list(range(1000))
+    c = epoch_plan(3, 3, 1000, 4, "random", window=128)
+    assert not np.array_equal(a.order, c.order)
+    assert set(epoch_plan(0, 2, 10, 4, "cycle").views.tolist()) == {1}
+
+
+def test_train_teacher_records_regt_in_card_and_store(tmp_path: Path) -> None:
+    ckpt = tmp_path / "t.pt"
+    code, text = run_cli("train-teacher", "--data", DATA, "--val-data", VAL, "--model", TEACHER, "--epochs", "1",
+                         "--out", ckpt, "--regt", "0.01", "--recipe", RECIPE)
+    assert code == 0, text
+    from kdcache.models import load_checkpoint
+
+    card = load_checkpoint(ckpt)["card"]
+    assert card["trained"]["loss"] == "regt" and card["trained"]["regt_beta"] == 0.01
+    out = make_store(tmp_path / "s.zarr", "--weights", str(ckpt))
+    assert Store.open(out).teacher_card()["trained"]["regt_beta"] == 0.01
