@@ -70,7 +70,7 @@ def loss_step(name: str, classes: int, device: str, stored_tau_star: bool = Fals
             kwargs[stat] = losses.isats_tau_star(t, y, **params)
     networks = [torch.randn(B, classes, generator=g).to(device).requires_grad_() for _ in range(spec.extra_networks)]
     if networks:
-        kwargs["slt_logits"] = networks
+        kwargs[spec.extra_networks_arg] = networks
     fn = spec.fn
 
     def step() -> None:

@@ -1,0 +1,131 @@
+"""Regenerate tests/data/golden_losses.json: loss values on tiny fixed inputs.
+
+    python tests/data/make_golden_losses.py
+
+The golden file pins every number the losses produce today, so a refactor
+that changes one fails loudly (tests/test_losses.py::test_golden_values).
+Regenerate it ONLY for a deliberate change of a loss's maths, and say why in
+the commit. The inputs are stored in the file itself (not re-drawn from a
+seed at test time), so the check does not depend on any RNG's stability.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdcache import losses
+
+GOLDEN_PATH = Path(__file__).with_name("golden_losses.json")
+B, C = 5, 6
+
+# (loss name, hyper-parameters, call-time values that are not statistics)
+CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("ce", {}, {}),
+    ("kd", {}, {}),
+    ("kd", {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5}, {}),
+    ("dkd", {}, {"epoch": 1}),
+    ("dkd", {"beta": 2.0, "temperature": 1.0, "warmup": 1.0}, {"epoch": 7}),
+    ("nkd", {}, {}),
+    ("nkd", {"gamma": 1.5, "temperature": 1.0}, {}),
+    ("tf_nkd", {}, {}),
+    ("la", {}, {}),
+    ("la", {"variant": "lsr", "epsilon": 0.1}, {}),
+    ("dtd", {}, {}),
+    ("dtd", {"variant": "cwsm", "scale": "tau_sq"}, {}),
+    ("ats", {}, {}),
+    ("ats", {"tau1": 2.0, "tau2": 1.0, "student_temperature": 2.0, "lam": 0.9}, {}),
+    ("isats", {}, {}),
+    ("isats", {"grid": [0.5, 1.0, 2.0], "lam": 0.3}, {}),
+    ("fgcr", {}, {}),
+    ("fgcr", {"tau": 3.0, "alpha": 0.1, "student_temperature": 3.0, "tau0": 1.5}, {}),
+    ("slkd", {}, {}),
+    ("slkd", {"temperature": 1.0, "a": 0.5, "b": 0.5, "detach_fused_slt": True}, {}),
+]
+REGT_CASES: list[dict[str, Any]] = [{"beta": 0.01}, {"beta": 0.5, "ddof": 1}]
+
+
+def make_inputs() -> dict[str, Any]:
+    """Tiny seeded inputs, rounded to 3 decimals, with the awkward rows the spec names."""
+    rng = np.random.default_rng(20240531)
+    student = rng.normal(0.0, 2.0, (B, C)).round(3)
+    teacher = rng.normal(0.0, 3.0, (B, C)).round(3)
+    labels = np.array([0, 1, 2, 3, 5])
+    teacher[1, 1] = teacher[1].min() - 1.0  # wrong teacher
+    teacher[2, 2] = teacher[2].max() + 25.0  # very confident, right
+    teacher[3, 3] = teacher[3].max()  # tie between label and another class: not wrong
+    student[4, 5] = student[4].max() + 40.0  # very confident student
+    train_labels = np.arange(4 * C) % C  # every class present: FGCR's class table
+    return {
+        "student": student.tolist(),
+        "teacher": teacher.tolist(),
+        "labels": labels.tolist(),
+        "slt_logits": [rng.normal(0.0, 2.0, (B, C)).round(3).tolist() for _ in range(2)],
+        "train_teacher": rng.normal(0.0, 3.0, (4 * C, C)).round(3).tolist(),
+        "train_labels": train_labels.tolist(),
+    }
+
+
+def tensors(inputs: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "student": torch.tensor(inputs["student"], dtype=dtype),
+        "teacher": torch.tensor(inputs["teacher"], dtype=dtype),
+        "labels": torch.tensor(inputs["labels"]),
+        "slt_logits": [torch.tensor(u, dtype=dtype) for u in inputs["slt_logits"]],
+        "train_teacher": torch.tensor(inputs["train_teacher"], dtype=dtype),
+        "train_labels": torch.tensor(inputs["train_labels"]),
+    }
+
+
+def call_kwargs(name: str, hparams: dict[str, Any], call: dict[str, Any], x: dict[str, Any]) -> dict[str, Any]:
+    """What the distill loop would pass, derived from the LossSpec alone (no name checks)."""
+    spec = losses.spec(name)
+    kwargs = dict(call)
+    for stat, params in spec.store_stats(hparams).items():
+        if stat == "class_table":
+            kwargs[stat] = losses.class_table(x["train_teacher"], x["train_labels"], C, **params)
+        elif stat == "tau_star":
+            kwargs[stat] = losses.isats_tau_star(x["teacher"], x["labels"], **params)
+    if spec.extra_networks:
+        kwargs[spec.extra_networks_arg] = x["slt_logits"]
+    return kwargs
+
+
+def compute(inputs: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    x = tensors(inputs, dtype)
+    results: dict[str, Any] = {"cases": [], "regt": []}
+    for name, hparams, call in CASES:
+        out = losses.get(name)(x["student"], x["teacher"], x["labels"], **hparams, **call_kwargs(name, hparams, call, x))
+        results["cases"].append({k: float(v) for k, v in out.items()})
+    for hparams in REGT_CASES:
+        out = losses.regt(x["student"], x["labels"], **hparams)
+        results["regt"].append({k: float(v) for k, v in out.items()})
+    results["tau_star"] = losses.isats_tau_star(x["teacher"], x["labels"]).tolist()
+    results["class_table"] = losses.class_table(x["train_teacher"], x["train_labels"], C, 3.0).tolist()
+    return results
+
+
+def main() -> None:
+    inputs = make_inputs()
+    expected = compute(inputs, torch.float64)
+    golden = {
+        "comment": "Generated by tests/data/make_golden_losses.py; regenerate only for a deliberate maths change.",
+        "inputs": inputs,
+        "cases": [
+            {"loss": name, "hparams": hp, "call": call, "expected": exp}
+            for (name, hp, call), exp in zip(CASES, expected["cases"])
+        ],
+        "regt": [{"hparams": hp, "expected": exp} for hp, exp in zip(REGT_CASES, expected["regt"])],
+        "tau_star": {"grid": list(losses.ISATS_GRID), "expected": expected["tau_star"]},
+        "class_table": {"tau0": 3.0, "expected": expected["class_table"]},
+    }
+    GOLDEN_PATH.write_text(json.dumps(golden, indent=1) + "\n")
+    print(f"wrote {GOLDEN_PATH} ({len(CASES)} loss cases)")
+
+
+if __name__ == "__main__":
+    main()
