@@ -98,6 +98,7 @@ class ReplayResult:
     max_abs_diff: float
     argmax_agreement: float
     params_match: bool
+    same_platform: bool = True  # torch version and CPU instruction set as when the store was written
 
 
 @dataclass
@@ -213,8 +214,12 @@ def replay_audit(
         agree += int(recomputed.argmax() == stored.argmax())
         stored_params = np.asarray(store.params()[view, sample])
         params_ok &= bool(np.array_equal(stored_params.reshape(-1), items[sample - mb_start]["params"].numpy().reshape(-1)))
+    from kdcache.store import library_versions
+
+    now, then = library_versions(), m["versions"]
+    same = all(now.get(k) == then.get(k) for k in ("torch", "cpu_capability", "machine"))
     return ReplayResult(pairs=len(chosen), max_abs_diff=max_diff, argmax_agreement=agree / max(1, len(chosen)),
-                        params_match=params_ok)
+                        params_match=params_ok, same_platform=same)
 
 
 def format_verify(report: VerifyReport) -> str:
@@ -226,6 +231,8 @@ def format_verify(report: VerifyReport) -> str:
             f"{r.max_abs_diff:.3g}; argmax agreement {r.argmax_agreement:.2%}; "
             f"view parameters {'match' if r.params_match else 'DIFFER'}"
         )
+        if not r.same_platform:
+            lines.append("  (torch or CPU instruction set differ from the store's: expect round-off, not bitwise, agreement)")
     if report.ok:
         lines.append("OK: every chunk is complete and matches its checksum")
     else:

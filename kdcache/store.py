@@ -71,6 +71,10 @@ def library_versions() -> dict[str, str]:
         "numcodecs": numcodecs.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        # Kernels differ by instruction set (AVX2 vs AVX-512 give other bits),
+        # so a bitwise replay audit is meaningful only where these match.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
     }
 
 
