@@ -1,0 +1,41 @@
+"""The command line explains itself: `--help` of the app and of every command, with an example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kdcache_cli.main import app
+
+COMMANDS = ["precompute", "info", "verify", "stats", "distill", "train-teacher", "quickstart"]
+runner = CliRunner()
+
+
+def test_app_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_has_an_example(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert f"kdcache {command}" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([sys.executable, "-m", "kdcache_cli.main", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "precompute" in out.stdout
+
+
+def test_bad_data_spec_is_one_line() -> None:
+    result = runner.invoke(app, ["info", "/nonexistent/store.zarr"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert "kdcache precompute" in result.output
