@@ -36,20 +36,26 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def handle_errors(fn: F) -> F:
-    """Turn kdcache's own errors into one line and a non-zero exit; Ctrl-C into exit 130."""
+def handle_errors(fn: F | None = None, *, resume: str = "run the same command again to resume") -> Any:
+    """Turn kdcache's own errors into one line and a non-zero exit; Ctrl-C into exit 130.
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KdcacheError as exc:
-            _fail(str(exc), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted; everything finished so far is saved: run the same command again to resume", 130)
-        return None
+    ``resume`` is what the Ctrl-C message tells the user to do next.
+    """
 
-    return wrapper  # type: ignore[return-value]
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except KdcacheError as exc:
+                _fail(str(exc), 2)
+            except KeyboardInterrupt:
+                _fail(f"interrupted; what was finished is saved: {resume}", 130)
+            return None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
 
 
 DataOpt = Annotated[
@@ -199,7 +205,7 @@ DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
     "--data embedded --val-data embedded,split=test --student kdcache:mlp --loss kd --epochs 10 --out runs/online\n\n"
     "Interrupted? Add --resume to the same command."
 )
-@handle_errors
+@handle_errors(resume="add --resume to the same command to continue from the last finished epoch")
 def distill(
     data: DataOpt,
     val_data: ValDataOpt,

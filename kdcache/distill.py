@@ -165,30 +165,34 @@ class _CachedTeacher(_Teacher):
         # Only statistics recorded in the card are trusted: the card is written
         # after the arrays, so an interrupted `kdcache stats` leaves none listed.
         recorded = self.card.get("stats", {})
-        fix = f"run `kdcache stats {self.store.path} --teacher {self.name}`"
+
+        def fix(extra: str = "") -> str:
+            return f"run `kdcache stats {self.store.path} --teacher {self.name}{extra}`"
+
         for need, params in spec.store_stats(hparams).items():
             if need == "class_table":
                 key = f"{stats_path}/class_table"
+                tau0_opt = f" --tau0 {float(params['tau0']):g}"
                 if "class_table" not in recorded:
-                    raise StoreIncompleteError(f"loss {spec.name!r} needs a class table; {fix} --tau0 {params['tau0']}")
+                    raise StoreIncompleteError(f"loss {spec.name!r} needs a class table; {fix(tau0_opt)}")
                 arr = self.store.group[key]
                 tau0s = [float(t) for t in arr.attrs["tau0"]]
                 if float(params["tau0"]) not in tau0s:
                     raise StoreIncompleteError(
                         f"loss {spec.name!r} needs the class table for tau0={params['tau0']}, the store has "
-                        f"{tau0s}; {fix} --tau0 {params['tau0']}"
+                        f"{tau0s}; {fix(tau0_opt)}"
                     )
                 self.static["class_table"] = torch.from_numpy(
                     np.asarray(arr[tau0s.index(float(params["tau0"]))], dtype=np.float32))
             elif need == "tau_star":
                 key = f"{stats_path}/isats_tau"
                 if "isats_tau" not in recorded:
-                    raise StoreIncompleteError(f"loss {spec.name!r} needs the ISATS tau*; {fix}")
+                    raise StoreIncompleteError(f"loss {spec.name!r} needs the ISATS tau*; {fix()}")
                 grid = [float(g) for g in self.store.group[key].attrs["grid"]]
                 if grid != [float(g) for g in params["grid"]]:
                     raise StoreIncompleteError(
                         f"the store's tau* was searched over {grid}, the loss asks {list(params['grid'])}; "
-                        f"{fix} --grid {','.join(str(g) for g in params['grid'])}"
+                        f"{fix(' --grid ' + ','.join(f'{g:g}' for g in params['grid']))}"
                     )
                 row_stats.append("isats_tau")
             else:  # a LossSpec declaring a statistic this version cannot serve is a bug
