@@ -77,7 +77,9 @@ def bench_bytes(tmp: Path, n: int, c: int) -> None:
 def bench_reads(tmp: Path, n: int, c: int, v: int, repeats: int, batch: int) -> None:
     store = make_store(tmp / f"read-{c}", n, c, v, "float16", "none")
     reader = CachedRows(store, "t")
-    in_ram = np.asarray(store.logits("t")[:])  # (V, N, C) preloaded: the ceiling
+    import torch
+
+    in_ram = torch.from_numpy(np.asarray(store.logits("t")[:]))  # (V, N, C) preloaded: the ceiling
     print(f"\n## streaming reads, N={n:,}, V={v}, C={c}, float16, batch {batch} (median of {repeats})")
     for policy in ("cycle", "random"):
         store_rates, ram_rates = [], []
@@ -89,9 +91,10 @@ def bench_reads(tmp: Path, n: int, c: int, v: int, repeats: int, batch: int) -> 
                 rows += out["teacher_logits"].shape[0]
             t_store = time.perf_counter() - t0
             t0 = time.perf_counter()
+            order, views = torch.from_numpy(plan.order), torch.from_numpy(plan.views)
             for b in range(0, n, batch):
-                idx = plan.order[b : b + batch]
-                _ = in_ram[plan.views[idx], idx].astype(np.float32)
+                idx = order[b : b + batch]
+                _ = in_ram[views[idx], idx].float()  # the same float32 rows the reader yields
             t_ram = time.perf_counter() - t0
             if r:
                 store_rates.append(rows / t_store)

@@ -96,49 +96,59 @@ class CachedRows:
         self.logits = store.logits(teacher)
         self.row_stats = {name: store.group[f"{store.stats_group_path(teacher)}/{name}"] for name in row_stats}
 
-    def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
-        """All needed views of rows [start, stop): {array name: {view: (rows, ...) array}}."""
-        out: dict[str, dict[int, np.ndarray]] = {"teacher_logits": {}}
-        for name in self.row_stats:
-            out[name] = {}
-        for v in np.unique(views[start:stop]):
-            v = int(v)
-            out["teacher_logits"][v] = np.asarray(self.logits[v, start:stop])
-            for name, arr in self.row_stats.items():
-                out[name][v] = np.asarray(arr[v, start:stop])
-        return out
+    def _read_window(self, start: int, stop: int, views: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The needed views of rows [start, stop), stacked: (view slot, rows, ...) per array.
+
+        Returns (slot of each view, -1 where unused; {array name: stacked tensor}).
+        Whole chunks are read, straight into one preallocated buffer per array;
+        rows are gathered later with torch, several times faster than numpy's
+        take + astype here.
+        """
+        needed = np.unique(views[start:stop])
+        slot = torch.full((self.store.num_views,), -1, dtype=torch.long)
+        slot[torch.from_numpy(needed)] = torch.arange(len(needed))
+        arrays = {"teacher_logits": self.logits, **self.row_stats}
+        out: dict[str, torch.Tensor] = {}
+        for name, arr in arrays.items():
+            buf = np.empty((len(needed), stop - start) + tuple(arr.shape[2:]), dtype=arr.dtype)
+            for k, v in enumerate(needed):
+                buf[k] = arr[int(v), start:stop]
+            out[name] = torch.from_numpy(buf)
+        return slot, out
 
     def iterate(self, plan: EpochPlan, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Yield the rows of ``plan`` batch by batch, in the plan's order."""
         n = len(plan.order)
         window = plan.window
-        # Windows in visiting order: consecutive runs of the order lie in one window.
-        runs: list[tuple[int, int, int]] = []  # (position start, position stop, window index)
+        num_samples = self.store.num_samples
+        # Windows in visiting order: the plan visits each window's samples contiguously,
+        # and only the last window of the dataset may be short (wherever it is visited).
+        windows: list[int] = []
         pos = 0
         while pos < n:
             w = int(plan.order[pos]) // window
-            start = w * window
-            stop = min(start + window, self.store.num_samples)
-            runs.append((pos, pos + (stop - start), w))
-            pos += stop - start
-
-        loaded: queue.Queue[tuple[int, dict[str, dict[int, np.ndarray]]] | BaseException] = queue.Queue(maxsize=1)
+            windows.append(w)
+            pos += min(window, num_samples - w * window)
+        Loaded = tuple[int, tuple[torch.Tensor, dict[str, torch.Tensor]]]
+        loaded: queue.Queue[Loaded | BaseException] = queue.Queue(maxsize=1)
 
         def reader() -> None:
             try:
-                for _a, _b, w in runs:
-                    start = w * window
-                    stop = min(start + window, self.store.num_samples)
-                    loaded.put((w, self._read_window(start, stop, plan.views)))
+                for w in windows:
+                    loaded.put((w, self._read_window(w * window, min((w + 1) * window, num_samples), plan.views)))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 loaded.put(exc)
 
         thread = threading.Thread(target=reader, name="kdcache-reader", daemon=True)
         thread.start()
-        current_w, current = -1, {}
+        current_w = -1
+        slot: torch.Tensor = torch.empty(0, dtype=torch.long)
+        current: dict[str, torch.Tensor] = {}
+        order = torch.from_numpy(plan.order)
+        all_views = torch.from_numpy(plan.views)
         for b in range(0, n, batch_size):
-            idx = plan.order[b : b + batch_size]
-            out: dict[str, list[np.ndarray]] = {}
+            idx = order[b : b + batch_size]
+            out: dict[str, list[torch.Tensor]] = {}
             # A batch may straddle two windows; gather each part from its window.
             for part in _split_by_window(idx, window):
                 w = int(part[0]) // window
@@ -146,23 +156,20 @@ class CachedRows:
                     item = loaded.get()
                     if isinstance(item, BaseException):
                         raise item
-                    current_w, current = item
+                    current_w, (slot, current) = item
                 local = part - w * window
-                pviews = plan.views[part]
-                for name, per_view in current.items():
-                    first = next(iter(per_view.values()))
-                    rows = np.empty((len(part),) + first.shape[1:], dtype=first.dtype)
-                    for v, arr in per_view.items():
-                        mask = pviews == v
-                        if mask.any():
-                            rows[mask] = arr[local[mask]]
+                slots = slot[all_views[part]]
+                for name, stacked in current.items():
+                    if stacked.shape[0] == 1:  # one view in this window (cycle policy)
+                        rows = stacked[0].index_select(0, local)
+                    else:
+                        rows = stacked[slots, local]
                     out.setdefault(name, []).append(rows)
-            yield {name: torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False))
-                   for name, parts in out.items()}
+            yield {name: (parts[0] if len(parts) == 1 else torch.cat(parts)).float() for name, parts in out.items()}
         thread.join()
 
 
-def _split_by_window(idx: np.ndarray, window: int) -> list[np.ndarray]:
+def _split_by_window(idx: torch.Tensor, window: int) -> list[torch.Tensor]:
     w = idx // window
-    cuts = np.flatnonzero(np.diff(w)) + 1
-    return np.split(idx, cuts)
+    cuts = (torch.nonzero(w[1:] != w[:-1]).flatten() + 1).tolist()
+    return list(torch.tensor_split(idx, cuts)) if cuts else [idx]

@@ -27,13 +27,21 @@ from kdcache.training import OptimConfig
 DATA = "embedded"
 VAL = "embedded,split=test"
 TEACHER = "kdcache:cnn_small"
-STUDENT = "kdcache:mlp"
+STUDENT = "kdcache:tiny_cnn"
 RECIPE = "fashion-mnist"
-TEACHER_EPOCHS = 4
-STUDENT_EPOCHS = 4
-VIEWS = 4
+TEACHER_EPOCHS = 20
+STUDENT_EPOCHS = 12
+VIEWS = 8
 SEED = 0
-METHODS = ("ce", "kd", "nkd", "isats")
+# Hyper-parameters for a 10-class problem. METHODS.md's defaults are tuned for
+# CIFAR-100 (T=4 flattens 10 classes to near-uniform); these are the methods'
+# own ImageNet-style settings (NKD: gamma=1.5, T=1) and KD at T=2, 0.5/0.5.
+METHODS: dict[str, dict[str, float]] = {
+    "ce": {},
+    "kd": {"temperature": 2.0, "ce_weight": 0.5, "kd_weight": 0.5},
+    "nkd": {"gamma": 1.5, "temperature": 1.0},
+    "isats": {},
+}
 
 
 @dataclass
@@ -101,16 +109,17 @@ def run_quickstart(workdir: Path, student_epochs: int | None = None, progress: b
     result = QuickstartResult(workdir=workdir, teacher_top1=teacher_top1, precompute_seconds=precompute_seconds)
     optim = OptimConfig(lr=0.05, epochs=epochs, schedule="cosine")
     console.print(f"[bold]4/5 distilling {STUDENT} from the store: {', '.join(METHODS)}")
-    for method in METHODS:
+    for method, opts in METHODS.items():
         out = _fresh_run_dir(workdir / "runs" / method)
-        r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss=method, epochs=epochs, out=out,
-                                  store=str(store), optim=optim, seed=SEED), progress=progress)
+        r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss=method, loss_opts=opts,
+                                  epochs=epochs, out=out, store=str(store), optim=optim, seed=SEED),
+                    progress=progress)
         result.rows.append(Row(method, "cached", r.final["val_top1"], r.seconds,
                                sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics)))
     console.print("[bold]5/5 distilling with KD online (the teacher run live), for comparison")
     out = _fresh_run_dir(workdir / "runs" / "kd-online")
-    r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss="kd", epochs=epochs, out=out,
-                              teacher=TEACHER, weights=str(teacher_path), views=VIEWS, recipe=RECIPE,
+    r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss="kd", loss_opts=METHODS["kd"],
+                              epochs=epochs, out=out, teacher=TEACHER, weights=str(teacher_path), views=VIEWS, recipe=RECIPE,
                               optim=optim, seed=SEED), progress=progress)
     result.rows.append(Row("kd", "online", r.final["val_top1"], r.seconds,
                            sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics)))
@@ -124,12 +133,13 @@ def format_table(result: QuickstartResult) -> str:
         f"teacher {TEACHER}: val top-1 {result.teacher_top1:.2%}; precompute {result.precompute_seconds:.1f}s",
         f"student {STUDENT} on {DATA} ({VAL} for validation)",
         "",
-        f"{'method':<8} {'mode':<7} {'val top-1':>9} {'vs CE':>7} {'time':>7} {'samples/s':>10}",
+        f"{'method':<8} {'mode':<7} {'val top-1':>9} {'vs CE':>7} {'time':>7} {'samples/s':>10}  options",
     ]
     for r in result.rows:
+        opts = ", ".join(f"{k}={v:g}" for k, v in METHODS[r.method].items()) or "defaults"
         lines.append(
             f"{r.method:<8} {r.mode:<7} {r.val_top1:>9.2%} {100 * (r.val_top1 - ce):>+6.2f}p "
-            f"{r.seconds:>6.1f}s {r.samples_per_s:>10,.0f}"
+            f"{r.seconds:>6.1f}s {r.samples_per_s:>10,.0f}  {opts}"
         )
     lines += ["", f"speed-up of cached over online KD: {result.speedup:.2f}x "
                   f"(online runs the teacher every step; cached reads its logits from {result.workdir / 'store.zarr'})"]

@@ -208,3 +208,21 @@ def test_train_teacher_records_regt_in_card_and_store(tmp_path: Path) -> None:
     assert card["trained"]["loss"] == "regt" and card["trained"]["regt_beta"] == 0.01
     out = make_store(tmp_path / "s.zarr", "--weights", str(ckpt))
     assert Store.open(out).teacher_card()["trained"]["regt_beta"] == 0.01
+
+
+@pytest.mark.parametrize("policy", ["cycle", "random"])
+def test_cached_rows_follow_the_plan_exactly(store: Path, policy: str) -> None:
+    from kdcache.loader import CachedRows
+
+    s = Store.open(store)
+    everything = torch.from_numpy(np.asarray(s.logits("tiny")[:], dtype=np.float32))
+    tau = torch.from_numpy(np.asarray(zarr.open_group(store, mode="r")["teachers/tiny/stats/isats_tau"][:]))
+    # Window 100 over 256 samples: the short last window may be visited first, batches straddle windows.
+    for epoch in (1, 2, 3):
+        plan = epoch_plan(4, epoch, 256, 3, policy, window=100)
+        rows = list(CachedRows(s, "tiny", ["isats_tau"]).iterate(plan, 48))
+        got = torch.cat([r["teacher_logits"] for r in rows])
+        got_tau = torch.cat([r["isats_tau"] for r in rows])
+        order, views = torch.from_numpy(plan.order), torch.from_numpy(plan.views)
+        assert torch.equal(got, everything[views[order], order])
+        assert torch.equal(got_tau, tau[views[order], order])
