@@ -226,7 +226,8 @@ class _OnlineTeacher(_Teacher):
         in_channels = self.render.channels or source.channels
         self.model, card = build_model(cfg.teacher or "", source.num_classes, in_channels, cfg.weights)
         h, w = self.render.size or self.recipe.output_size(source.image_size(0))
-        check_output_width(self.model, in_channels, (h, w), source.num_classes)
+        check_output_width(self.model, in_channels, (h, w), source.num_classes,
+                               micro_batch=2)  # a width check, not a full micro-batch of work
         self.model = self.model.to(device)
         self.card = {**card, "render": self.render.to_dict()}
         self.seed = cfg.seed

@@ -282,7 +282,8 @@ def precompute(
             in_channels = render.channels or source.channels
             model, card = build_model(request.spec, source.num_classes, in_channels, request.weights)
             h, w = render.size or rec.output_size(source.image_size(0))
-            check_output_width(model, in_channels, (h, w), source.num_classes)
+            check_output_width(model, in_channels, (h, w), source.num_classes,
+                               micro_batch=2)  # a width check, not a full micro-batch of work
             model = model.to(dev)
             name = _check_name(request.name or teacher_name_from_spec(request.spec))
             store = _open_or_create(
