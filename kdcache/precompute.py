@@ -274,30 +274,31 @@ def precompute(
     # whole number of them so batch boundaries never move a row inside one.
     batch_size = max(micro_batch, (batch_size // micro_batch) * micro_batch)
 
+    # Build and check every teacher before writing anything: a bad second
+    # teacher is reported at once, not after the first one's long run.
+    render = rec.render
+    in_channels = render.channels or source.channels
+    h, w = render.size or rec.output_size(source.image_size(0))
+    prepared = []
+    names: set[str] = set()
+    for request in teachers:
+        model, card = build_model(request.spec, source.num_classes, in_channels, request.weights)
+        check_output_width(model, in_channels, (h, w), source.num_classes,
+                           micro_batch=2)  # a width check, not a full micro-batch of work
+        name = _check_name(request.name or teacher_name_from_spec(request.spec))
+        if name in names:
+            raise KdcacheError(f"two teachers are named {name!r}; give each a --teacher-name")
+        names.add(name)
+        card = {**card, "render": render.to_dict(), "input_size": [int(h), int(w)], "encoding": encoding,
+                "codec": codec, "micro_batch": micro_batch}
+        prepared.append((name, card, model.to(dev)))
+
     out_path.mkdir(parents=True, exist_ok=True)
     result = PrecomputeResult(store=out_path)
     with WriterLock(out_path):
-        for request in teachers:
-            render = rec.render
-            in_channels = render.channels or source.channels
-            model, card = build_model(request.spec, source.num_classes, in_channels, request.weights)
-            h, w = render.size or rec.output_size(source.image_size(0))
-            check_output_width(model, in_channels, (h, w), source.num_classes,
-                               micro_batch=2)  # a width check, not a full micro-batch of work
-            model = model.to(dev)
-            name = _check_name(request.name or teacher_name_from_spec(request.spec))
-            store = _open_or_create(
-                out_path, source, rec, seed, views, chunk_rows, source.num_classes,
-                np.dtype(encoding).itemsize, micro_batch,
-            )
-            card = {
-                **card,
-                "render": render.to_dict(),
-                "input_size": [int(h), int(w)],
-                "encoding": encoding,
-                "codec": codec,
-                "micro_batch": micro_batch,
-            }
+        store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
+                                np.dtype(encoding).itemsize, micro_batch)
+        for name, card, model in prepared:
             result.teachers.append(
                 _run_teacher(store, name, card, model, source, rec, seed, batch_size, workers, micro_batch,
                              dev, progress)

@@ -225,3 +225,18 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
     assert "another process" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / LOCK_NAME).exists()
     assert Store.open(out).teacher_names() == ["tiny"]
+
+
+def test_two_teachers_in_one_command(tmp_path: Path) -> None:
+    out = tmp_path / "pair.zarr"
+    code, text = run_cli(*precompute_args(out, "--teacher", "import:tests.helpers:wrong_width", "--teacher-name",
+                                          "a", "--teacher-name", "b"))
+    # The second teacher has the wrong width: refused before anything is written.
+    assert code == 2 and "Traceback" not in text and "6" in text
+    assert not (out / "zarr.json").exists()
+    code, text = run_cli(*precompute_args(tmp_path / "ok.zarr", "--teacher", "import:tests.helpers:slow",
+                                          "--teacher-name", "a", "--teacher-name", "b"))
+    assert code == 0, text
+    store = Store.open(tmp_path / "ok.zarr")
+    assert store.teacher_names() == ["a", "b"] and store.status == "complete"
+    assert np.array_equal(store.logits("a")[:], store.logits("b")[:])  # same weights, same views
