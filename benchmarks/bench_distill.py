@@ -8,7 +8,7 @@ Same student, data, views, batches and optimizer for all three:
 * online KD: `kdcache.distill.distill` with the teacher run live.
 
 Throughput is the training samples/s of each epoch (evaluation excluded),
-median over epochs after the first. Then, with --memory, the peak RSS of a
+median over interleaved repeats. Then, with --memory, the peak RSS of a
 distill run from a store and from one 10x larger (10x the views), each in a
 fresh process.
 
@@ -78,20 +78,26 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
     precompute(data=data, teachers=[TeacherRequest(args.teacher)], views=2, seed=0, out=store, recipe="cifar",
                progress=False)
     print(f"student {args.student}, teacher {args.teacher}, {args.samples} samples 32x32x3, C={args.classes}, "
-          f"batch {args.batch_size}, {args.epochs} epochs (first dropped), workers {args.workers}")
-    ce = plain_ce(data, args.student, args.classes, args.epochs, args.batch_size, args.workers)
-    cached = run_distill(tmp, "cached", data, args.student, args.epochs, args.batch_size, args.workers,
-                         store=str(store))
-    online = run_distill(tmp, "online", data, args.student, args.epochs, args.batch_size, args.workers,
-                         teacher=args.teacher, views=2, recipe="cifar")
-    med = {k: statistics.median(v[1:] or v) for k, v in {"ce": ce, "cached": cached, "online": online}.items()}
-    for k, v in {"plain CE": ce, "cached KD": cached, "online KD": online}.items():
-        print(f"  {k:<10} samples/s per epoch: {', '.join(f'{x:,.0f}' for x in v)}")
-    print(f"cached KD step time / plain CE step time: {med['ce'] / med['cached']:.3f} (target <= 1.05)")
-    print(f"online KD step time / cached KD step time: {med['cached'] / med['online']:.2f}x (the speed-up)")
+          f"batch {args.batch_size}, workers {args.workers}; {args.repeats} interleaved repeats of "
+          f"{args.epochs} epoch(s) each")
+    # Interleave the modes repeat by repeat, so drifts of this shared machine
+    # hit all of them alike; every repeat is a fresh run (same warm-up for all).
+    rates: dict[str, list[float]] = {"plain CE": [], "cached KD": [], "online KD": []}
+    for r in range(args.repeats):
+        rates["plain CE"] += plain_ce(data, args.student, args.classes, args.epochs, args.batch_size, args.workers)
+        rates["cached KD"] += run_distill(tmp, f"cached{r}", data, args.student, args.epochs, args.batch_size,
+                                          args.workers, store=str(store))
+        if r < args.online_repeats:
+            rates["online KD"] += run_distill(tmp, f"online{r}", data, args.student, args.epochs, args.batch_size,
+                                              args.workers, teacher=args.teacher, views=2, recipe="cifar")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    for k, v in rates.items():
+        print(f"  {k:<10} samples/s: {', '.join(f'{x:,.1f}' for x in v)}  (median {med[k]:,.1f})")
+    print(f"cached KD step time / plain CE step time: {med['plain CE'] / med['cached KD']:.3f} (target <= 1.05)")
+    print(f"online KD step time / cached KD step time: {med['cached KD'] / med['online KD']:.2f}x (the speed-up)")
 
 
-def _peak_rss_of_distill(tmp: Path, store: Path, data: str, student: str, name: str) -> float:
+def _peak_rss_of_distill(tmp: Path, store: Path, data: str, student: str, name: str, policy: str) -> float:
     code = (
         "import json, resource, sys\n"
         "from pathlib import Path\n"
@@ -99,7 +105,7 @@ def _peak_rss_of_distill(tmp: Path, store: Path, data: str, student: str, name: 
         "from kdcache.training import OptimConfig\n"
         f"distill(DistillConfig(data={data!r}, val_data={data!r}, student={student!r}, loss='kd', epochs=1,"
         f" out=Path({str(tmp / name)!r}), store={str(store)!r}, batch_size=256, optim=OptimConfig(epochs=1),"
-        " view_policy='random'), progress=False)\n"
+        f" view_policy={policy!r}), progress=False)\n"
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -116,11 +122,13 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
         from kdcache.store import dir_size
 
         sizes[views] = (store, dir_size(store) / 2**20)
-    rss = {v: _peak_rss_of_distill(tmp, s, data, "kdcache:tiny_cnn", f"mem-run{v}") for v, (s, _) in sizes.items()}
-    print(f"peak RSS of distill (1 epoch, random view policy, {args.mem_samples} samples, C=1000):")
-    for v, (_, mb) in sizes.items():
-        print(f"  store with {v:>2} views ({mb:,.0f} MiB on disk): peak RSS {rss[v]:,.0f} MiB")
-    print(f"growth with a 10x larger store: {100 * (rss[20] / rss[2] - 1):+.1f}% (target < 10%)")
+    for policy in ("cycle", "random"):
+        rss = {v: _peak_rss_of_distill(tmp, s, data, "kdcache:tiny_cnn", f"mem-{policy}{v}", policy)
+               for v, (s, _) in sizes.items()}
+        print(f"peak RSS of distill (1 epoch, view policy {policy}, {args.mem_samples} samples, C=1000):")
+        for v, (_, mb) in sizes.items():
+            print(f"  store with {v:>2} views ({mb:,.0f} MiB on disk): peak RSS {rss[v]:,.0f} MiB")
+        print(f"  growth with a 10x larger store: {100 * (rss[20] / rss[2] - 1):+.1f}% (target < 10%)")
 
 
 def main() -> None:
@@ -130,7 +138,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=2048)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=1, help="epochs per repeat")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--online-repeats", type=int, default=2)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--memory", action="store_true", help="also measure peak RSS vs store size")
     p.add_argument("--mem-samples", type=int, default=20000)

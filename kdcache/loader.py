@@ -96,25 +96,28 @@ class CachedRows:
         self.logits = store.logits(teacher)
         self.row_stats = {name: store.group[f"{store.stats_group_path(teacher)}/{name}"] for name in row_stats}
 
-    def _read_window(self, start: int, stop: int, views: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The needed views of rows [start, stop), stacked: (view slot, rows, ...) per array.
+    def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, torch.Tensor]:
+        """The rows the plan uses in samples [start, stop): {array name: (rows, ...) tensor}.
 
-        Returns (slot of each view, -1 where unused; {array name: stacked tensor}).
-        Whole chunks are read, straight into one preallocated buffer per array;
-        rows are gathered later with torch, several times faster than numpy's
-        take + astype here.
+        Row r holds sample start+r in the view the plan gives it. Whole chunks
+        are read one view at a time and only the used rows are kept, so memory
+        is one window whatever the number of views. Rows are gathered later
+        with torch, several times faster than numpy's take + astype here.
         """
-        needed = np.unique(views[start:stop])
-        slot = torch.full((self.store.num_views,), -1, dtype=torch.long)
-        slot[torch.from_numpy(needed)] = torch.arange(len(needed))
+        window_views = views[start:stop]
+        needed = np.unique(window_views)
         arrays = {"teacher_logits": self.logits, **self.row_stats}
         out: dict[str, torch.Tensor] = {}
         for name, arr in arrays.items():
-            buf = np.empty((len(needed), stop - start) + tuple(arr.shape[2:]), dtype=arr.dtype)
-            for k, v in enumerate(needed):
-                buf[k] = arr[int(v), start:stop]
+            if len(needed) == 1:  # one view per epoch (cycle): the chunk rows are the window
+                out[name] = torch.from_numpy(np.asarray(arr[int(needed[0]), start:stop]))
+                continue
+            buf = np.empty((stop - start,) + tuple(arr.shape[2:]), dtype=arr.dtype)
+            for v in needed:
+                mask = window_views == v
+                buf[mask] = np.asarray(arr[int(v), start:stop])[mask]
             out[name] = torch.from_numpy(buf)
-        return slot, out
+        return out
 
     def iterate(self, plan: EpochPlan, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Yield the rows of ``plan`` batch by batch, in the plan's order."""
@@ -129,8 +132,7 @@ class CachedRows:
             w = int(plan.order[pos]) // window
             windows.append(w)
             pos += min(window, num_samples - w * window)
-        Loaded = tuple[int, tuple[torch.Tensor, dict[str, torch.Tensor]]]
-        loaded: queue.Queue[Loaded | BaseException] = queue.Queue(maxsize=1)
+        loaded: queue.Queue[tuple[int, dict[str, torch.Tensor]] | BaseException] = queue.Queue(maxsize=1)
 
         def reader() -> None:
             try:
@@ -142,10 +144,8 @@ class CachedRows:
         thread = threading.Thread(target=reader, name="kdcache-reader", daemon=True)
         thread.start()
         current_w = -1
-        slot: torch.Tensor = torch.empty(0, dtype=torch.long)
         current: dict[str, torch.Tensor] = {}
         order = torch.from_numpy(plan.order)
-        all_views = torch.from_numpy(plan.views)
         for b in range(0, n, batch_size):
             idx = order[b : b + batch_size]
             out: dict[str, list[torch.Tensor]] = {}
@@ -156,15 +156,10 @@ class CachedRows:
                     item = loaded.get()
                     if isinstance(item, BaseException):
                         raise item
-                    current_w, (slot, current) = item
+                    current_w, current = item
                 local = part - w * window
-                slots = slot[all_views[part]]
-                for name, stacked in current.items():
-                    if stacked.shape[0] == 1:  # one view in this window (cycle policy)
-                        rows = stacked[0].index_select(0, local)
-                    else:
-                        rows = stacked[slots, local]
-                    out.setdefault(name, []).append(rows)
+                for name, rows in current.items():
+                    out.setdefault(name, []).append(rows.index_select(0, local))
             yield {name: (parts[0] if len(parts) == 1 else torch.cat(parts)).float() for name, parts in out.items()}
         thread.join()
 
