@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 

@@ -18,7 +18,7 @@ import torch
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
 from kdcache.models import build_model, run_model, sha256_file
-from kdcache.store import Store, checksum
+from kdcache.store import Store, checksum, dir_size, library_versions
 from kdcache.views import Render, ViewDataset, Recipe
 
 
@@ -36,7 +36,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         teachers[name] = {
             **card,
             "logits": {"shape": list(logits.shape), "dtype": str(logits.dtype), "chunks": list(logits.chunks)},
-            "bytes_on_disk": _bytes(store.path / "teachers" / name / "logits"),
+            "bytes_on_disk": dir_size(store.path / "teachers" / name / "logits"),
             "stats": stats,
         }
     m = store.manifest
@@ -53,12 +53,6 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "teachers": teachers,
         "bytes_on_disk": store.disk_bytes(),
     }
-
-
-def _bytes(path: Path) -> int:
-    from kdcache.store import dir_size
-
-    return dir_size(path)
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -214,8 +208,6 @@ def replay_audit(
         agree += int(recomputed.argmax() == stored.argmax())
         stored_params = np.asarray(store.params()[view, sample])
         params_ok &= bool(np.array_equal(stored_params.reshape(-1), items[sample - mb_start]["params"].numpy().reshape(-1)))
-    from kdcache.store import library_versions
-
     now, then = library_versions(), m["versions"]
     same = all(now.get(k) == then.get(k) for k in ("torch", "cpu_capability", "machine"))
     return ReplayResult(pairs=len(chosen), max_abs_diff=max_diff, argmax_agreement=agree / max(1, len(chosen)),

@@ -48,10 +48,6 @@ class StoreIncompleteError(StoreError):
     """The store (or one teacher in it) is still being written."""
 
 
-class StoreCorruptError(StoreError):
-    """A chunk's checksum or completion record does not match its data."""
-
-
 class NonFiniteLogitsError(KdcacheError, ValueError):
     """A teacher produced NaN or Inf logits."""
 

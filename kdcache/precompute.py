@@ -37,6 +37,7 @@ from kdcache.store import (
     WriterLock,
     checksum,
     default_chunk_rows,
+    dir_size,
     sync_store,
     utc_now,
 )
@@ -160,10 +161,6 @@ class _ChunkWriter:
         self.raise_if_failed()
 
 
-def _dataset_record(source: DataSource) -> dict[str, Any]:
-    return source.describe()
-
-
 def _views_record(seed: int, num_views: int, recipe: Recipe, chunk_rows: int) -> dict[str, Any]:
     return {
         "seed": int(seed),
@@ -192,7 +189,7 @@ def _open_or_create(
     if out.exists() and (out / "zarr.json").exists():
         store = Store.open(out, mode="r+")
         problems = _differences(
-            _dataset_record(source), store.manifest["dataset"], ["name", "split", "num_samples", "fingerprint"], "dataset"
+            source.describe(), store.manifest["dataset"], ["name", "split", "num_samples", "fingerprint"], "dataset"
         )
         wanted = _views_record(seed, views, recipe, store.grid.chunk_rows)
         problems += _differences(wanted, store.manifest["views"], ["seed", "num_views", "recipe_hash"], "views")
@@ -209,7 +206,7 @@ def _open_or_create(
         raise KdcacheError(f"--chunk-rows {rows} must be a multiple of the micro-batch {micro_batch}")
     return Store.create(
         out,
-        dataset=_dataset_record(source),
+        dataset=source.describe(),
         labels=source.labels,
         views=_views_record(seed, views, recipe, rows),
         num_params=len(recipe.param_names()),
@@ -397,7 +394,7 @@ def _run_teacher(
         store.manifest["status"] = "complete"
     store.save_manifest()
     disk = store.disk_bytes()
-    logit_bytes = _array_bytes(store, f"teachers/{name}/logits")
+    logit_bytes = dir_size(store.path / "teachers" / name / "logits")
     return TeacherSummary(
         name=name,
         accuracy_per_view=accuracy,
@@ -416,12 +413,6 @@ def _check_params(store: Store, view: int, chunk: int, params: np.ndarray) -> No
             f"view {view}, chunk {chunk}: the replayed augmentation parameters differ from those "
             f"recorded in {store.path}; the data or the kdcache version differs from the store's"
         )
-
-
-def _array_bytes(store: Store, key: str) -> int:
-    from kdcache.store import dir_size
-
-    return dir_size(store.path / key)
 
 
 def teacher_accuracy(store: Store, teacher: str) -> list[float]:

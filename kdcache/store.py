@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,8 @@ import zarr
 from kdcache import __version__
 from kdcache.errors import (
     StoreBusyError,
-    StoreCorruptError,
     StoreError,
     StoreIncompleteError,
-    StoreMismatchError,
     StoreNotFoundError,
 )
 
@@ -432,11 +429,3 @@ def sync_store(path: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-
-def remove_store(path: Path) -> None:
-    """Delete a store directory (used by tests and by `--overwrite`)."""
-    if _is_zarr_group(path):
-        shutil.rmtree(path)
-    else:
-        raise StoreError(f"refusing to delete {path}: it is not a zarr store")

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from typer.testing import CliRunner
 
 from kdcache import losses
 from kdcache.loader import epoch_plan
 from kdcache.store import Store
-from kdcache_cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
@@ -27,12 +26,8 @@ VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
 TEACHER = "import:tests.helpers:tiny"
 STUDENT = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-runner = CliRunner()
 
 
-def run_cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output  # stdout and stderr, as a terminal shows them
 
 
 def make_store(out: Path, *extra: str, data: str = DATA, encoding: str = "float32") -> Path:
@@ -123,13 +118,6 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path: Path, store: Path) -
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
 
 
-def _error(code: int, text: str, *needles: str) -> None:
-    assert code == 2, text
-    assert "Traceback" not in text
-    lines = [l for l in text.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, text
-    for n in needles:
-        assert n in lines[0], text
 
 
 @pytest.mark.parametrize(
@@ -146,18 +134,18 @@ def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle
     args[args.index("--data") + 1] = data
     if "classes=3" in data:
         args[args.index("--val-data") + 1] = data.replace("samples=256", "samples=30")
-    _error(*run_cli(*args), needle)
+    assert_one_line_error(*run_cli(*args), needle)
     assert not (tmp_path / "r").exists()
 
 
 def test_incomplete_store_and_missing_stats_are_refused(tmp_path: Path) -> None:
     out = make_store(tmp_path / "s.zarr")
-    _error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", "--store", out)), "kdcache stats")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", "--store", out)), "kdcache stats")
     g = zarr.open_group(out, mode="r+")
     m = dict(g.attrs["kdcache"])
     m["teachers"]["tiny"]["status"] = "writing"
     g.attrs["kdcache"] = m
-    _error(*run_cli(*distill_args(tmp_path / "r2", "kd", "--store", out)), "still being written")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r2", "kd", "--store", out)), "still being written")
 
 
 def test_stats_equal_the_in_memory_functions(store: Path) -> None:
@@ -184,7 +172,7 @@ def test_stats_refuse_an_unfinished_store(tmp_path: Path) -> None:
     m = dict(g.attrs["kdcache"])
     m["teachers"]["tiny"]["status"] = "writing"
     g.attrs["kdcache"] = m
-    _error(*run_cli("stats", out), "still being written")
+    assert_one_line_error(*run_cli("stats", out), "still being written")
 
 
 def test_epoch_plan_is_a_pure_function() -> None:

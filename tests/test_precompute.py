@@ -13,21 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from typer.testing import CliRunner
 
-from kdcache_cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli
 from kdcache.store import LOCK_NAME, Store, WriterLock
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=300,classes=5,size=12,channels=1,seed=3"
 TEACHER = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-runner = CliRunner()
 
 
-def run_cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output  # stdout and stderr, as a terminal shows them
 
 
 def precompute_args(out: Path, *extra: str, data: str = DATA, teacher: str = TEACHER) -> list[str]:
@@ -151,40 +146,33 @@ def test_sigkill_then_resume_is_identical(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ bad input
-def _one_line_error(code: int, text: str, *needles: str) -> None:
-    assert code == 2, text
-    assert "Traceback" not in text
-    error_lines = [l for l in text.splitlines() if l.startswith("error:")]
-    assert len(error_lines) == 1, text
-    for needle in needles:
-        assert needle in error_lines[0], text
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:
     code, text = run_cli(*precompute_args(tmp_path / "x.zarr", data=f"fashion-mnist:{tmp_path}/nowhere"))
-    _one_line_error(code, text, "nowhere")
+    assert_one_line_error(code, text, "nowhere")
 
 
 def test_teacher_with_wrong_output_width(tmp_path: Path) -> None:
     code, text = run_cli(*precompute_args(tmp_path / "x.zarr", teacher="import:tests.helpers:wrong_width"))
-    _one_line_error(code, text, "6", "5")
+    assert_one_line_error(code, text, "6", "5")
 
 
 def test_nan_logits_name_sample_and_view_and_keep_written_chunks(tmp_path: Path) -> None:
     out = tmp_path / "nan.zarr"
     code, text = run_cli(*precompute_args(out, teacher="import:tests.helpers:nan_model"))
-    _one_line_error(code, text, "sample", "view", "NaN")
+    assert_one_line_error(code, text, "sample", "view", "NaN")
     assert Store.open(out).status == "writing"
 
 
 def test_out_is_a_file_or_foreign_directory(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    _one_line_error(*run_cli(*precompute_args(f)), "file")
+    assert_one_line_error(*run_cli(*precompute_args(f)), "file")
     d = tmp_path / "dir"
     d.mkdir()
     (d / "keep.txt").write_text("precious")
-    _one_line_error(*run_cli(*precompute_args(d)), "not a kdcache store")
+    assert_one_line_error(*run_cli(*precompute_args(d)), "not a kdcache store")
     assert (d / "keep.txt").read_text() == "precious"
 
 
@@ -195,8 +183,8 @@ def test_unknown_format_version(tmp_path: Path) -> None:
     m = dict(g.attrs["kdcache"])
     m["format_version"] = 99
     g.attrs["kdcache"] = m
-    _one_line_error(*run_cli("info", str(out)), "version 99")
-    _one_line_error(*run_cli(*precompute_args(out)), "version 99")
+    assert_one_line_error(*run_cli("info", str(out)), "version 99")
+    assert_one_line_error(*run_cli(*precompute_args(out)), "version 99")
 
 
 def test_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
@@ -205,7 +193,7 @@ def test_checkpoint_that_does_not_fit(tmp_path: Path) -> None:
     ckpt = tmp_path / "bad.pt"
     torch.save({"conv.weight": torch.zeros(3, 3)}, ckpt)
     code, text = run_cli(*precompute_args(tmp_path / "x.zarr", "--weights", str(ckpt)))
-    _one_line_error(code, text)
+    assert_one_line_error(code, text)
 
 
 def test_second_writer_is_refused(tmp_path: Path) -> None:
