@@ -75,8 +75,20 @@ def format_info(info: dict[str, Any]) -> str:
         )
         if t.get("weights_sha256"):
             lines.append(f"           weights sha256 {t['weights_sha256']}")
-        if t.get("trained"):
-            lines.append(f"           trained: {t['trained']}")
+        trained = t.get("trained")
+        if isinstance(trained, dict):
+            how = trained.get("loss", "?")
+            if trained.get("regt_beta") is not None:
+                how = f"RegT(beta={trained['regt_beta']:g})"
+            elif trained.get("label_smoothing"):
+                how = f"label smoothing {trained['label_smoothing']:g}"
+            top1 = trained.get("val_top1")
+            lines.append(
+                f"           trained with {how}, {trained.get('epochs', '?')} epochs on {trained.get('data', '?')}"
+                + (f", val top-1 {top1:.2%}" if isinstance(top1, float) else "")
+            )
+        elif trained:
+            lines.append(f"           trained: {trained}")
         if t["stats"]:
             for key, s in t["stats"].items():
                 extra = {k: val for k, val in s.items() if k not in ("shape", "dtype")}
