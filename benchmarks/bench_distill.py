@@ -3,7 +3,7 @@
 Same student, data, views, batches and optimizer for all three:
 
 * plain CE: the ordinary training loop a user would write without kdcache
-  (the same DataLoader of views, student forward, CE, backward, step);
+  (the same DataLoader of views and prefetch, student forward, CE, backward, step);
 * cached KD: `kdcache.distill.distill` from a store (reads cached logits);
 * online KD: `kdcache.distill.distill` with the teacher run live.
 
@@ -35,6 +35,7 @@ from kdcache.distill import DistillConfig, distill
 from kdcache.loader import epoch_plan
 from kdcache.models import build_model
 from kdcache.precompute import TeacherRequest, precompute
+from kdcache.prefetch import prefetch
 from kdcache.training import OptimConfig, make_optimizer, seed_everything
 from kdcache.views import ViewDataset, load_recipe
 
@@ -53,7 +54,9 @@ def plain_ce(data: str, student: str, classes: int, epochs: int, batch: int, wor
         plan = epoch_plan(0, epoch, len(source), 2, "cycle")
         loader = DataLoader(dataset, batch_sampler=plan.batches(batch), num_workers=workers)
         t0 = time.perf_counter()
-        for b in loader:
+        # The same input pipeline as distill (thread prefetch when workers=0), so the
+        # ratio isolates what the cache adds: reading teacher rows and the KD loss.
+        for b in (loader if workers else prefetch(loader)):
             loss = F.cross_entropy(model(b["images"][0]), b["label"])
             opt.zero_grad(set_to_none=True)
             loss.backward()

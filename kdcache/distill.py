@@ -29,6 +29,7 @@ from kdcache.data import DataSource, open_data
 from kdcache.errors import KdcacheError, RunError, StoreIncompleteError, StoreMismatchError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedRows, epoch_plan
 from kdcache.models import build_model, check_output_width, run_model
+from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.store import Store, library_versions
 from kdcache.training import (
@@ -350,7 +351,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
             step_losses: list[float] = []
             seen = 0
             t0 = time.perf_counter()
-            for batch in loader:
+            for batch in (loader if cfg.workers else prefetch(loader)):
                 rows = next(rows_iter) if rows_iter is not None else None
                 x = batch["images"][0].to(device, non_blocking=True)
                 y = batch["label"].to(device, non_blocking=True)

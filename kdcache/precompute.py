@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from kdcache.data import DataSource, open_data
 from kdcache.errors import KdcacheError, NonFiniteLogitsError, StoreMismatchError
 from kdcache.models import build_model, check_output_width, run_model
+from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.store import (
     CODECS,
@@ -355,7 +356,7 @@ def _run_teacher(
     try:
         with make_progress(enabled=progress) as bar:
             task = bar.add_task(f"precompute {name}", total=rows_pending, rate="")
-            for batch in loader:
+            for batch in (loader if workers else prefetch(loader)):
                 images = batch["images"][0].to(device, non_blocking=True)
                 logits = run_model(model, images, micro_batch=micro_batch).cpu()
                 finite = torch.isfinite(logits).all(dim=1)

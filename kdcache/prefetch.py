@@ -1,0 +1,53 @@
+"""Overlap producing batches with consuming them, on a thread.
+
+With ``--workers 0`` a DataLoader renders views in the main thread, between
+teacher or student steps. torch's kernels release the GIL, so rendering the
+next batch on a thread overlaps with the current step without the start-up
+and memory of worker processes. Order is preserved; errors are re-raised in
+the consumer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` in order while a thread produces up to ``depth`` ahead."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="kdcache-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        # The consumer stopped early (error, Ctrl-C) or finished: let the producer end.
+        stop.set()
