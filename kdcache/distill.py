@@ -204,6 +204,17 @@ class _CachedTeacher(_Teacher):
     def epoch_rows(self, plan: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         return self.rows.iterate(plan, batch_size)
 
+    def input_hash(self) -> str:
+        """Hash of what this run reads from the store: data, views, this teacher and its statistics.
+
+        Adding another teacher to a shared store, or re-running `kdcache stats`
+        to the same result, leaves it unchanged, so `--resume` still works.
+        """
+        m = self.store.manifest
+        card = {k: v for k, v in self.card.items() if k not in ("started", "finished")}
+        card["stats"] = {k: v for k, v in card.get("stats", {}).items() if k != "computed"}
+        return canonical_hash({"dataset": m["dataset"], "views": m["views"], "teacher": card})
+
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if rows is None:
             raise RuntimeError("cached rows missing")
@@ -247,13 +258,15 @@ class _OnlineTeacher(_Teacher):
         return {}
 
 
-def _record(cfg: DistillConfig, teacher: _Teacher, student_card: dict[str, Any], manifest_hash: str | None) -> dict:
+def _record(cfg: DistillConfig, teacher: _Teacher, student_card: dict[str, Any], manifest_hash: str | None,
+            input_hash: str | None) -> dict:
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     args.pop("resume")
     return {
         "kind": "kdcache-distill",
         "args": args,
         "store_manifest_hash": manifest_hash,
+        "store_input_hash": input_hash,
         "teacher": teacher.card,
         "student": student_card,
         "versions": library_versions(),
@@ -283,8 +296,10 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
         )
     teacher: _Teacher
     if cfg.store is not None:
-        teacher = _CachedTeacher(cfg.store, cfg.teacher_name, source, spec, hparams)
-        manifest_hash: str | None = canonical_hash(teacher.store.manifest)  # type: ignore[attr-defined]
+        cached = _CachedTeacher(cfg.store, cfg.teacher_name, source, spec, hparams)
+        teacher = cached
+        manifest_hash: str | None = canonical_hash(cached.store.manifest)
+        input_hash: str | None = cached.input_hash()
     else:
         teacher = _OnlineTeacher(cfg, source, device)
         if spec.store_stats(hparams) and any(k != "tau_star" for k in spec.store_stats(hparams)):
@@ -292,7 +307,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
                 f"loss {cfg.loss!r} needs statistics precomputed over the whole training set; "
                 "use a store (kdcache precompute, then kdcache stats)"
             )
-        manifest_hash = None
+        manifest_hash = input_hash = None
 
     student_render = teacher.render
     in_channels = student_render.channels or source.channels
@@ -307,14 +322,17 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     schedulers = [make_scheduler(o, cfg.optim) for o in optimizers]
 
     out = Path(cfg.out)
-    record = _record(cfg, teacher, student_card, manifest_hash)
+    record = _record(cfg, teacher, student_card, manifest_hash, input_hash)
     prepare_run_dir(out, record, cfg.resume, RESUME_KEYS)
     start_epoch = 1
     ckpt_path = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
     if cfg.resume:
-        if record["store_manifest_hash"] != json.loads((out / "run.json").read_text())["store_manifest_hash"]:
-            raise RunError(f"--resume: the store changed since the run in {out} started; start a new run")
+        if record["store_input_hash"] != json.loads((out / "run.json").read_text()).get("store_input_hash"):
+            raise RunError(
+                f"--resume: the teacher data this run reads from the store changed since the run in {out} "
+                "started (other views, logits or statistics); start a new run with another --out"
+            )
         if ckpt_path.exists():
             state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
             student.load_state_dict(state["student"])
