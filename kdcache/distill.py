@@ -28,7 +28,7 @@ from kdcache import __version__, losses
 from kdcache.data import DataSource, open_data
 from kdcache.errors import KdcacheError, RunError, StoreIncompleteError, StoreMismatchError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedRows, epoch_plan
-from kdcache.models import build_model, check_output_width, run_model
+from kdcache.models import atomic_torch_save, build_model, check_output_width, run_model
 from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.store import Store, library_versions
@@ -41,7 +41,6 @@ from kdcache.training import (
     make_optimizer,
     make_scheduler,
     prepare_run_dir,
-    save_torch_atomic,
     seed_everything,
     truncate_metrics,
     write_json_atomic,
@@ -413,7 +412,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
                 f.writelines(json.dumps({"epoch": epoch, "step": i, "loss": v}) + "\n"
                              for i, v in enumerate(step_losses))
             # Logs first, checkpoint last: a resume truncates logs to the checkpoint's epoch.
-            save_torch_atomic(ckpt_path, {
+            atomic_torch_save(ckpt_path, {
                 "epoch": epoch,
                 "student": student.state_dict(),
                 "extras": [net.state_dict() for net in extras],

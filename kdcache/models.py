@@ -307,19 +307,24 @@ def save_checkpoint(path: PathLike, model: nn.Module, card: dict[str, Any]) -> N
     must be JSON-able (it is copied into store manifests); tensors are
     saved on the CPU so the file loads anywhere.
     """
-    if not isinstance(card, dict):
-        raise ModelError(f"checkpoint card must be a dict, got {type(card).__name__}")
-    try:
-        json.dumps(card, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"checkpoint card must be JSON-able: {e}") from e
+    _check_card(card, "checkpoint card")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    path = Path(path)
+    atomic_torch_save(path, {"state_dict": state, "card": card})
+
+
+def atomic_torch_save(path: PathLike, obj: Any) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it.
+
+    A reader never sees half a file, and an interrupted save leaves the old
+    file intact (checkpoints, run states).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"state_dict": state, "card": card}, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -327,6 +332,16 @@ def save_checkpoint(path: PathLike, model: nn.Module, card: dict[str, Any]) -> N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _check_card(card: object, what: str) -> None:
+    """A card goes into JSON manifests: it must be a JSON-able dict."""
+    if not isinstance(card, dict):
+        raise ModelError(f"{what} must be a dict, got {type(card).__name__}")
+    try:
+        json.dumps(card, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{what} must be JSON-able: {e}") from e
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:
@@ -385,12 +400,7 @@ def _normalise_checkpoint(obj: object, where: str) -> dict[str, Any]:
             "save model.state_dict() or use kdcache.models.save_checkpoint"
         )
     if card is not None:
-        if not isinstance(card, dict):
-            raise ModelError(f"checkpoint {where}: its card is a {type(card).__name__}, not a dict")
-        try:
-            json.dumps(card, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"checkpoint {where}: its card is not JSON-able: {e}") from e
+        _check_card(card, f"checkpoint {where}: its card")
     return {"state_dict": dict(state), "card": card}
 
 

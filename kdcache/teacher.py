@@ -26,7 +26,7 @@ from kdcache import losses
 from kdcache.data import open_data
 from kdcache.errors import KdcacheError, RunError
 from kdcache.loader import epoch_plan
-from kdcache.models import build_model, save_checkpoint
+from kdcache.models import atomic_torch_save, build_model, save_checkpoint
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.training import (
     OptimConfig,
@@ -34,7 +34,6 @@ from kdcache.training import (
     evaluate,
     make_optimizer,
     make_scheduler,
-    save_torch_atomic,
     seed_everything,
 )
 from kdcache.views import ViewDataset, load_recipe
@@ -145,7 +144,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
             bar.remove_task(task)
             if progress:
                 console.print(f"teacher epoch {epoch}: loss {metrics['train_loss']:.4f}  val top-1 {metrics['val_top1']:.2%}")
-            save_torch_atomic(state_path, {
+            atomic_torch_save(state_path, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "torch_rng": torch.get_rng_state(), "args": _args_json(cfg), "history": json.dumps(history),
             })

@@ -119,13 +119,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_torch_atomic(path: Path, obj: Any) -> None:
-    """``torch.save`` to a temp file then rename: a killed run keeps its previous checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def prepare_run_dir(out: Path, record: dict[str, Any], resume: bool, compare_keys: Iterable[str]) -> None:
     """Create ``out`` for a new run, or check on ``--resume`` that it was made by the same arguments."""
     run_json = out / "run.json"
