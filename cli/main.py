@@ -1,22 +1,19 @@
 """kdcache's Typer app. Each command parses its options and makes one library call.
 
-Errors kdcache raises on purpose (:class:`kdcache.errors.KdcacheError`) end in
-one line on stderr and exit code 2; Ctrl-C ends with exit code 130 and a note
-on how to resume. Anything else is a bug and keeps its traceback.
+Exit codes (see :mod:`kdcache_cli.exits`): 0 ok, 1 a kdcache error or an OS
+condition (one line), 2 a usage error, 130 interrupted (with how to resume).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 
-from kdcache.errors import KdcacheError
+from kdcache_cli.exits import handle_errors, usage_fail
 
 app = typer.Typer(
     name="kdcache",
@@ -27,36 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def handle_errors(fn: F | None = None, *, resume: str = "run the same command again to resume") -> Any:
-    """Turn kdcache's own errors into one line and a non-zero exit; Ctrl-C into exit 130.
-
-    ``resume`` is what the Ctrl-C message tells the user to do next.
-    """
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return func(*args, **kwargs)
-            except KdcacheError as exc:
-                _fail(str(exc), 2)
-            except KeyboardInterrupt:
-                _fail(f"interrupted; what was finished is saved: {resume}", 130)
-            return None
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate(fn) if fn is not None else decorate
-
 
 DataOpt = Annotated[
     str,
@@ -107,7 +74,7 @@ def precompute(
     weights = weights or []
     names = teacher_name or []
     if len(weights) > len(teacher) or len(names) > len(teacher):
-        _fail("give at most one --weights and one --teacher-name per --teacher", 2)
+        usage_fail("give at most one --weights and one --teacher-name per --teacher")
     requests = [
         TeacherRequest(spec, weights[i] if i < len(weights) else None, names[i] if i < len(names) else None)
         for i, spec in enumerate(teacher)
@@ -172,7 +139,7 @@ def stats(
     try:
         grid_values = [float(g) for g in grid.split(",") if g.strip()]
     except ValueError:
-        _fail(f"--grid {grid!r} must be comma-separated numbers, e.g. 1,2,3,4,5,6,8", 2)
+        usage_fail(f"--grid {grid!r} must be comma-separated numbers, e.g. 1,2,3,4,5,6,8")
     result = compute_stats(store, teacher=teacher, tau0=tau0 or [3.0], grid=grid_values)
     typer.echo(format_stats(result))
 

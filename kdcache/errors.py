@@ -3,6 +3,10 @@
 The hierarchy subclasses the matching built-in too (as zarr's does), so code
 that catches ``ValueError`` or ``FileNotFoundError`` keeps working, while the
 CLI can catch :class:`KdcacheError` alone and print one clean line.
+
+Exit codes of the CLI: 0 ok, 1 a :class:`KdcacheError` (one line), 2 a usage
+error (a malformed command line, or :class:`UsageError` raised by the library
+for an option value it refuses), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from __future__ import annotations
 
 class KdcacheError(Exception):
     """Base class of every error kdcache raises on purpose."""
+
+
+class UsageError(KdcacheError, ValueError):
+    """An option value is invalid (or does not apply to the chosen mode): the CLI exits 2."""
 
 
 class SpecError(KdcacheError, ValueError):

@@ -15,9 +15,10 @@ def run_cli(*args: object) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def assert_one_line_error(code: int, text: str, *needles: str) -> None:
-    """A user error: exit code 2, no traceback, exactly one `error:` line containing every needle."""
-    assert code == 2, text
+def assert_one_line_error(code: int, text: str, *needles: str, exit_code: int = 1) -> None:
+    """A user error: ``exit_code`` (1 a kdcache error, 2 a usage error), no traceback, exactly one
+    `error:` line containing every needle."""
+    assert code == exit_code, text
     assert "Traceback" not in text
     lines = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, text

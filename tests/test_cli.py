@@ -36,6 +36,6 @@ def test_console_script_is_installed() -> None:
 
 def test_bad_data_spec_is_one_line() -> None:
     result = runner.invoke(app, ["info", "/nonexistent/store.zarr"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.output.strip().startswith("error:") and len(result.output.strip().splitlines()) == 1
     assert "kdcache precompute" in result.output

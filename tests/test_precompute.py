@@ -72,9 +72,9 @@ def test_rerun_of_complete_store_is_a_no_op_and_other_args_are_refused(tmp_path:
     assert code == 0, text
     assert np.array_equal(before, zarr.open_group(store_f32, mode="r")["teachers/tiny/logits"][:])
     code, text = run_cli(*[a if a != "7" else "8" for a in precompute_args(store_f32, "--encoding", "float32")])
-    assert code == 2 and "seed" in text and "Traceback" not in text
+    assert code == 1 and "seed" in text and "Traceback" not in text
     code, text = run_cli(*precompute_args(store_f32, "--encoding", "float16"))
-    assert code == 2 and "encoding" in text
+    assert code == 1 and "encoding" in text
 
 
 def test_add_second_teacher_on_same_views(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         )
     finally:
         lock.release()
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert "another process" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / LOCK_NAME).exists()
     assert Store.open(out).teacher_names() == ["tiny"]
@@ -220,7 +220,7 @@ def test_two_teachers_in_one_command(tmp_path: Path) -> None:
     code, text = run_cli(*precompute_args(out, "--teacher", "import:tests.helpers:wrong_width", "--teacher-name",
                                           "a", "--teacher-name", "b"))
     # The second teacher has the wrong width: refused before anything is written.
-    assert code == 2 and "Traceback" not in text and "6" in text
+    assert code == 1 and "Traceback" not in text and "6" in text
     assert not (out / "zarr.json").exists()
     code, text = run_cli(*precompute_args(tmp_path / "ok.zarr", "--teacher", "import:tests.helpers:slow",
                                           "--teacher-name", "a", "--teacher-name", "b"))

@@ -1,0 +1,100 @@
+"""How a kdcache command ends: exit codes, one-line errors and deprecation notes.
+
+Exit codes: 0 ok; 1 a kdcache error (:class:`kdcache.errors.KdcacheError`, one
+``error:`` line on stderr); 2 a usage error (a malformed command line, which
+Click reports itself, or :class:`kdcache.errors.UsageError` from the library);
+130 interrupted by Ctrl-C, with a note on how to resume. An ``OSError`` that
+reaches the CLI (permission denied, disk full, a missing parent directory, a
+read-only filesystem) is a condition of the user's machine, not a bug: it also
+ends in one line naming the path and what to do, exit 1. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from kdcache.errors import KdcacheError, UsageError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def usage_fail(message: str) -> NoReturn:
+    """A bad option value found by the CLI itself: one line, exit 2."""
+    fail(message, EXIT_USAGE)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: an old spelling still works in this version but will go."""
+    typer.echo(f"kdcache: {old} is deprecated; {new}", err=True)
+
+
+# What to do about each OS condition; {path} is the file the OS named.
+_OS_ADVICE: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device holding {path}; free space and run the same command again "
+                  "(what was finished is kept)",
+    errno.EDQUOT: "disk quota exceeded writing {path}; free space and run the same command again",
+    errno.EACCES: "permission denied: {path}; choose a path you can write to, or change its permissions",
+    errno.EPERM: "operation not permitted on {path}; choose a path you own",
+    errno.EROFS: "{path} is on a read-only filesystem; choose a writable location",
+    errno.ENOENT: "{path} does not exist; check the path (create the parent directory first for an output)",
+    errno.EISDIR: "{path} is a directory where a file was expected; give a file path",
+    errno.ENOTDIR: "{path} (or one of its parents) is a file where a directory was expected; choose another path",
+    errno.EEXIST: "{path} already exists; choose another path or remove it",
+    errno.ENAMETOOLONG: "the path {path} is too long; choose a shorter one",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: what happened to which path, and what to do."""
+    path = exc.filename if exc.filename is not None else None
+    if exc.filename2 is not None:
+        path = f"{exc.filename} -> {exc.filename2}"
+    advice = _OS_ADVICE.get(exc.errno or -1)
+    if path is None:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return f"{reason} (no path given by the operating system); check free space and permissions of the output"
+    if advice is None:
+        return f"{exc.strerror or exc}: {path}"
+    return advice.format(path=path)
+
+
+def handle_errors(fn: F | None = None, *, resume: str = "run the same command again to resume") -> Any:
+    """Turn kdcache's errors and OS conditions into one line and an exit code; Ctrl-C into 130.
+
+    ``resume`` is what the Ctrl-C message tells the user to do next.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except UsageError as exc:
+                fail(str(exc), EXIT_USAGE)
+            except KdcacheError as exc:
+                fail(str(exc), EXIT_ERROR)
+            except OSError as exc:
+                fail(describe_os_error(exc), EXIT_ERROR)
+            except KeyboardInterrupt:
+                fail(f"interrupted; what was finished is saved: {resume}", EXIT_INTERRUPTED)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
