@@ -25,6 +25,7 @@ from kdcache.views import (
     Render,
     ViewDataset,
     apply_params,
+    eval_dataset,
     list_ops,
     list_presets,
     load_recipe,
@@ -108,6 +109,18 @@ def test_params_are_int32_and_named(full):
     assert np.array_equal(params, sample_params(full, 0, 3, 1, (20, 20)))
 
 
+def test_drawn_params_are_pinned(full):
+    # Integers, so machine independent: a change in the order or kind of the
+    # draws (e.g. while moving code) would silently change every new store.
+    pinned = {
+        (0, 0): [2, 0, 22, 26, 3, 4, 1, 927, 704, 636, -100, 2, 3, 1, 0],
+        (7, 1): [3, 1, 23, 25, 5, 0, 1, 879, 1322, 1120, 57, 1, 3, 0, 2],
+        (23, 3): [7, 1, 15, 20, 6, 5, 0, 1370, 1330, 1106, -96, 3, 2, 0, 1],
+    }
+    for (sample, view), params in pinned.items():
+        assert sample_params(full, 5, sample, view, (20, 20)).tolist() == params
+
+
 def test_different_seeds_samples_and_views_differ(full, synth):
     keys = [(0, 5, 0), (1, 5, 0), (0, 6, 0), (0, 5, 1)]
     params = {k: tuple(sample_params(full, *k, (20, 20))) for k in keys}
@@ -158,6 +171,66 @@ def test_malformed_key(full, synth):
         ViewDataset(synth, full, seed=0)[3]
     with pytest.raises(SpecError):
         ViewDataset(synth, full, seed=0)[(1, -1)]
+
+
+def test_recorded_params_are_rendered_not_drawn(synth):
+    # A store whose recorded flips differ from what the seed draws: the key
+    # with params must render the record (every flip forced to 1), mirrored.
+    recipe = load_recipe("cifar")
+    source = open_data("synthetic:samples=6,size=32,seed=4")
+    ds = ViewDataset(source, recipe, seed=3, renders=[Render()])
+    for sample in range(6):
+        drawn = ds[(sample, 0)]
+        top, left, flip = drawn["params"].tolist()
+        forced = np.array([top, left, 1], dtype=np.int64)
+        item = ds[(sample, 0, forced)]
+        assert item["params"].dtype == torch.int32 and item["params"].tolist() == [top, left, 1]
+        unflipped = ds[(sample, 0, np.array([top, left, 0], np.int32))]["images"][0]
+        assert torch.equal(item["images"][0], F.horizontal_flip(unflipped))
+        if flip:
+            assert torch.equal(item["images"][0], drawn["images"][0])
+        else:
+            assert not torch.equal(item["images"][0], drawn["images"][0])
+    # Recorded params that no seed would draw (offsets outside the drawn range
+    # are still a valid box: they show the fill) render as recorded.
+    far = ds[(0, 9, torch.tensor([0, 8, 1], dtype=torch.int32))]
+    assert far["params"].tolist() == [0, 8, 1] and far["view"] == 9
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ([1, 2], r"takes 3 integer params; got shape \(2,\)"),
+        ([1, 2, 3, 4], r"takes 3 integer params; got shape \(4,\)"),
+        ([1.0, 2.0, 1.0], r"takes 3 integer params; .* of float64"),
+        ([True, False, True], r"takes 3 integer params; .* of bool"),
+        ([[1, 2, 3]], r"takes 3 integer params; got shape \(1, 3\)"),
+        ([0, 2**40, 1], r"do not fit int32"),
+    ],
+)
+def test_recorded_params_are_validated(params, message):
+    ds = ViewDataset(open_data("synthetic:samples=2,size=32"), load_recipe("cifar"), seed=0)
+    with pytest.raises(RecipeError, match=message):
+        ds[(0, 0, params)]
+
+
+def test_eval_dataset_items_are_keyed_by_sample(synth):
+    render = Render(size=(16, 16), mean=(0.5,), std=(0.25,))
+    ds = eval_dataset(synth, load_recipe("cifar"), render)
+    assert len(ds) == len(synth)
+    item = ds[5]
+    assert set(item) == {"sample", "label", "images"}
+    assert item["sample"] == 5 and item["label"] == int(synth.labels[5])
+    expected = F.normalize(
+        F.resize(F.to_dtype(synth.image(5), torch.float32, scale=True), [16, 16], antialias=True), [0.5], [0.25]
+    )
+    assert torch.equal(item["images"][0], expected)
+    batch = next(iter(DataLoader(ds, batch_sampler=[[0, 3, 7]])))
+    assert batch["sample"].tolist() == [0, 3, 7] and batch["images"][0].shape == (3, 3, 16, 16)
+    with pytest.raises(TypeError, match="sample indices"):
+        ds[(0, 0)]
+    with pytest.raises(IndexError):
+        ds[len(synth)]
 
 
 # --------------------------------------------------------------------------- bitwise replay across loaders
