@@ -45,7 +45,7 @@ def plain_ce(data: str, student: str, classes: int, epochs: int, batch: int, wor
     seed_everything(0)
     source = open_data(data)
     recipe = load_recipe("cifar")
-    model, _ = build_model(student, classes, 3)
+    model, _ = build_model(student, classes, 3, random_init=True)
     model.train()
     opt = make_optimizer(model.parameters(), OptimConfig())
     dataset = ViewDataset(source, recipe, 0, [recipe.render])

@@ -39,7 +39,7 @@ def main() -> None:
     data = f"synthetic:samples={args.samples},classes={args.classes},size=32,channels=3,seed=0"
     source = open_data(data)
     recipe = load_recipe("cifar")
-    model, _ = build_model(args.teacher, args.classes, 3)
+    model, _ = build_model(args.teacher, args.classes, 3, random_init=True)
     dataset = ViewDataset(source, recipe, 0, [recipe.render])
     batches = [torch.stack([dataset[(i, 0)]["images"][0] for i in range(b, min(b + args.batch_size, args.samples))])
                for b in range(0, args.samples, args.batch_size)]

@@ -194,7 +194,7 @@ def replay_audit(
             f"{weights_path} is not the checkpoint teacher {teacher!r} was run with (SHA-256 differs); "
             "pass --weights with the original file"
         )
-    model, _ = build_model(card["spec"], card["num_classes"], card["in_channels"], weights_path)
+    model, _ = build_model(card["spec"], card["num_classes"], card["in_channels"], weights_path, bool(card.get("random_init")))
     recipe = Recipe.from_dict(m["views"]["recipe"])
     render = Render.from_dict(card["render"])
     dataset = ViewDataset(source, recipe, int(m["views"]["seed"]), [render])

@@ -7,83 +7,120 @@ loss is looked up in :mod:`kdcache.losses`; what it needs beyond (student,
 teacher, labels) is read from its :class:`~kdcache.losses.LossSpec`: store
 statistics, the epoch, extra trainable networks. There are no per-method
 branches here.
+
+This module contributes what is particular to distillation (where teacher
+logits come from, the loss step, the run directory); the loop, checkpoints,
+resume, logs and evaluation are :mod:`kdcache.engine`'s, shared with
+``train-teacher``. A run directory holds ``run.json`` (the record),
+``metrics.jsonl``, ``steps.jsonl``, ``checkpoint.pt`` (the full training
+state after the last finished epoch), ``final.pt`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from kdcache import __version__, losses
-from kdcache.data import open_data
-from kdcache.errors import KdcacheError, RunError
-from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
-from kdcache.logit_sources import (  # noqa: F401 - check_store_matches_data re-exported
-    CachedLogits,
-    LogitSource,
-    OnlineLogits,
-    check_store_matches_data,
-)
-from kdcache.models import atomic_torch_save, build_model
-from kdcache.prefetch import prefetch
-from kdcache.progress import console, make_progress, rate_text
-from kdcache.store import library_versions
-from kdcache.training import (
+from kdcache.data import DataSource, open_data
+from kdcache.engine import (
+    MAY_CHANGE,
+    Engine,
+    LoopSettings,
     OptimConfig,
-    append_metrics,
+    RunFiles,
     canonical_hash,
+    diff_args,
     eval_loader,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
-    prepare_run_dir,
+    identity_args,
+    recorded_args,
     seed_everything,
-    truncate_metrics,
     write_json_atomic,
 )
+from kdcache.engine.config import require_choice, require_int
+from kdcache.engine.records import fsync_dir
+from kdcache.errors import RunError, UsageError
+from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
+from kdcache.logit_sources import CachedLogits, LogitSource, OnlineLogits
+from kdcache.models import atomic_torch_save, build_model
+from kdcache.progress import console
+from kdcache.store import library_versions
 from kdcache.views import ViewDataset
 
-# Arguments a --resume must repeat exactly (the rest, e.g. --workers, may change).
-RESUME_KEYS = (
-    "store", "teacher", "teacher_name", "weights", "views", "recipe", "data", "val_data", "student",
-    "loss", "loss_opts", "epochs", "batch_size", "optim", "seed", "view_policy", "window",
-)
+COMMAND = "distill"
+
+# Options of one mode only: given in the other mode they are refused, not ignored.
+_ONLINE_ONLY = {"views": "--views", "recipe": "--recipe", "weights": "--weights", "view_seed": "--view-seed"}
+_CACHED_ONLY = {"teacher_name": "--teacher-name"}
 
 
 @dataclass
 class DistillConfig:
-    """Everything one distill run depends on (recorded in ``RUN_DIR/run.json``)."""
+    """Everything one distill run depends on (recorded in ``RUN_DIR/run.json``).
+
+    Fields marked ``MAY_CHANGE`` may differ on ``--resume``; every other one
+    must repeat. The store's path may change too: what the run reads from it
+    is compared by content (its input hash).
+    """
 
     data: str
     val_data: str
     student: str
     loss: str
     epochs: int
-    out: Path
-    store: str | None = None
+    out: Path = field(metadata=MAY_CHANGE)
+    store: str | None = field(default=None, metadata=MAY_CHANGE)
     teacher_name: str | None = None
     teacher: str | None = None  # online mode
     weights: str | None = None
     views: int | None = None
-    recipe: str | None = None
+    recipe: str | None = None  # online; None: the dataset's default recipe
+    view_seed: int | None = None  # online; None: --seed
     loss_opts: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
-    workers: int = 0
+    workers: int = field(default=0, metadata=MAY_CHANGE)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
-    view_policy: str = "cycle"
+    view_policy: str | None = None  # None: cycle
     window: int = DEFAULT_WINDOW
-    resume: bool = False
-    device: str = "cpu"
+    resume: bool = field(default=False, metadata=MAY_CHANGE)
+    device: str = field(default="cpu", metadata=MAY_CHANGE)
     micro_batch: int = 64
+
+    @property
+    def online(self) -> bool:
+        return self.teacher is not None
+
+    def check(self) -> None:
+        """Refuse bad or inapplicable option values, one line each, before anything is read or written."""
+        if (self.store is None) == (self.teacher is None):
+            raise UsageError("give either --store STORE (cached) or --teacher SPEC (online), not both or neither")
+        for name, option in (_CACHED_ONLY if self.online else _ONLINE_ONLY).items():
+            if getattr(self, name) is not None:
+                mode = "online mode (--teacher)" if self.online else "a store, which records it"
+                raise UsageError(f"{option} does not apply to {mode}; drop it")
+        require_int("--epochs", self.epochs, 1)
+        require_int("--batch-size", self.batch_size, 1)
+        require_int("--workers", self.workers, 0)
+        require_int("--seed", self.seed, 0)
+        require_int("--window", self.window, 1)
+        require_int("micro_batch", self.micro_batch, 1)
+        if self.online:
+            if self.views is None:
+                raise UsageError("online mode (--teacher) needs --views K (the views the teacher is run on)")
+            require_int("--views", self.views, 1)
+            if self.view_seed is not None:
+                require_int("--view-seed", self.view_seed, 0)
+        if self.view_policy is not None:
+            require_choice("--view-policy", self.view_policy, VIEW_POLICIES)
+        self.optim.check(self.epochs)
 
 
 @dataclass
@@ -103,7 +140,7 @@ def parse_loss_opts(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise KdcacheError(f"--loss-opt {item!r} must look like key=value, e.g. temperature=4")
+            raise UsageError(f"--loss-opt {item!r} must look like key=value, e.g. temperature=4")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -111,175 +148,131 @@ def parse_loss_opts(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _record(cfg: DistillConfig, teacher: LogitSource, student_card: dict[str, Any], manifest_hash: str | None,
-            input_hash: str | None) -> dict:
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    args.pop("resume")
-    return {
-        "kind": "kdcache-distill",
-        "args": args,
-        "store_manifest_hash": manifest_hash,
-        "store_input_hash": input_hash,
-        "teacher": teacher.card,
-        "student": student_card,
-        "versions": library_versions(),
-        "kdcache": __version__,
-    }
+class _DistillTask:
+    """What distill contributes to the engine: the student (and extra networks), views, the loss step."""
+
+    evaluated = "student"
+
+    def __init__(self, cfg: DistillConfig, spec: losses.LossSpec, hparams: dict[str, Any], teacher: LogitSource,
+                 source: DataSource, device: torch.device) -> None:
+        self.render = teacher.render  # the student is trained at the teacher's rendering
+        in_channels = self.render.channels or source.channels
+        student, self.student_card = build_model(cfg.student, source.num_classes, in_channels,
+                                                 random_init=True, role="student")
+        self.student = student.to(device).train()
+        self.extras: list[nn.Module] = []
+        for _ in range(spec.extra_networks):  # e.g. SLKD's networks of the teacher's architecture
+            net, _card = build_model(teacher.card["spec"], source.num_classes,
+                                     teacher.card.get("in_channels", in_channels), random_init=True,
+                                     role="SLKD network")
+            self.extras.append(net.to(device).train())
+        self.modules: dict[str, nn.Module] = {"student": self.student,
+                                              **{f"extra{i}": n for i, n in enumerate(self.extras)}}
+        self.dataset = ViewDataset(source, teacher.recipe, teacher.seed, teacher.renders(self.render))
+        self.cfg, self.spec, self.hparams, self.teacher = cfg, spec, hparams, teacher
+        self.num_samples = len(source)
+        self.device = device
+
+    def param_groups(self) -> list[Iterable[nn.Parameter]]:
+        return [self.student.parameters(), *(n.parameters() for n in self.extras)]
+
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
+        plan = epoch_plan(self.cfg.seed, epoch, self.num_samples, self.teacher.num_views,
+                          self.cfg.view_policy or "cycle", self.cfg.window)
+        return plan.batches(batch_size), self.teacher.epoch_rows(plan, batch_size)
+
+    def step(self, batch: dict[str, Any], rows: Any, epoch: int) -> dict[str, torch.Tensor]:
+        dev = self.device
+        x = batch["images"][0].to(dev, non_blocking=True)
+        y = batch["label"].to(dev, non_blocking=True)
+        t_logits = self.teacher.logits(batch, rows).to(dev, non_blocking=True)
+        kwargs: dict[str, Any] = {k: v.to(dev) if torch.is_tensor(v) else v
+                                  for k, v in self.teacher.call_inputs(rows).items()}
+        if self.spec.needs_epoch:
+            kwargs["epoch"] = epoch
+        if self.extras:
+            kwargs[self.spec.extra_networks_arg] = [net(x) for net in self.extras]
+        return self.spec.fn(self.student(x), t_logits, y, **self.hparams, **kwargs)
+
+
+def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec, hparams: dict[str, Any],
+                  device: torch.device, progress: bool) -> tuple[LogitSource, dict[str, Any]]:
+    """The logit source of this mode, and what the run record says about its input."""
+    if cfg.store is not None:
+        cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams)
+        return cached, {"store_manifest_hash": canonical_hash(cached.store.manifest),
+                        "store_input_hash": cached.input_hash()}
+    if any(k != "tau_star" for k in spec.store_stats(hparams)):
+        raise UsageError(f"loss {cfg.loss!r} needs statistics precomputed over the whole training set; "
+                         "use a store (kdcache precompute, then kdcache stats)")
+    online = OnlineLogits(cfg, source, device)
+    if cfg.recipe is None and progress:
+        console.print(f"recipe: {online.recipe.name} (the default for {source.spec}; --recipe to choose another)")
+    # The teacher's card holds its weights' SHA-256: a changed file is a changed input.
+    return online, {"store_manifest_hash": None, "store_input_hash": None,
+                    "teacher_input_hash": canonical_hash(online.card)}
+
+
+def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
+    """Create ``out`` and its record for a new run, or check on ``--resume`` that it is the same run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; distill writes a run directory, give a directory path")
+    run_json = out / "run.json"
+    if not resume:
+        if out.exists() and any(out.iterdir()):
+            raise RunError(f"{out} already holds files; pass --resume to continue that run, or choose a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_json, record)
+        return
+    if not run_json.exists():
+        raise RunError(f"--resume: {out} holds no run to resume (no run.json); drop --resume to start one")
+    previous = json.loads(run_json.read_text())
+    if "identity" not in previous:
+        raise RunError(f"--resume: {out} was started by an older kdcache and cannot be continued exactly; "
+                       "start a new run with another --out")
+    diffs = diff_args(previous["identity"], record["identity"])
+    if diffs:
+        raise RunError(f"--resume with different arguments than the run in {out} ({'; '.join(diffs)})")
+    for key in ("store_input_hash", "teacher_input_hash"):
+        if previous.get(key) != record.get(key):
+            raise RunError(f"--resume: the teacher data this run reads changed since the run in {out} started "
+                           "(other views, logits, statistics or teacher weights); start a new run with another --out")
 
 
 def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     """Train a student with ``cfg.loss`` from a store (or a live teacher); see the module docstring."""
-    if (cfg.store is None) == (cfg.teacher is None):
-        raise KdcacheError("give either --store STORE (cached) or --teacher SPEC (online), not both or neither")
-    if cfg.view_policy not in VIEW_POLICIES:
-        raise KdcacheError(f"--view-policy must be one of {', '.join(VIEW_POLICIES)}")
-    if cfg.batch_size < 1:
-        raise KdcacheError("--batch-size must be at least 1")
-    cfg.optim.check()
+    cfg.check()
     spec = losses.spec(cfg.loss)
     hparams = spec.resolve(cfg.loss_opts)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; distill writes a run directory, give a directory path")
     device = torch.device(cfg.device)
     seed_everything(cfg.seed)
-
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
     if val_source.num_classes != source.num_classes:
-        raise KdcacheError(
-            f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}"
-        )
-    teacher: LogitSource
-    if cfg.store is not None:
-        cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams)
-        teacher = cached
-        manifest_hash: str | None = canonical_hash(cached.store.manifest)
-        input_hash: str | None = cached.input_hash()
-    else:
-        teacher = OnlineLogits(cfg, source, device)
-        if spec.store_stats(hparams) and any(k != "tau_star" for k in spec.store_stats(hparams)):
-            raise KdcacheError(
-                f"loss {cfg.loss!r} needs statistics precomputed over the whole training set; "
-                "use a store (kdcache precompute, then kdcache stats)"
-            )
-        manifest_hash = input_hash = None
-
-    student_render = teacher.render
-    in_channels = student_render.channels or source.channels
-    student, student_card = build_model(cfg.student, source.num_classes, in_channels)
-    student = student.to(device).train()
-    extras: list[nn.Module] = []
-    for _ in range(spec.extra_networks):
-        net, _card = build_model(teacher.card["spec"], source.num_classes, teacher.card.get("in_channels", in_channels))
-        extras.append(net.to(device).train())
-    params = list(student.parameters())
-    optimizers = [make_optimizer(params, cfg.optim)] + [make_optimizer(n.parameters(), cfg.optim) for n in extras]
-    schedulers = [make_scheduler(o, cfg.optim) for o in optimizers]
-
-    out = Path(cfg.out)
-    record = _record(cfg, teacher, student_card, manifest_hash, input_hash)
-    prepare_run_dir(out, record, cfg.resume, RESUME_KEYS)
-    start_epoch = 1
-    ckpt_path = out / "checkpoint.pt"
-    history: list[dict[str, Any]] = []
-    if cfg.resume:
-        if record["store_input_hash"] != json.loads((out / "run.json").read_text()).get("store_input_hash"):
-            raise RunError(
-                f"--resume: the teacher data this run reads from the store changed since the run in {out} "
-                "started (other views, logits or statistics); start a new run with another --out"
-            )
-        if ckpt_path.exists():
-            state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-            student.load_state_dict(state["student"])
-            for net, sd in zip(extras, state["extras"]):
-                net.load_state_dict(sd)
-            for opt, sd in zip(optimizers, state["optimizers"]):
-                opt.load_state_dict(sd)
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch = int(state["epoch"]) + 1
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # stepping schedulers without optimizer steps, on purpose
-                for sched in schedulers:
-                    for _ in range(start_epoch - 1):
-                        sched.step()
-        history = truncate_metrics(out / "metrics.jsonl", start_epoch - 1)
-        truncate_metrics(out / "steps.jsonl", start_epoch - 1)
-        if start_epoch > cfg.epochs:
-            console.print(f"{out}: all {cfg.epochs} epochs already done")
-
-    fn = spec.fn
-    renders = teacher.renders(student_render)
-    dataset = ViewDataset(source, teacher.recipe, teacher.seed, renders)
-    val = eval_loader(val_source, student_render, max(cfg.batch_size, 256), cfg.workers)
+        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    teacher, inputs = _open_teacher(cfg, source, spec, hparams, device, progress)
+    if cfg.view_policy is not None and teacher.num_views == 1:
+        raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
+    task = _DistillTask(cfg, spec, hparams, teacher, source, device)
+    args = identity_args(cfg)
+    record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": args, **inputs,
+              "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
+              "kdcache": __version__}
+    _prepare_run_dir(out, record, cfg.resume)
+    settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
+                            optim=cfg.optim)
+    val = eval_loader(val_source, teacher.recipe, task.render, max(cfg.batch_size, 256), cfg.workers)
+    files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
+    engine = Engine(task, settings, files, command=COMMAND, args=args, val_loader=val)
     t_start = time.perf_counter()
-    with make_progress(enabled=progress) as bar:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            plan = epoch_plan(cfg.seed, epoch, len(source), teacher.num_views, cfg.view_policy, cfg.window)
-            batches = plan.batches(cfg.batch_size)
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                pin_memory=device.type == "cuda")
-            rows_iter = teacher.epoch_rows(plan, cfg.batch_size)
-            task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(source), rate="")
-            sums: dict[str, float] = {}
-            step_losses: list[float] = []
-            seen = 0
-            t0 = time.perf_counter()
-            for batch in (loader if cfg.workers else prefetch(loader)):
-                rows = next(rows_iter) if rows_iter is not None else None
-                x = batch["images"][0].to(device, non_blocking=True)
-                y = batch["label"].to(device, non_blocking=True)
-                t_logits = teacher.logits(batch, rows).to(device, non_blocking=True)
-                kwargs: dict[str, Any] = {k: v.to(device) if torch.is_tensor(v) else v
-                                          for k, v in teacher.call_inputs(rows).items()}
-                if spec.needs_epoch:
-                    kwargs["epoch"] = epoch
-                if extras:
-                    kwargs[spec.extra_networks_arg] = [net(x) for net in extras]
-                parts = fn(student(x), t_logits, y, **hparams, **kwargs)
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                for opt in optimizers:
-                    opt.step()
-                n = int(y.shape[0])
-                seen += n
-                step_losses.append(float(parts["loss"].detach()))
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
-                bar.update(task, advance=n, rate=rate_text(seen, time.perf_counter() - t0, "samples"))
-            train_seconds = time.perf_counter() - t0
-            lr = optimizers[0].param_groups[0]["lr"]
-            for sched in schedulers:
-                sched.step()
-            row = {
-                "epoch": epoch,
-                "train_loss": sums.get("loss", 0.0) / max(1, seen),
-                **{f"train_{k}": v / max(1, seen) for k, v in sums.items() if k != "loss"},
-                **evaluate(student, val, device),
-                "lr": lr,
-                "samples_per_s": seen / train_seconds if train_seconds > 0 else None,
-                "epoch_seconds": train_seconds,
-            }
-            student.train()
-            history.append(row)
-            append_metrics(out / "metrics.jsonl", row)
-            # Per-step losses (loss curves; the cached-vs-online equivalence is checked on them).
-            with (out / "steps.jsonl").open("a") as f:
-                f.writelines(json.dumps({"epoch": epoch, "step": i, "loss": v}) + "\n"
-                             for i, v in enumerate(step_losses))
-            # Logs first, checkpoint last: a resume truncates logs to the checkpoint's epoch.
-            atomic_torch_save(ckpt_path, {
-                "epoch": epoch,
-                "student": student.state_dict(),
-                "extras": [net.state_dict() for net in extras],
-                "optimizers": [opt.state_dict() for opt in optimizers],
-                "torch_rng": torch.get_rng_state(),
-            })
-            bar.remove_task(task)
-            if progress:
-                console.print(
-                    f"epoch {epoch}: loss {row['train_loss']:.4f}  val top-1 {row['val_top1']:.2%}  "
-                    f"top-5 {row['val_top5']:.2%}  {row['samples_per_s']:,.0f} samples/s"
-                )
-    torch.save(student.state_dict(), out / "final.pt")
+    if engine.start(resume=cfg.resume) > cfg.epochs:
+        console.print(f"{out}: all {cfg.epochs} epochs already done")
+    history = engine.run(progress)
+    atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
+    fsync_dir(out)
     result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
     write_json_atomic(out / "summary.json", {"final": result.final, "seconds": result.seconds})
     return result

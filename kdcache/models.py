@@ -93,7 +93,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def build_model(
-    spec: str, num_classes: int, in_channels: int = 3, weights: PathLike | None = None
+    spec: str,
+    num_classes: int,
+    in_channels: int = 3,
+    weights: PathLike | None = None,
+    random_init: bool = False,
+    *,
+    role: str = "teacher",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model ``spec`` names, load ``weights`` if given, return it in eval mode.
 
@@ -103,27 +109,49 @@ def build_model(
     factories are taken as they are: call :func:`check_output_width` once
     the input size is known to catch a wrong number of classes or channels.
 
+    A ``kdcache:`` or ``torchvision:`` spec without ``weights`` is refused
+    (:class:`ModelError`, naming ``role``) unless ``random_init`` is True:
+    an untrained teacher silently fills a store with noise, while a student
+    is meant to start untrained, so its callers pass ``random_init=True``.
+    An ``import:`` factory is user code that may load its own weights, so it
+    is not refused; the card records the SHA-256 of the state it returned
+    (``state_sha256``), so a factory that returns other weights is noticed.
+    Programs carry their weights: neither ``weights`` nor ``random_init``
+    applies to them.
+
     Returns ``(model, card)``; the card is JSON-able::
 
-        {"spec", "weights", "weights_sha256", "program_sha256",
-         "num_classes", "in_channels", "trained"}
+        {"spec", "weights", "weights_sha256", "program_sha256", "state_sha256",
+         "random_init", "num_classes", "in_channels", "trained"}
 
-    where ``trained`` says how the weights were made: the card stored in a
-    kdcache checkpoint (its ``"trained"`` entry when that card is itself a
-    model card, as ``train-teacher`` writes), else ``None``; and ``program_sha256`` is the hash of a
-    ``torchscript:``/``export:`` file (``None`` for other kinds).
+    where ``weights`` is the checkpoint's absolute path, ``trained`` says
+    how the weights were made: the card stored in a kdcache checkpoint (its
+    ``"trained"`` entry when that card is itself a model card, as
+    ``train-teacher`` writes), else ``None``; ``program_sha256`` is the hash
+    of a ``torchscript:``/``export:`` file (whose path the spec records
+    absolute); ``state_sha256`` the hash of an ``import:`` factory's state
+    when no weights were given (else ``None``).
     """
     kind, rest = parse_spec(spec)
+    if kind in _PROGRAM_KINDS:
+        rest = os.path.abspath(os.path.expanduser(rest))
     spec = f"{kind}:{rest}"
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
+    if not isinstance(random_init, bool):
+        raise ModelError(f"random_init must be True or False, got {random_init!r}")
+    if random_init and weights is not None:
+        raise ModelError(
+            f"{role} {spec}: --weights and --random-init contradict each other; pass one of them"
+        )
 
     program_sha256: str | None = None
     if kind in _PROGRAM_KINDS:
-        if weights is not None:
+        if weights is not None or random_init:
             raise ModelError(
                 f"{spec} is a saved program that carries its own weights; "
-                "drop the weights argument (or save a program with the weights you want)"
+                f"{'drop --weights' if weights is not None else 'it cannot start untrained: drop --random-init'}, "
+                "or use an architecture spec (kdcache:, torchvision:, import:)"
             )
         model, program_sha256 = _load_program(kind, rest)
     elif kind == "torchvision":
@@ -133,22 +161,50 @@ def build_model(
     else:
         model = _build_import(rest, num_classes, in_channels)
 
+    # After building, so an unknown name is what a typo reports.
+    if kind in ("kdcache", "torchvision") and weights is None and not random_init:
+        raise ModelError(
+            f"{role} {spec} has no --weights: pass --weights CKPT, "
+            "or --random-init to use an untrained network on purpose"
+        )
+
     weights_sha256: str | None = None
+    state_sha256: str | None = None
     trained: dict[str, Any] | None = None
+    weights_path: str | None = None
     if weights is not None:
-        trained, weights_sha256 = _load_weights_into(model, weights, spec, num_classes, in_channels)
+        weights_path = os.path.abspath(os.path.expanduser(os.fspath(weights)))
+        trained, weights_sha256 = _load_weights_into(model, weights_path, spec, num_classes, in_channels)
+    elif kind == "import" and not random_init:
+        state_sha256 = state_dict_sha256(model)
 
     _set_eval(model)
     card: dict[str, Any] = {
         "spec": spec,
-        "weights": os.fspath(weights) if weights is not None else None,
+        "weights": weights_path,
         "weights_sha256": weights_sha256,
         "program_sha256": program_sha256,
+        "state_sha256": state_sha256,
+        "random_init": random_init,
         "num_classes": num_classes,
         "in_channels": in_channels,
         "trained": trained,
     }
     return model, card
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Hex SHA-256 of a model's state: every entry's name, dtype, shape and bytes, in order.
+
+    Identifies weights that come from code rather than a file (an ``import:``
+    factory), so a store can notice when the factory returns other weights.
+    """
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _check_positive_int(name: str, value: object) -> None:

@@ -78,7 +78,7 @@ def test_register_a_new_model(monkeypatch: pytest.MonkeyPatch) -> None:
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 28 * 28, num_classes))
 
     assert "test_linear" in list_models()
-    model, card = build_model("kdcache:test_linear", 4, 1)
+    model, card = build_model("kdcache:test_linear", 4, 1, random_init=True)
     assert card["spec"] == "kdcache:test_linear"
     check_output_width(model, 1, 28, 4)
 
@@ -107,7 +107,7 @@ FAST_ZOO = {*PAPER_MODELS, "tiny_cnn", "cnn_small", "mlp"}
 )
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_every_zoo_model_takes_28_and_32_pixel_inputs(name: str, in_channels: int) -> None:
-    model, card = build_model(f"kdcache:{name}", 7, in_channels)
+    model, card = build_model(f"kdcache:{name}", 7, in_channels, random_init=True)
     assert not model.training
     assert card["in_channels"] == in_channels and card["num_classes"] == 7
     with torch.inference_mode():
@@ -179,13 +179,14 @@ def _macs(model: nn.Module, shape: tuple[int, int, int]) -> int:
 
 
 def test_torchvision_resnet18_with_one_input_channel() -> None:
-    model, card = build_model("torchvision:resnet18", 10, in_channels=1)
+    model, card = build_model("torchvision:resnet18", 10, in_channels=1, random_init=True)
     assert model.conv1.in_channels == 1
     assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
     assert model.conv1.padding == (3, 3) and model.conv1.bias is None
     assert card == {
         "spec": "torchvision:resnet18", "weights": None, "weights_sha256": None,
-        "program_sha256": None, "num_classes": 10, "in_channels": 1, "trained": None,
+        "program_sha256": None, "state_sha256": None, "random_init": True,
+        "num_classes": 10, "in_channels": 1, "trained": None,
     }  # fmt: skip
     json.dumps(card)
     assert run_model(model, torch.randn(3, 1, 32, 32)).shape == (3, 10)
@@ -258,6 +259,84 @@ def test_import_spec_calls_argumentless_factories_bare(
         build_model("import:kd_user_models:not_a_model", 10)
 
 
+# --------------------------------------------------------------------------- teacher identity
+
+
+@pytest.mark.parametrize("spec", ["kdcache:tiny_cnn", "torchvision:resnet18"])
+def test_an_architecture_without_weights_is_refused_unless_random_init(spec: str) -> None:
+    with pytest.raises(ModelError) as info:
+        build_model(spec, 10, 1)
+    message = str(info.value)
+    assert message == (
+        f"teacher {spec} has no --weights: pass --weights CKPT, "
+        "or --random-init to use an untrained network on purpose"
+    )
+    with pytest.raises(ModelError, match=f"^student {spec} has no --weights"):
+        build_model(spec, 10, 1, role="student")
+    _, card = build_model(spec, 10, 1, random_init=True)
+    assert card["random_init"] is True and card["weights"] is None
+
+
+def test_random_init_and_weights_contradict(tmp_path: Path) -> None:
+    model, card = build_model("kdcache:tiny_cnn", 10, 1, random_init=True)
+    save_checkpoint(tmp_path / "w.pt", model, card)
+    with pytest.raises(ModelError, match="--weights and --random-init contradict"):
+        build_model("kdcache:tiny_cnn", 10, 1, weights=tmp_path / "w.pt", random_init=True)
+    with pytest.raises(ModelError, match="random_init must be True or False"):
+        build_model("kdcache:tiny_cnn", 10, 1, random_init="yes")  # type: ignore[arg-type]
+    _, card = build_model("kdcache:tiny_cnn", 10, 1, weights=tmp_path / "w.pt")
+    assert card["random_init"] is False
+
+
+def test_weights_and_program_paths_are_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, card = build_model("kdcache:tiny_cnn", 10, 1, random_init=True)
+    save_checkpoint(tmp_path / "w.pt", model, card)
+    model = model.eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(DEFAULT_MICRO_BATCH, 1, 28, 28),)), str(tmp_path / "p.pt2"))
+    monkeypatch.chdir(tmp_path)
+    _, card = build_model("kdcache:tiny_cnn", 10, 1, weights="w.pt")
+    assert card["weights"] == str(tmp_path / "w.pt") and os.path.isabs(card["weights"])
+    assert card["weights_sha256"] == sha256_file(tmp_path / "w.pt")
+    _, card = build_model("export:p.pt2", 10, 1)
+    assert card["spec"] == f"export:{tmp_path / 'p.pt2'}"
+    assert card["program_sha256"] == sha256_file(tmp_path / "p.pt2")
+    with pytest.raises(ModelError, match="cannot start untrained: drop --random-init"):
+        build_model("export:p.pt2", 10, 1, random_init=True)
+
+
+def test_import_factories_are_trusted_and_their_state_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An import: factory may load its own weights, so it is not refused; the
+    # hash of what it returned identifies them.
+    _, first = build_model("import:tests.helpers:tiny", 10, 1)
+    _, again = build_model("import:tests.helpers:tiny", 10, 1)
+    assert first["random_init"] is False and first["weights"] is None
+    assert first["state_sha256"] and first["state_sha256"] == again["state_sha256"]
+    (tmp_path / "kd_other_weights.py").write_text(
+        "from tests.helpers import _seeded, TinyNet\n"
+        "def tiny(num_classes=10, in_channels=1):\n"
+        "    return _seeded(lambda: TinyNet(num_classes, in_channels), seed=1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, other = build_model("import:kd_other_weights:tiny", 10, 1)
+    assert other["state_sha256"] != first["state_sha256"]
+    _, untrained = build_model("import:tests.helpers:tiny", 10, 1, random_init=True)
+    assert untrained["random_init"] is True and untrained["state_sha256"] is None
+
+
+def test_precompute_refuses_a_weightless_zoo_teacher(tmp_path: Path) -> None:
+    from tests.cli_helpers import assert_one_line_error, run_cli
+
+    out = tmp_path / "store.zarr"
+    code, text = run_cli(
+        "precompute", "--data", "synthetic:samples=8,classes=2,size=8,channels=1", "--teacher",
+        "kdcache:tiny_cnn", "--views", "1", "--recipe", "none", "--out", str(out),
+    )
+    assert_one_line_error(code, text, "teacher kdcache:tiny_cnn has no --weights", "--random-init")
+    assert not out.exists()
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated
 def test_torchscript_round_trip(tmp_path: Path) -> None:
     model = _with_bn_stats(zoo.create_model("tiny_cnn", 10, 1))
@@ -324,7 +403,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_a_saved_model_card_hands_on_its_training_record(tmp_path: Path) -> None:
     # train-teacher saves {**card, "trained": {...}}: the new card's
     # "trained" is that record, not a card nested in a card.
-    model, card = build_model("kdcache:tiny_cnn", 10, 1)
+    model, card = build_model("kdcache:tiny_cnn", 10, 1, random_init=True)
     record = {"epochs": 2, "loss": "ce", "val_top1": 0.5}
     save_checkpoint(tmp_path / "t.pt", model, {**card, "trained": record})
     _, rebuilt = build_model("kdcache:tiny_cnn", 10, 1, weights=str(tmp_path / "t.pt"))
@@ -540,7 +619,7 @@ def test_check_row_independence_catches_batch_dependent_models() -> None:
 
 
 def test_check_output_width() -> None:
-    model, _ = build_model("kdcache:tiny_cnn", 10, 1)
+    model, _ = build_model("kdcache:tiny_cnn", 10, 1, random_init=True)
     check_output_width(model, 1, 28, 10)
     check_output_width(model, 1, (28, 32), 10)
     with pytest.raises(ModelError, match="teacher outputs 10 classes but the dataset has 100"):
