@@ -3,59 +3,87 @@
 Training uses the same replayable views as everything else (epoch e draws
 view e-1 of every sample), so a teacher run is reproducible from its
 arguments. How the teacher was trained goes into its checkpoint's card and,
-from there, into every store made with it (METHODS.md §10 asks that RegT be
-recorded).
+from there, into every store made with it (a RegT teacher is recorded as
+such, since it changes what distillation receives).
 
-Each epoch ends with a state file ``OUT.state.pt``; running the same command
-again continues from it, and the finished checkpoint replaces it.
+The loop is :mod:`kdcache.engine`'s, as for ``distill``: after every epoch the
+whole training state goes to ``OUT.state.pt`` and the logs to
+``OUT.metrics.jsonl`` / ``OUT.steps.jsonl``. Running the same command again
+continues from the state, bit for bit; the finished checkpoint replaces the
+state. A checkpoint or state that another command wrote is never overwritten.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch import nn
 
 from kdcache import losses
-from kdcache.data import open_data
-from kdcache.errors import KdcacheError, RunError
-from kdcache.loader import epoch_plan
-from kdcache.models import atomic_torch_save, build_model, save_checkpoint
-from kdcache.progress import console, make_progress, rate_text
-from kdcache.training import (
+from kdcache.data import DataSource, open_data
+from kdcache.engine import (
+    MAY_CHANGE,
+    Engine,
+    LoopSettings,
     OptimConfig,
+    RunFiles,
     eval_loader,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
+    identity_args,
+    read_jsonl,
+    recorded_args,
     seed_everything,
 )
-from kdcache.views import ViewDataset, load_recipe
+from kdcache.engine.config import diff_args, require_int, require_number
+from kdcache.engine.records import fsync_dir
+from kdcache.errors import ModelError, RunError, UsageError
+from kdcache.loader import epoch_plan
+from kdcache.models import build_model, load_checkpoint, save_checkpoint
+from kdcache.progress import console
+from kdcache.views import Recipe, ViewDataset, load_recipe
+
+COMMAND = "train-teacher"
 
 
 @dataclass
 class TeacherConfig:
-    """Arguments of one teacher-training run (recorded in the checkpoint's card)."""
+    """Arguments of one teacher-training run (recorded in the checkpoint's card).
+
+    Fields marked ``MAY_CHANGE`` may differ when an interrupted run is
+    continued; all others must repeat.
+    """
 
     data: str
     val_data: str
     model: str
     epochs: int
-    out: Path
-    recipe: str = "fashion-mnist"
+    out: Path = field(metadata=MAY_CHANGE)
+    recipe: str | None = None  # None: the dataset's default recipe
     label_smoothing: float = 0.0
     regt: float | None = None
     batch_size: int = 128
-    workers: int = 0
+    workers: int = field(default=0, metadata=MAY_CHANGE)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=MAY_CHANGE)
+
+    def check(self) -> None:
+        """Refuse bad option values with one line each (before anything is read or written)."""
+        require_int("--epochs", self.epochs, 1)
+        require_int("--batch-size", self.batch_size, 1)
+        require_int("--workers", self.workers, 0)
+        require_int("--seed", self.seed, 0)
+        self.optim.check(self.epochs)
+        require_number("--label-smoothing", self.label_smoothing, minimum=0.0, below=1.0)
+        if self.regt is not None:
+            require_number("--regt", self.regt, minimum=0.0)
+            if self.label_smoothing:
+                raise UsageError("choose --label-smoothing or --regt, not both")
 
 
 @dataclass
@@ -67,88 +95,104 @@ class TeacherResult:
     history: list[dict[str, Any]]
 
 
-def _args_json(cfg: TeacherConfig) -> str:
-    d = asdict(cfg)
-    d["out"] = str(cfg.out)
-    return json.dumps(d, sort_keys=True)
+def files_of(out: Path) -> RunFiles:
+    """The training state and logs kept beside a teacher checkpoint ``out``."""
+    return RunFiles(state=out.with_name(out.name + ".state.pt"),
+                    metrics=out.with_name(out.name + ".metrics.jsonl"),
+                    steps=out.with_name(out.name + ".steps.jsonl"))
+
+
+class _TeacherTask:
+    """What train-teacher contributes to the engine: the model, its views, and CE / LS / RegT."""
+
+    evaluated = "model"
+
+    def __init__(self, cfg: TeacherConfig, source: DataSource, recipe: Recipe, device: torch.device) -> None:
+        self.render = recipe.render
+        in_channels = self.render.channels or source.channels
+        model, self.card = build_model(cfg.model, source.num_classes, in_channels, random_init=True, role="model")
+        self.model = model.to(device).train()
+        self.modules: dict[str, nn.Module] = {"model": self.model}
+        self.dataset = ViewDataset(source, recipe, cfg.seed, [self.render])
+        self.cfg = cfg
+        self.num_samples = len(source)
+        self.device = device
+
+    def param_groups(self) -> list[Iterable[nn.Parameter]]:
+        return [self.model.parameters()]
+
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
+        # View e-1 of every sample: fresh augmentation each epoch, replayable.
+        n = self.num_samples
+        plan = epoch_plan(self.cfg.seed, epoch, n, num_views=epoch, policy="cycle", window=n)
+        return plan.batches(batch_size), None
+
+    def step(self, batch: dict[str, Any], side: Any, epoch: int) -> dict[str, torch.Tensor]:
+        x = batch["images"][0].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        logits = self.model(x)
+        if self.cfg.regt is not None:
+            return losses.regt(logits, y, beta=self.cfg.regt)
+        return {"loss": F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)}
+
+
+def _finished_card(out: Path, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The card of ``out`` if it is this very run's finished teacher; None if ``out`` does not exist.
+
+    Anything else at ``out`` (a distill's final.pt, another run's teacher, a
+    stranger's file) is refused: train-teacher never overwrites what it did
+    not write for these arguments.
+    """
+    if not out.exists():
+        return None
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give the checkpoint file to write, e.g. {out / 'teacher.pt'}")
+    fix = "choose another --out, or delete it to train here"
+    try:
+        card = load_checkpoint(out)["card"]
+    except ModelError:
+        raise RunError(f"{out} exists and is not a checkpoint; {fix}") from None
+    recorded = ((card or {}).get("trained") or {}).get("args")
+    if not isinstance(recorded, dict):
+        raise RunError(f"{out} holds a checkpoint that no `kdcache train-teacher` run wrote; {fix}")
+    diffs = diff_args(recorded, args)
+    if diffs:
+        raise RunError(f"{out} holds a teacher trained with other arguments ({'; '.join(diffs)}); {fix}")
+    return card
 
 
 def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     """Train ``cfg.model`` on ``cfg.data`` and save a checkpoint with its card at ``cfg.out``."""
-    cfg.optim.check()
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise KdcacheError(f"--label-smoothing must be in [0, 1) (got {cfg.label_smoothing})")
-    if cfg.regt is not None and cfg.regt < 0:
-        raise KdcacheError(f"--regt must be non-negative (got {cfg.regt})")
-    if cfg.regt is not None and cfg.label_smoothing:
-        raise KdcacheError("choose --label-smoothing or --regt, not both")
+    cfg.check()
+    out = Path(cfg.out)
+    files = files_of(out)
+    args = identity_args(cfg)
+    card = _finished_card(out, args)
+    if card is not None:  # the same command again after it finished: nothing to do
+        files.state.unlink(missing_ok=True)  # killed between writing the teacher and removing its state
+        console.print(f"{out} already holds the teacher this command trains; delete it to train again")
+        trained = card["trained"]
+        return TeacherResult(out=out, val_top1=trained["val_top1"], val_top5=trained["val_top5"], seconds=0.0,
+                             history=read_jsonl(files.metrics))
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
-    recipe = load_recipe(cfg.recipe)
-    render = recipe.render
-    in_channels = render.channels or source.channels
-    model, card = build_model(cfg.model, source.num_classes, in_channels)
-    model = model.to(device).train()
-    opt = make_optimizer(model.parameters(), cfg.optim)
-    sched = make_scheduler(opt, cfg.optim)
-    out = Path(cfg.out)
+    if val_source.num_classes != source.num_classes:
+        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    recipe = load_recipe(cfg.recipe or "fashion-mnist")  # TODO(views.resolve_recipe)
+    if cfg.recipe is None and progress:
+        console.print(f"recipe: {recipe.name} (the default for {source.spec}; --recipe to choose another)")
+    task = _TeacherTask(cfg, source, recipe, device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    state_path = out.with_name(out.name + ".state.pt")
-    start = 1
-    history: list[dict[str, Any]] = []
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True, map_location="cpu")
-        if state["args"] != _args_json(cfg):
-            raise RunError(
-                f"{state_path} belongs to a run with other arguments; delete it to start over, "
-                "or repeat that run's arguments to resume it"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        history = json.loads(state["history"])
-        start = int(state["epoch"]) + 1
-        for _ in range(start - 1):
-            sched.step()
-        console.print(f"resuming teacher training from epoch {start}")
-    dataset = ViewDataset(source, recipe, cfg.seed, [render])
-    val = eval_loader(val_source, render, 256, cfg.workers)
+    settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
+                            optim=cfg.optim, label="teacher epoch")
+    val = eval_loader(val_source, recipe, task.render, 256, cfg.workers)
+    engine = Engine(task, settings, files, command=COMMAND, args=args, val_loader=val)
     t_start = time.perf_counter()
-    with make_progress(enabled=progress) as bar:
-        for epoch in range(start, cfg.epochs + 1):
-            # View e-1 of every sample: fresh augmentation each epoch, replayable.
-            plan = epoch_plan(cfg.seed, epoch, len(source), num_views=epoch, policy="cycle", window=len(source))
-            loader = DataLoader(dataset, batch_sampler=plan.batches(cfg.batch_size), num_workers=cfg.workers)
-            task = bar.add_task(f"teacher epoch {epoch}/{cfg.epochs}", total=len(source), rate="")
-            total, seen, t0 = 0.0, 0, time.perf_counter()
-            for batch in loader:
-                x = batch["images"][0].to(device)
-                y = batch["label"].to(device)
-                logits = model(x)
-                if cfg.regt is not None:
-                    loss = losses.regt(logits, y, beta=cfg.regt)["loss"]
-                else:
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += int(y.shape[0])
-                total += float(loss.detach()) * int(y.shape[0])
-                bar.update(task, advance=int(y.shape[0]), rate=rate_text(seen, time.perf_counter() - t0, "samples"))
-            sched.step()
-            metrics = {"epoch": epoch, "train_loss": total / max(1, seen), **evaluate(model, val, device)}
-            model.train()
-            history.append(metrics)
-            bar.remove_task(task)
-            if progress:
-                console.print(f"teacher epoch {epoch}: loss {metrics['train_loss']:.4f}  val top-1 {metrics['val_top1']:.2%}")
-            atomic_torch_save(state_path, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "args": _args_json(cfg), "history": json.dumps(history),
-            })
-    final = history[-1] if history else {"val_top1": float("nan"), "val_top5": float("nan")}
+    engine.start(resume=True)  # the same command again continues its own state
+    history = engine.run(progress)
+    final = history[-1]
     trained = {
         "data": source.spec,
         "data_fingerprint": source.fingerprint(),
@@ -157,13 +201,15 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
         "loss": "regt" if cfg.regt is not None else ("label_smoothing" if cfg.label_smoothing else "ce"),
         "label_smoothing": cfg.label_smoothing,
         "regt_beta": cfg.regt,
-        "optimizer": asdict(cfg.optim),
+        "optimizer": recorded_args(cfg.optim),
         "seed": cfg.seed,
         "val_data": val_source.spec,
         "val_top1": final["val_top1"],
         "val_top5": final["val_top5"],
+        "args": args,  # what a re-run compares before touching this file
     }
-    save_checkpoint(out, model.cpu(), {**card, "trained": trained})
-    state_path.unlink(missing_ok=True)
+    save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})
+    fsync_dir(out.parent)
+    files.state.unlink(missing_ok=True)
     return TeacherResult(out=out, val_top1=final["val_top1"], val_top5=final["val_top5"],
                          seconds=time.perf_counter() - t_start, history=history)

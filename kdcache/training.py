@@ -1,4 +1,4 @@
-"""Pieces shared by every training command: optimizers, schedules, evaluation, run records.
+"""(Being replaced by kdcache.engine.) Pieces shared by every training command: optimizers, schedules, evaluation, run records.
 
 ``distill`` and ``train-teacher`` both build on these, so a student and a
 teacher are trained, checkpointed, evaluated and logged the same way.
@@ -24,28 +24,7 @@ from kdcache.data import DataSource
 from kdcache.errors import KdcacheError, RunError
 from kdcache.views import Render, ViewDataset, load_recipe
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("multistep", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer and learning-rate schedule of one training run."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "multistep"
-    epochs: int = 10
-
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise KdcacheError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
-        if self.schedule not in SCHEDULES:
-            raise KdcacheError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
-        if self.lr <= 0 or self.epochs < 1:
-            raise KdcacheError("--lr must be positive and --epochs at least 1")
+from kdcache.engine import OPTIMIZERS, SCHEDULES, OptimConfig  # noqa: E402,F401 - moved there
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -1,0 +1,184 @@
+"""The one training loop of kdcache: ``distill`` and ``train-teacher`` both run through :class:`Engine`.
+
+A trainer contributes a :class:`TrainingTask`: the networks it trains, the
+dataset and per-epoch batches (plus, in lockstep, any side input such as
+cached teacher logits), and a step that returns a dict of named loss parts
+(``{"loss": ..., "ce": ..., "kd": ...}``; ``"loss"`` is the one minimised).
+The engine owns everything else, identically for every trainer: optimizers
+and schedules, the DataLoader and its prefetching, the progress bar,
+evaluation, ``metrics.jsonl`` / ``steps.jsonl``, the full training state
+saved after every epoch, and resuming from it.
+
+Order at the end of an epoch: schedules step, the model is evaluated, the
+logs are appended (fsynced), and the training state is written last. A run
+killed anywhere resumes from the last state; logs are cut back to it.
+
+Nothing here knows about ranks: the batches of an epoch are a pure function
+of (seed, epoch), so a data-parallel version splits each global batch and
+lets one rank write the records, without changing what is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from rich.progress import Progress
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kdcache.engine.evaluate import evaluate
+from kdcache.engine.optim import OptimConfig, make_optimizer, make_scheduler
+from kdcache.engine.records import append_jsonl, read_jsonl, rewrite_jsonl
+from kdcache.engine.state import load_into, read_state, save_state
+from kdcache.prefetch import prefetch
+from kdcache.progress import console, make_progress, rate_text
+
+# Keys of a metrics row that measure the machine, not the training (they differ run to run).
+TIMING_KEYS = ("samples_per_s", "epoch_seconds")
+
+
+class TrainingTask(Protocol):
+    """What a trainer contributes to :class:`Engine`."""
+
+    modules: dict[str, nn.Module]
+    """Every trained network by name (saved and restored under these names)."""
+    evaluated: str
+    """Name of the module that is evaluated every epoch (the student, the teacher)."""
+    dataset: Dataset
+
+    def param_groups(self) -> list[Iterable[nn.Parameter]]:
+        """Parameters of each optimizer (one optimizer and one schedule per entry)."""
+        ...
+
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
+        """The dataset keys of each batch of ``epoch`` and, if any, an iterator of side inputs per batch."""
+        ...
+
+    def step(self, batch: dict[str, Any], side: Any, epoch: int) -> dict[str, torch.Tensor]:
+        """Named loss parts of one batch; ``"loss"`` is back-propagated."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run keeps its training state and logs."""
+
+    state: Path
+    metrics: Path
+    steps: Path
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs: length, batches, loading, device, optimisation, and its label in output."""
+
+    epochs: int
+    batch_size: int
+    workers: int
+    device: torch.device
+    optim: OptimConfig
+    label: str = "epoch"
+
+
+class Engine:
+    """Trains a :class:`TrainingTask` (see the module docstring)."""
+
+    def __init__(self, task: TrainingTask, settings: LoopSettings, files: RunFiles, *, command: str,
+                 args: dict[str, Any], val_loader: DataLoader) -> None:
+        self.task = task
+        self.settings = settings
+        self.files = files
+        self.command = command
+        self.args = args
+        self.val_loader = val_loader
+        self.optimizers = [make_optimizer(p, settings.optim) for p in task.param_groups()]
+        self.schedulers = [make_scheduler(o, settings.optim, settings.epochs) for o in self.optimizers]
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 1
+
+    def start(self, resume: bool) -> int:
+        """Begin a fresh run (empty logs), or, with ``resume`` and a saved state, continue it.
+
+        Returns the first epoch still to train (``epochs + 1`` when all are done).
+        """
+        f = self.files
+        if resume and f.state.exists():
+            state = read_state(f.state, command=self.command, args=self.args)
+            epoch, self.history = load_into(state, self.task.modules, self.optimizers, self.schedulers)
+            self.start_epoch = epoch + 1
+            # The state is the truth; logs may hold a later epoch (killed before the state was
+            # written) or a torn line (killed mid-append).
+            rewrite_jsonl(f.metrics, self.history)
+            rewrite_jsonl(f.steps, [r for r in read_jsonl(f.steps) if r["epoch"] <= epoch])
+            console.print(f"resuming {self.command} from epoch {self.start_epoch} ({f.state})")
+        else:
+            rewrite_jsonl(f.metrics, [])
+            rewrite_jsonl(f.steps, [])
+        return self.start_epoch
+
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        """Train the remaining epochs; return the metric history (one row per epoch)."""
+        with make_progress(unit="samples", enabled=progress) as bar:
+            for epoch in range(self.start_epoch, self.settings.epochs + 1):
+                row, steps = self._train_epoch(epoch, bar)
+                self.history.append(row)
+                append_jsonl(self.files.metrics, [row])
+                append_jsonl(self.files.steps, steps)
+                # Logs first, state last: a resume cuts the logs back to the state's epoch.
+                save_state(self.files.state, command=self.command, args=self.args, epoch=epoch,
+                           modules=self.task.modules, optimizers=self.optimizers, schedulers=self.schedulers,
+                           history=self.history)
+                if progress:
+                    console.print(
+                        f"{self.settings.label} {epoch}: loss {row['train_loss']:.4f}  val top-1 "
+                        f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s']:,.0f} samples/s"
+                    )
+        return self.history
+
+    def _train_epoch(self, epoch: int, bar: Progress) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        s = self.settings
+        keys, side = self.task.epoch_batches(epoch, s.batch_size)
+        # The loader gets its own generator so that iterating it never draws from torch's
+        # global RNG (which dropout and initialisation use): the worker count cannot change results.
+        loader = DataLoader(self.task.dataset, batch_sampler=keys, num_workers=s.workers,
+                            pin_memory=s.device.type == "cuda", generator=torch.Generator())
+        task_id = bar.add_task(f"{s.label} {epoch}/{s.epochs}", total=sum(len(k) for k in keys), rate="")
+        sums: dict[str, float] = {}
+        steps: list[dict[str, Any]] = []
+        seen = 0
+        lr = self.optimizers[0].param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        for i, batch in enumerate(loader if s.workers else prefetch(loader)):
+            parts = self.task.step(batch, next(side) if side is not None else None, epoch)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            for opt in self.optimizers:
+                opt.step()
+            n = len(batch["label"])
+            seen += n
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            steps.append({"epoch": epoch, "step": i, **values})
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            bar.update(task_id, advance=n, rate=rate_text(seen, time.perf_counter() - t0, "samples"))
+        seconds = time.perf_counter() - t0
+        bar.remove_task(task_id)
+        for sched in self.schedulers:
+            sched.step()
+        model = self.task.modules[self.task.evaluated]
+        row = {
+            "epoch": epoch,
+            "train_loss": sums.get("loss", 0.0) / max(1, seen),
+            **{f"train_{k}": v / max(1, seen) for k, v in sums.items() if k != "loss"},
+            **evaluate(model, self.val_loader, s.device),
+            "lr": lr,
+            "samples_per_s": seen / seconds if seconds > 0 else None,
+            "epoch_seconds": seconds,
+        }
+        return row, steps
