@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import errno
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent Typer vendors its own copy of Click; its exceptions are the ones raised
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - Typer that uses the click package
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from kdcache.errors import KdcacheError, UsageError
 
@@ -98,3 +105,31 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
         return wrapper  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: a malformed command line is one ``error:`` line and exit 2.
+
+    Click would print the usage, a hint and a boxed message; here the message
+    and where to look fit on one line, as every other kdcache error does.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `kdcache` alone prints the overview
+            sys.exit(EXIT_USAGE)
+        except click_exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix says nothing
+            typer.echo(f"error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click_exceptions.Abort:  # end of input at a prompt
+            typer.echo("error: aborted", err=True)
+            sys.exit(EXIT_ERROR)
+        # Without standalone mode Click returns an explicit typer.Exit's code, else the command's None.
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)

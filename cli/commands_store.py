@@ -1,0 +1,184 @@
+"""Commands that make or read a store: ``precompute``, ``info``, ``verify``, ``stats``.
+
+Each body parses, makes one library call and prints. Library modules are
+imported inside the bodies so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kdcache_cli.exits import deprecated, handle_errors, usage_fail
+from kdcache_cli.options import (
+    BatchOpt,
+    Codec,
+    DataOpt,
+    Device,
+    DeviceOpt,
+    Encoding,
+    OldTeacherNameOpt,
+    RecipeOpt,
+    StoreArg,
+    TeacherNameOpt,
+    WorkersOpt,
+    given,
+    value,
+)
+
+PRECOMPUTE_EPILOG = (
+    "Example:\n\n"
+    "    kdcache precompute --data embedded --teacher kdcache:cnn_small --weights teacher.pt "
+    "--views 4 --seed 0 --out store.zarr\n\n"
+    "Interrupted? Run the same command again: it resumes from the completed chunks."
+)
+
+
+@handle_errors
+def precompute(
+    data: DataOpt,
+    teacher: Annotated[
+        list[str],
+        typer.Option("--teacher", help="Teacher model spec (repeatable): torchvision:NAME, kdcache:NAME, "
+                     "import:module:factory, torchscript:PATH, export:PATH."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Store directory to create, resume, or add a teacher to.")],
+    views: Annotated[int, typer.Option("--views", help="Augmented views per sample.", min=1)] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Store seed; every view derives from (seed, sample, view).",
+                                      min=0)] = 0,
+    weights: Annotated[
+        Optional[list[str]],
+        typer.Option("--weights", help="Checkpoint per --teacher, in the same order (loaded with "
+                                       "weights_only=True).", show_default=False),
+    ] = None,
+    teacher_name: Annotated[
+        Optional[list[str]], typer.Option("--teacher-name", help="Name in the store per --teacher "
+                                                                 "(default: from the spec).", show_default=False)
+    ] = None,
+    random_init: Annotated[bool, typer.Option(
+        "--random-init", help="Allow a kdcache:/torchvision: teacher without --weights (an untrained network, "
+                              "on purpose; recorded in its card).")] = False,
+    recipe: RecipeOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per teacher batch (rounded to the "
+                                                                 "micro-batch).", min=1)] = 256,
+    workers: WorkersOpt = 0,
+    encoding: Annotated[Encoding, typer.Option("--encoding", help="Logit encoding: float16 (half the bytes) "
+                                                                  "or float32 (exact).")] = Encoding.float16,
+    codec: Annotated[Codec, typer.Option("--codec", help="Chunk compression: none (fastest), zstd or "
+                                                         "blosc-zstd (smaller, slower).")] = Codec.none,
+    chunk_rows: Annotated[Optional[int], typer.Option("--chunk-rows", help="Rows per chunk (default: ~4 MB "
+                                                                           "chunks).", min=1)] = None,
+    device: DeviceOpt = Device.cpu,
+) -> None:
+    """Run each teacher **once** over every (view, sample) and store its raw logits."""
+    from kdcache.precompute import TeacherRequest, format_summary, precompute as run
+
+    weights = weights or []
+    names = teacher_name or []
+    if len(weights) > len(teacher) or len(names) > len(teacher):
+        usage_fail("give at most one --weights and one --teacher-name per --teacher")
+    requests = [
+        TeacherRequest(spec, weights[i] if i < len(weights) else None, names[i] if i < len(names) else None)
+        for i, spec in enumerate(teacher)
+    ]
+    result = run(
+        data=data, teachers=requests, views=views, seed=seed, out=out, batch_size=batch_size, workers=workers,
+        encoding=value(encoding), codec=value(codec), chunk_rows=chunk_rows, device=value(device), progress=True,
+        **given(recipe=recipe, random_init=random_init or None),
+    )
+    typer.echo(format_summary(result))
+
+
+INFO_EPILOG = "Example:\n\n    kdcache info store.zarr\n\n    kdcache info store.zarr --json"
+
+
+@handle_errors
+def info(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
+) -> None:
+    """Show what is in a store: dataset, fingerprint, views, recipe, teachers, statistics, sizes."""
+    from kdcache.audit import format_info, store_info
+
+    description = store_info(store)
+    typer.echo(json.dumps(description, indent=2) if as_json else format_info(description))
+
+
+def teacher_name_or_old(name: str | None, old: str | None, command: str) -> str | None:
+    """``--teacher-name``, or the deprecated ``--teacher NAME`` of verify/stats with a one-line note."""
+    if old is None:
+        return name
+    if name is not None and name != old:
+        usage_fail("give the teacher once, as --teacher-name NAME")
+    deprecated(f"--teacher NAME in `kdcache {command}`",
+               f"use --teacher-name NAME (--teacher is a model spec): kdcache {command} STORE --teacher-name {old}")
+    return old
+
+
+VERIFY_EPILOG = "Example:\n\n    kdcache verify store.zarr --replay 16"
+
+
+@handle_errors
+def verify(
+    store: StoreArg,
+    replay: Annotated[int, typer.Option("--replay", help="Re-run the teacher on N random (sample, view) pairs "
+                                                         "and compare its logits with the stored ones.", min=0)] = 0,
+    teacher_name: TeacherNameOpt = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec, if not where the store says.",
+                                                show_default=False)] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="Teacher checkpoint, if moved from where the store says (its SHA-256 must match).",
+        show_default=False)] = None,
+    old_teacher: OldTeacherNameOpt = None,
+) -> None:
+    """Check every chunk's completion and checksum; with --replay, audit the teacher's logits.
+
+    Exits 1 and names the bad chunk when anything is wrong.
+    """
+    from kdcache.audit import format_verify, verify_store
+
+    name = teacher_name_or_old(teacher_name, old_teacher, "verify")
+    report = verify_store(store, replay=replay, teacher=name, data=data, weights=weights)
+    typer.echo(format_verify(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def parse_grid(items: list[str] | None) -> list[float] | None:
+    """Repeated ``--grid T`` values; the old ``--grid 1,2,3`` still works, with a deprecation note."""
+    if not items:
+        return None
+    if any("," in item for item in items):
+        deprecated("--grid with commas", "repeat the option instead: --grid 1 --grid 2 --grid 3")
+    parts = [p.strip() for item in items for p in item.split(",") if p.strip()]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        usage_fail(f"--grid {' '.join(items)!r} must be numbers, e.g. --grid 1 --grid 2 --grid 4")
+
+
+STATS_EPILOG = "Example:\n\n    kdcache stats store.zarr --tau0 3 --tau0 2\n\n" \
+               "    kdcache stats store.zarr --grid 1 --grid 2 --grid 4"
+
+
+@handle_errors
+def stats(
+    store: StoreArg,
+    teacher_name: TeacherNameOpt = None,
+    tau0: Annotated[Optional[list[float]], typer.Option(
+        "--tau0", help="FGCR class-table temperature (repeatable; default 3, FGCR's tau - 1).",
+        show_default=False)] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(
+        "--grid", help="ISATS temperature grid value (repeatable; default 1 2 3 4 5 6 8).",
+        show_default=False)] = None,
+    old_teacher: OldTeacherNameOpt = None,
+) -> None:
+    """Compute ISATS tau*, FGCR class tables and teacher accuracy once, into the store."""
+    from kdcache.stats import compute_stats, format_stats
+
+    name = teacher_name_or_old(teacher_name, old_teacher, "stats")
+    result = compute_stats(store, teacher=name, **given(tau0=tau0, grid=parse_grid(grid)))
+    typer.echo(format_stats(result))

@@ -1,0 +1,126 @@
+"""The CLI's vocabulary: every choice as an Enum (listed in ``--help``) and the options commands share.
+
+One spelling per thing, in every command:
+
+* a store that is *read* is the positional ``STORE``; ``--out`` names what a
+  command *creates* (a store, a run directory, a checkpoint);
+* ``--teacher``, ``--student`` and ``--model`` are model specs; a teacher
+  *inside* a store is ``--teacher-name``;
+* every choice is an Enum, so ``--help`` lists it and Click refuses anything
+  else (exit 2); lists are repeatable options.
+
+The values mirror the library's own tuples (``tests/test_cli_vocabulary.py``
+fails when they drift). They are spelled here rather than imported so that
+``kdcache --help`` does not import torch. The loss names come from the loss
+registry itself, so a newly registered loss appears without a CLI change.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+class Encoding(str, Enum):
+    """How logits are stored: float16 (half the bytes) or float32 (exact)."""
+
+    float16 = "float16"
+    float32 = "float32"
+
+
+class Codec(str, Enum):
+    """Chunk compression: none (fastest) or zstd / blosc-zstd (smaller, slower)."""
+
+    none = "none"
+    zstd = "zstd"
+    blosc_zstd = "blosc-zstd"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class Schedule(str, Enum):
+    multistep = "multistep"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class ViewPolicy(str, Enum):
+    cycle = "cycle"
+    random = "random"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _loss_names() -> list[str]:
+    # The registry is the one list of losses; importing it costs a torch import, paid once per CLI start.
+    from kdcache import losses
+
+    return losses.names()
+
+
+Loss = Enum("Loss", {name: name for name in _loss_names()}, type=str)  # type: ignore[misc]
+Loss.__doc__ = "A distillation loss from kdcache's loss registry (docs/losses.md)."
+
+
+def recipe_presets() -> list[str]:
+    """Names of the recipe presets shipped with kdcache (``kdcache/recipes/*.json``)."""
+    folder = resources.files("kdcache").joinpath("recipes")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def value(choice: Enum | None) -> str | None:
+    """The plain string of an Enum choice (None stays None: "not given")."""
+    return None if choice is None else str(choice.value)
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None), so the library's own defaults apply to the rest."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+RECIPE_HELP = (
+    f"Augmentation recipe: a preset ({', '.join(recipe_presets())}) or a JSON file. "
+    "Default: the dataset's own recipe (cifar10/100 -> cifar, fashion-mnist/embedded -> fashion-mnist, "
+    "imagefolder -> imagenet), printed when chosen."
+)
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="Dataset spec: fashion-mnist[:ROOT][,split=train|test], cifar10:ROOT, cifar100:ROOT, "
+        "imagefolder:ROOT, digits, embedded, synthetic:samples=N,classes=C,size=S,channels=K,seed=R.",
+    ),
+]
+ValDataOpt = Annotated[str, typer.Option("--val-data", help="Validation dataset spec (evaluated every epoch).")]
+StoreArg = Annotated[Path, typer.Argument(help="Store directory to read.", metavar="STORE", show_default=False)]
+RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", help=RECIPE_HELP, show_default=False)]
+TeacherNameOpt = Annotated[
+    Optional[str], typer.Option("--teacher-name", help="Teacher in the store (default: the only one).",
+                                show_default=False)]
+# The old spelling of --teacher-name in verify and stats (a name, where --teacher now means a spec).
+OldTeacherNameOpt = Annotated[Optional[str], typer.Option("--teacher", hidden=True)]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Training epochs.", min=1)]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="sgd (with momentum) or adamw.")]
+ScheduleOpt = Annotated[Schedule, typer.Option(
+    "--schedule", help="Learning-rate schedule: multistep (x0.1 at 5/8, 3/4, 7/8 of training), cosine, constant.")]
+MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+WdOpt = Annotated[float, typer.Option("--weight-decay", help="Weight decay.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.", min=1)]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: render in this one).",
+                                         min=0)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation and data order (and, online, "
+                                                     "of the views unless --view-seed).", min=0)]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where models run (pick a GPU with "
+                                                            "CUDA_VISIBLE_DEVICES).")]
