@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,83 +23,38 @@ from torch import Tensor
 
 from kdcache.errors import LossConfigError
 from kdcache.losses._numerics import prepare_inputs
+from kdcache.validate import Invalid, Parser, choice, flag, fraction, non_negative, optional, positive
+
+__all__ = [
+    "LossFn",
+    "LossSpec",
+    "Parser",
+    "choice",
+    "flag",
+    "fraction",
+    "get",
+    "names",
+    "non_negative",
+    "optional",
+    "positive",
+    "register",
+    "spec",
+    "temperature_grid",
+]
 
 LossFn = Callable[..., dict[str, Tensor]]
 """``fn(student_logits, teacher_logits, labels, **hparams_and_inputs) -> {"loss": ..., ...}``."""
-
-Parser = Callable[[Any], Any]
-"""Normalises one hyper-parameter value or raises ``ValueError("must be ...")``."""
 
 Finalizer = Callable[[dict[str, Any]], dict[str, Any]]
 """Fills derived defaults / checks combinations after every value was parsed."""
 
 
 # --------------------------------------------------------------------------
-# Value parsers. Each returns the normalised value (floats as float, grids as
-# tuples) so that resolved hyper-parameters are JSON-able and comparable, and
-# raises ValueError with the "must be ..." half of a message; LossSpec.resolve
-# adds the loss name, key and offending value.
-
-
-def _number(value: Any) -> float:
-    # bool is an int subclass: `temperature=True` is a bug, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("must be a number")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError("must be finite")
-    return value
-
-
-def positive(value: Any) -> float:
-    """A finite number > 0 (temperatures, warm-up length)."""
-    value = _number(value)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def non_negative(value: Any) -> float:
-    """A finite number >= 0 (loss weights)."""
-    value = _number(value)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def fraction(value: Any) -> float:
-    """A number in [0, 1] (mixing weights such as λ, α of FGCR, ε of LSR)."""
-    value = _number(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("must be in [0, 1]")
-    return value
-
-
-def flag(value: Any) -> bool:
-    """A real bool (strings such as "false" are truthy, so refuse them)."""
-    if not isinstance(value, bool):
-        raise ValueError("must be True or False")
-    return value
-
-
-def choice(*options: str) -> Parser:
-    """One of a fixed set of strings."""
-
-    def parse(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(map(repr, options))}")
-        return value
-
-    return parse
-
-
-def optional(parser: Parser) -> Parser:
-    """``None`` (meaning: derived from other hyper-parameters) or a value for ``parser``."""
-
-    def parse(value: Any) -> Any:
-        return None if value is None else parser(value)
-
-    return parse
+# Value parsers: the shared checks of kdcache.validate. Each returns the
+# normalised value (floats as float, grids as tuples) so that resolved
+# hyper-parameters are JSON-able and comparable, and raises ValueError
+# (validate.Invalid) with the "must be ..." half of a message;
+# LossSpec.resolve adds the loss name, key and offending value.
 
 
 def temperature_grid(value: Any) -> tuple[float, ...]:
@@ -110,12 +64,12 @@ def temperature_grid(value: Any) -> tuple[float, ...]:
     makes two spellings of the same grid resolve (and key the store) alike.
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError("must be a sequence of positive numbers")
+        raise Invalid("must be a sequence of positive numbers")
     grid = sorted(positive(v) for v in value)
     if not grid:
-        raise ValueError("must not be empty")
+        raise Invalid("must not be empty")
     if len(set(grid)) != len(grid):
-        raise ValueError("must not repeat a temperature")
+        raise Invalid("must not repeat a temperature")
     return tuple(grid)
 
 
@@ -140,9 +94,11 @@ class LossSpec:
             ``tf_nkd``); the loop may then pass ``None``.
         needs_epoch: the loss needs the 1-based ``epoch`` keyword (DKD warm-up).
         stats: statistics the method reads from the store, by the keyword the
-            loss function takes them under. Each entry says whether it is
-            ``required``, which hyper-parameters key it (``params``), its
-            ``shape`` and the function that ``compute``-s it.
+            loss function takes them under. Each entry says which
+            hyper-parameters key it (``params``) and whether it is
+            ``required`` (an optional one that a store lacks is computed by
+            the loss from the batch). Which store statistic serves a keyword,
+            and how, is said by its provider in :mod:`kdcache.stats`.
         extra_networks: trainable networks the loop must own besides the
             student, each with its own optimizer (SLKD: 2 networks of the
             TEACHER's architecture).

@@ -1,0 +1,148 @@
+"""Datasets of views: :class:`ViewDataset` (training views) and :func:`eval_dataset` (validation images)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from kdcache.views.recipe import Recipe, Render
+from kdcache.views.rendering import apply_params, prepare, recorded_params, render_prepared, sample_params
+from kdcache.views.seeds import non_negative
+
+if TYPE_CHECKING:
+    from kdcache.data import DataSource
+
+__all__ = ["EvalDataset", "ViewDataset", "eval_dataset"]
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Views of a DataSource, keyed by ``(sample, view)`` or ``(sample, view, params)``.
+
+    Use with a ``batch_sampler`` yielding lists of keys; the default collate
+    stacks the items. An item is
+    ``{"sample", "view", "label", "params": int32 (P,), "images": [float32 per render]}``.
+    ``len()`` is the number of samples, not of keys.
+
+    A ``(sample, view)`` key draws the view's params from the seed (used where
+    views are created). A ``(sample, view, params)`` key renders exactly the
+    given RECORDED params and draws nothing: a store is replayed from what it
+    recorded, whatever today's seed derivation would draw.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        recipe: Recipe,
+        seed: int,
+        renders: Sequence[Render] | None = None,
+    ) -> None:
+        self.source = source
+        self.recipe = recipe
+        self.seed = non_negative(seed, "seed")
+        self.renders = tuple(renders) if renders else (recipe.render,)
+        for r in self.renders:
+            if not isinstance(r, Render):
+                raise TypeError(f"renders must be Render objects, got {type(r).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int] | tuple[int, int, Any]) -> dict[str, Any]:
+        if not isinstance(key, (tuple, list)) or len(key) not in (2, 3):
+            raise TypeError(
+                f"ViewDataset keys are (sample, view) or (sample, view, params), got {key!r}"
+            )
+        try:
+            sample, view = operator.index(key[0]), operator.index(key[1])
+        except TypeError:
+            raise TypeError(
+                f"ViewDataset keys are (sample, view) pairs of integers, got {key!r}"
+            ) from None
+        if not 0 <= sample < len(self.source):
+            raise IndexError(f"sample {sample} out of range ({len(self.source)} samples)")
+        image = self.source.image(sample)
+        if len(key) == 3:
+            non_negative(view, "view")
+            params = recorded_params(self.recipe, key[2], sample, view)
+        else:
+            params = sample_params(self.recipe, self.seed, sample, view, (image.shape[1], image.shape[2]))
+        x, recipe_size = prepare(self.recipe, image, params)
+        return {
+            "sample": sample,
+            "view": view,
+            "label": int(self.source.labels[sample]),
+            "params": torch.from_numpy(params),
+            "images": [render_prepared(x, recipe_size, r) for r in self.renders],
+        }
+
+
+def _recorded_params(recipe: Recipe, params: Any, sample: int, view: int) -> np.ndarray:
+    """Recorded params as the int32 vector :func:`sample_params` would return.
+
+    Refuses anything but integers of the recipe's length (floats, bools, a
+    wrong count, values outside int32): a silent cast would render a view
+    the store never recorded.
+    """
+    if isinstance(params, torch.Tensor):
+        params = params.detach().cpu().numpy()
+    flat = np.asarray(params)
+    expected = len(recipe.param_names())
+    if flat.shape != (expected,) or not np.issubdtype(flat.dtype, np.integer):
+        raise RecipeError(
+            f"view ({sample}, {view}): recipe {recipe.name!r} takes {expected} integer params; "
+            f"got shape {flat.shape} of {flat.dtype}"
+        )
+    info = np.iinfo(np.int32)
+    if flat.size and (flat.min() < info.min or flat.max() > info.max):
+        raise RecipeError(f"view ({sample}, {view}): recorded params {flat.tolist()} do not fit int32")
+    return flat.astype(np.int32, copy=True)
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """Validation images of a DataSource, keyed by int sample index.
+
+    An item is ``{"sample", "label", "images": [float32]}``: the image
+    rendered by the recipe's evaluation geometry (no randomness) with one
+    Render, the student's, so it is evaluated at its training size and
+    normalisation. Use with a ``batch_sampler`` of lists of ints.
+    """
+
+    def __init__(self, source: DataSource, recipe: Recipe, render: Render) -> None:
+        if not isinstance(render, Render):
+            raise TypeError(f"render must be a Render, got {type(render).__name__}")
+        self.source = source
+        self.recipe = recipe
+        self.render = render
+        self._eval = recipe.eval_recipe()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, sample: int) -> dict[str, Any]:
+        try:
+            sample = operator.index(sample)
+        except TypeError:
+            raise TypeError(f"eval dataset keys are sample indices (int), got {sample!r}") from None
+        if not 0 <= sample < len(self.source):
+            raise IndexError(f"sample {sample} out of range ({len(self.source)} samples)")
+        image = self.source.image(sample)
+        return {
+            "sample": sample,
+            "label": int(self.source.labels[sample]),
+            "images": [apply_params(self._eval, image, _NO_PARAMS, self.render)],
+        }
+
+
+_NO_PARAMS = np.zeros(0, dtype=np.int32)
+
+
+def eval_dataset(source: DataSource, recipe: Recipe, render: Render) -> torch.utils.data.Dataset:
+    """Validation images of ``source`` as ``recipe`` says to render them, at ``render``.
+
+    Keyed by int sample index; items ``{"sample", "label", "images": [tensor]}``.
+    """
+    return EvalDataset(source, recipe, render)

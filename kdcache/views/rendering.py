@@ -1,0 +1,156 @@
+"""Sampling a view's params (the only random draws) and rendering params into pixels (none).
+
+:func:`sample_params` returns integers (crop offsets, flip flags, jitter
+factors in per-mille); :func:`apply_params` turns them into pixels with no
+randomness, so recorded parameters re-render a view exactly. The ops of a
+recipe compose into one exact box in source pixels, and each consumer
+(:class:`~kdcache.views.Render`) resizes that box straight to its own size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from kdcache.errors import RecipeError
+from kdcache.views.geometry import Geo, ViewGeometry, check_image_size
+from kdcache.views.recipe import Recipe, Render
+from kdcache.views.seeds import view_generator
+
+__all__ = ["apply_params", "recorded_params", "sample_params", "view_geometry"]
+
+
+def sample_params(
+    recipe: Recipe, seed: int, sample: int, view: int, image_size: tuple[int, int]
+) -> np.ndarray:
+    """Draw the parameters of view ``(sample, view)``: an int32 vector ``(P,)``.
+
+    The only function that draws randomness for a view; its values are named
+    by ``recipe.param_names()`` and are recorded in the store.
+    """
+    rng = view_generator(seed, sample, view)
+    size = check_image_size(image_size)
+    params: list[int] = []
+    for op in recipe._compiled:
+        next_size = op.out_size(size)  # raises before drawing if the op cannot apply
+        params.extend(op.draw(rng, size))
+        size = next_size
+    return np.asarray(params, dtype=np.int32)
+
+
+def _split_params(recipe: Recipe, params: Any) -> list[Sequence[int]]:
+    flat = np.asarray(params)
+    expected = len(recipe.param_names())
+    if flat.shape != (expected,) or not np.issubdtype(flat.dtype, np.integer):
+        raise RecipeError(
+            f"recipe {recipe.name!r} takes {expected} integer params; got shape {flat.shape} of {flat.dtype}"
+        )
+    values = [int(v) for v in flat]
+    out, start = [], 0
+    for op in recipe._compiled:
+        out.append(values[start : start + len(op.param_keys)])
+        start += len(op.param_keys)
+    return out
+
+
+def view_geometry(recipe: Recipe, params: Any, image_size: tuple[int, int]) -> ViewGeometry:
+    """The exact source box, flip and output size that ``params`` select.
+
+    Box edges are rounded (half to even) to whole source pixels only here, at
+    the end, so composed crops and resizes do not accumulate rounding.
+    """
+    geo = Geo.whole(check_image_size(image_size))
+    for op, p in zip(recipe._compiled, _split_params(recipe, params)):
+        geo = op.advance(geo, p)
+    return geo.rounded()
+
+
+def _crop_box(image: torch.Tensor, geo: ViewGeometry) -> torch.Tensor:
+    """The box's pixels; parts outside the image show ``geo.fill``."""
+    _, h, w = image.shape
+    t0, l0 = max(geo.top, 0), max(geo.left, 0)
+    t1, l1 = min(geo.top + geo.height, h), min(geo.left + geo.width, w)
+    if (t0, l0, t1, l1) == (geo.top, geo.left, geo.top + geo.height, geo.left + geo.width):
+        return F.crop(image, geo.top, geo.left, geo.height, geo.width)
+    out = torch.full((image.shape[0], geo.height, geo.width), geo.fill, dtype=image.dtype)
+    if t0 < t1 and l0 < l1:
+        out[:, t0 - geo.top : t1 - geo.top, l0 - geo.left : l1 - geo.left] = image[:, t0:t1, l0:l1]
+    return out
+
+
+def prepare(recipe: Recipe, image: torch.Tensor, params: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The view at source resolution: box, flip, photometric ops; float32 in [0, 1].
+
+    Shared by every Render of a view, so renders differ only in the final
+    resize, channel count and normalisation.
+    """
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise TypeError(f"expected a uint8 image tensor (C, H, W), got {getattr(image, 'dtype', type(image))}")
+    split = _split_params(recipe, params)
+    geo = view_geometry(recipe, params, (image.shape[1], image.shape[2]))
+    x = F.to_dtype(_crop_box(image, geo), torch.float32, scale=True)
+    if geo.flip:
+        x = F.horizontal_flip(x)
+    # Photometric ops run on the source-resolution crop, after the geometry,
+    # so every render gets the same colours (e.g. contrast's mean) before its
+    # own single resize.
+    for op, p in zip(recipe._compiled, split):
+        if op.photometric:
+            x = op.adjust(x, p)
+    return x, geo.size
+
+
+def render_prepared(x: torch.Tensor, recipe_size: tuple[int, int], render: Render) -> torch.Tensor:
+    size = render.size or recipe_size
+    if tuple(x.shape[-2:]) != size:
+        x = F.resize(x, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if render.channels == 3 and x.shape[0] == 1:
+        x = x.repeat(3, 1, 1)
+    elif render.channels == 1 and x.shape[0] == 3:
+        x = F.rgb_to_grayscale(x)
+    channels = x.shape[0]
+    mean, std = render.mean, render.std
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels
+    if len(mean) != channels:
+        raise RecipeError(
+            f"render: {len(mean)} mean/std values for a {channels}-channel image; set channels or mean/std"
+        )
+    return F.normalize(x, list(mean), list(std)).contiguous()
+
+
+def apply_params(recipe: Recipe, image: torch.Tensor, params: Any, render: Render) -> torch.Tensor:
+    """Render view ``params`` of ``image`` (uint8 ``(C, H, W)``) as float32 ``(C', H', W')``.
+
+    Pure: the same inputs give the same bits. The source box is resized
+    straight to ``render.size`` (antialiased bilinear), never resampled twice.
+    """
+    x, recipe_size = prepare(recipe, image, params)
+    return render_prepared(x, recipe_size, render)
+
+
+def recorded_params(recipe: Recipe, params: Any, sample: int, view: int) -> np.ndarray:
+    """Recorded params as the int32 vector :func:`sample_params` would return.
+
+    Refuses anything but integers of the recipe's length (floats, bools, a
+    wrong count, values outside int32): a silent cast would render a view
+    the store never recorded.
+    """
+    if isinstance(params, torch.Tensor):
+        params = params.detach().cpu().numpy()
+    flat = np.asarray(params)
+    expected = len(recipe.param_names())
+    if flat.shape != (expected,) or not np.issubdtype(flat.dtype, np.integer):
+        raise RecipeError(
+            f"view ({sample}, {view}): recipe {recipe.name!r} takes {expected} integer params; "
+            f"got shape {flat.shape} of {flat.dtype}"
+        )
+    info = np.iinfo(np.int32)
+    if flat.size and (flat.min() < info.min or flat.max() > info.max):
+        raise RecipeError(f"view ({sample}, {view}): recorded params {flat.tolist()} do not fit int32")
+    return flat.astype(np.int32, copy=True)
