@@ -176,10 +176,10 @@ class _DistillTask:
     def param_groups(self) -> list[Iterable[nn.Parameter]]:
         return [self.student.parameters(), *(n.parameters() for n in self.extras)]
 
-    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[Iterable[list[Any]], Iterator[Any] | None]:
         plan = epoch_plan(self.cfg.seed, epoch, self.num_samples, self.teacher.num_views,
                           self.cfg.view_policy or "cycle", self.cfg.window)
-        return plan.batches(batch_size), self.teacher.epoch_rows(plan, batch_size)
+        return self.teacher.epoch_batches(plan, batch_size)
 
     def step(self, batch: dict[str, Any], rows: Any, epoch: int) -> dict[str, torch.Tensor]:
         dev = self.device
@@ -200,7 +200,7 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
     """The logit source of this mode, and what the run record says about its input."""
     if cfg.store is not None:
         cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams)
-        return cached, {"store_manifest_hash": canonical_hash(cached.store.manifest),
+        return cached, {"store_manifest_hash": cached.manifest_hash(),
                         "store_input_hash": cached.input_hash()}
     if any(k != "tau_star" for k in spec.store_stats(hparams)):
         raise UsageError(f"loss {cfg.loss!r} needs statistics precomputed over the whole training set; "
@@ -216,7 +216,7 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
 def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
     """Create ``out`` and its record for a new run, or check on ``--resume`` that it is the same run."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; distill writes a run directory, give a directory path")
+        raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
     run_json = out / "run.json"
     if not resume:
         if out.exists() and any(out.iterdir()):
@@ -246,7 +246,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     hparams = spec.resolve(cfg.loss_opts)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; distill writes a run directory, give a directory path")
+        raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
     device = torch.device(cfg.device)
     seed_everything(cfg.seed)
     source = open_data(cfg.data)

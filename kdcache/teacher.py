@@ -121,7 +121,7 @@ class _TeacherTask:
     def param_groups(self) -> list[Iterable[nn.Parameter]]:
         return [self.model.parameters()]
 
-    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[Iterable[list[Any]], Iterator[Any] | None]:
         # View e-1 of every sample: fresh augmentation each epoch, replayable.
         n = self.num_samples
         plan = epoch_plan(self.cfg.seed, epoch, n, num_views=epoch, policy="cycle", window=n)
@@ -146,7 +146,7 @@ def _finished_card(out: Path, args: dict[str, Any]) -> dict[str, Any] | None:
     if not out.exists():
         return None
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give the checkpoint file to write, e.g. {out / 'teacher.pt'}")
+        raise RunError(f"--out {out} is a directory; give the checkpoint file to write, e.g. {out / 'teacher.pt'}")
     fix = "choose another --out, or delete it to train here"
     try:
         card = load_checkpoint(out)["card"]

@@ -50,13 +50,16 @@ class TrainingTask(Protocol):
     evaluated: str
     """Name of the module that is evaluated every epoch (the student, the teacher)."""
     dataset: Dataset
+    num_samples: int
+    """Samples visited per epoch (the progress bar's total)."""
 
     def param_groups(self) -> list[Iterable[nn.Parameter]]:
         """Parameters of each optimizer (one optimizer and one schedule per entry)."""
         ...
 
-    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[list[list[Any]], Iterator[Any] | None]:
-        """The dataset keys of each batch of ``epoch`` and, if any, an iterator of side inputs per batch."""
+    def epoch_batches(self, epoch: int, batch_size: int) -> tuple[Iterable[list[Any]], Iterator[Any] | None]:
+        """The DataLoader's ``batch_sampler`` for ``epoch`` (lists of dataset keys) and, if any, an
+        iterator giving each batch's side input, ``next`` once per batch in the order trained."""
         ...
 
     def step(self, batch: dict[str, Any], side: Any, epoch: int) -> dict[str, torch.Tensor]:
@@ -147,7 +150,7 @@ class Engine:
         # global RNG (which dropout and initialisation use): the worker count cannot change results.
         loader = DataLoader(self.task.dataset, batch_sampler=keys, num_workers=s.workers,
                             pin_memory=s.device.type == "cuda", generator=torch.Generator())
-        task_id = bar.add_task(f"{s.label} {epoch}/{s.epochs}", total=sum(len(k) for k in keys), rate="")
+        task_id = bar.add_task(f"{s.label} {epoch}/{s.epochs}", total=self.task.num_samples, rate="")
         sums: dict[str, float] = {}
         steps: list[dict[str, Any]] = []
         seen = 0

@@ -1,0 +1,133 @@
+"""`kdcache distill --resume` after a SIGKILL at any point ends bitwise identical to an uninterrupted run.
+
+No monkeypatching: a real subprocess is killed and the same command is run
+with ``--resume``. Kills land after a learning-rate milestone (multistep:
+epochs 2, 3, 4 of 4), where re-stepping the schedule on a restored
+optimizer would decay the learning rate twice. SLKD's extra networks and
+their optimizers go through the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.resume_helpers import ROOT, assert_same_tensors, lines, read_jsonl, run_until_killed, without_timings
+
+DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
+VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
+TINY = "import:tests.helpers:tiny"
+RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("resume") / "store.zarr"
+    code, text = run_cli("precompute", "--data", DATA, "--teacher", TINY, "--views", "3", "--seed", "11",
+                         "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", "float32")
+    assert code == 0, text
+    return out
+
+
+def args_of(out: Path, store: Path | None, loss: str = "kd", schedule: str = "multistep", *extra: object) -> list:
+    source = [store] if store is not None else ["--teacher", TINY, "--views", 3, "--recipe", RECIPE]
+    return ["distill", *source, "--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", loss,
+            "--epochs", 4, "--out", out, "--batch-size", 32, "--seed", 11, "--lr", 0.1, "--schedule", schedule,
+            *extra]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert_same_tensors(torch.load(a / "final.pt", weights_only=True), torch.load(b / "final.pt", weights_only=True))
+    assert without_timings(read_jsonl(a / "metrics.jsonl")) == without_timings(read_jsonl(b / "metrics.jsonl"))
+    assert read_jsonl(a / "steps.jsonl") == read_jsonl(b / "steps.jsonl")
+    sa, sb = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (a, b))
+    for name in sa["modules"]:  # SLKD's extra networks too, not only the student
+        assert_same_tensors(sa["modules"][name], sb["modules"][name])
+
+
+def kill_and_resume(out: Path, args: list, after_epochs: int, delay: float = 0.0) -> None:
+    run_until_killed(args, lambda: lines(out / "metrics.jsonl") >= after_epochs, delay)
+    assert not (out / "final.pt").exists()
+    code, text = run_cli(*args, "--resume")
+    assert code == 0, text
+
+
+def test_distill_killed_after_a_milestone_resumes_bitwise(tmp_path: Path, store: Path) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert run_cli(*args_of(ref, store, "slkd"))[0] == 0
+    kill_and_resume(out, args_of(out, store, "slkd"), after_epochs=3)
+    assert [r["lr"] for r in read_jsonl(out / "metrics.jsonl")] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert_same_run(ref, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["multistep", "cosine", "constant"])
+@pytest.mark.parametrize("mode", ["cached", "online"])
+def test_distill_killed_at_random_points_resumes_bitwise(tmp_path: Path, store: Path, schedule: str,
+                                                         mode: str) -> None:
+    source = store if mode == "cached" else None
+    ref = tmp_path / "ref"
+    assert run_cli(*args_of(ref, source, "dkd", schedule))[0] == 0
+    rng = random.Random(f"{schedule}-{mode}")
+    for after in (1, 2, 3):
+        out = tmp_path / f"killed-{after}"
+        kill_and_resume(out, args_of(out, source, "dkd", schedule), after, rng.uniform(0.0, 0.3))
+        assert_same_run(ref, out)
+
+
+def test_a_resume_of_a_finished_run_changes_nothing(tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "run"
+    args = args_of(out, store, "kd", "constant", "--epochs", 1)
+    assert run_cli(*args)[0] == 0
+    before = (out / "final.pt").read_bytes()
+    code, text = run_cli(*args, "--resume", "--workers", 1)  # --workers may change on resume
+    assert code == 0 and "already done" in text, text
+    assert (out / "final.pt").read_bytes() == before
+
+
+def test_resume_with_other_arguments_is_refused_naming_them(tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli(*args_of(out, store, "kd", "constant", "--epochs", 1))[0] == 0
+    assert_one_line_error(*run_cli(*args_of(out, store, "kd", "cosine", "--epochs", 1, "--resume")),
+                          "optim.schedule")
+    assert_one_line_error(*run_cli(*args_of(out, store, "kd", "constant", "--epochs", 1,
+                                            "--loss-opt", "temperature=2", "--resume")), "loss_opts.temperature")
+
+
+def test_out_naming_a_file_is_one_line(tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert_one_line_error(*run_cli(*args_of(out, store)), "is a file")
+    assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),
+                                          ("--weight-decay", -1), ("--momentum", 1.5)])
+def test_bad_option_values_are_one_line_usage_errors(tmp_path: Path, store: Path, option: str,
+                                                     value: object) -> None:
+    args = args_of(tmp_path / "run", store)
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    assert_one_line_error(*run_cli(*args), option, exit_code=2)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--views", 3], "--views"), (["--recipe", RECIPE], "--recipe"), (["--weights", "t.pt"], "--weights"),
+    (["--view-seed", 4], "--view-seed"),
+])
+def test_online_options_with_a_store_are_refused(tmp_path: Path, store: Path, extra: list, needle: str) -> None:
+    assert_one_line_error(*run_cli(*args_of(tmp_path / "run", store), *extra), needle, exit_code=2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_store_options_online_are_refused(tmp_path: Path) -> None:
+    args = args_of(tmp_path / "run", None, "kd", "multistep", "--teacher-name", "tiny")
+    assert_one_line_error(*run_cli(*args), "--teacher-name", exit_code=2)
+    assert not (tmp_path / "run").exists()
