@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from kdcache.loader import CachedRows, epoch_plan
-from kdcache.store import ChunkGrid, Store, checksum, default_chunk_rows
+from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord, default_chunk_rows
+from kdcache.views import load_recipe
 
 
 def model_like_logits(rng: np.random.Generator, rows: int, classes: int) -> np.ndarray:
@@ -33,28 +34,25 @@ def model_like_logits(rng: np.random.Generator, rows: int, classes: int) -> np.n
 
 def make_store(path: Path, n: int, c: int, v: int, encoding: str, codec: str, seed: int = 0) -> Store:
     rows = default_chunk_rows(c, n, np.dtype(encoding).itemsize, 64)
+    recipe = load_recipe("none")
     store = Store.create(
         path,
-        dataset={"spec": "synthetic", "name": "synthetic", "split": None, "num_samples": n, "num_classes": c,
-                 "channels": 1, "fingerprint": "sha256:bench"},
+        dataset=DatasetRecord(spec="synthetic", name="synthetic", split=None, num_samples=n, num_classes=c,
+                              channels=1, fingerprint="sha256:bench"),
         labels=np.zeros(n, np.int64),
-        views={"seed": 0, "num_views": v, "recipe": {"name": "none", "ops": []}, "recipe_hash": "x",
-               "param_names": [], "chunk_rows": rows},
-        num_params=0,
+        views=ViewsRecord(seed=0, num_views=v, recipe=recipe.to_dict(), recipe_hash=recipe.hash(),
+                          param_names=recipe.param_names(), chunk_rows=rows),
     )
-    store.add_teacher("t", {"spec": "bench"}, c, encoding, codec)
+    store.add_teacher("t", TeacherCard(spec="bench", num_classes=c, in_channels=1, render={}, encoding=encoding,
+                                       codec=codec, micro_batch=64, input_size=[1, 1]))
     rng = np.random.default_rng(seed)
     grid = ChunkGrid(n, rows)
-    arr, sums = store.logits("t"), store.logit_checksums("t")
     for view in range(v):
         for j in range(grid.num_chunks):
             a, b = grid.bounds(j)
             data = model_like_logits(rng, b - a, c).astype(encoding)
-            arr[view, a:b] = data
-            sums[view, j] = checksum(data)
-    store.manifest["teachers"]["t"]["status"] = "complete"
-    store.manifest["status"] = "complete"
-    store.save_manifest()
+            store.write_chunk("t", view, j, data, np.zeros((b - a, 0), np.int32))
+    store.set_card("t", store.card("t").replace(status="complete"))
     return Store.open(path)
 
 
@@ -67,9 +65,7 @@ def bench_bytes(tmp: Path, n: int, c: int) -> None:
             t0 = time.perf_counter()
             store = make_store(path, n, c, 1, encoding, codec)
             dt = time.perf_counter() - t0
-            from kdcache.store import dir_size
-
-            size = dir_size(path / "teachers" / "t" / "logits")
+            size = store.logits_bytes("t")
             print(f"{encoding:<9} {codec:<11} {size / 1e6:>8.2f} {size / n:>10.1f} {size / (4 * c * n):>8.3f} {dt:>8.2f}")
             del store
 

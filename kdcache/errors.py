@@ -56,6 +56,10 @@ class StoreIncompleteError(StoreError):
     """The store (or one teacher in it) is still being written."""
 
 
+class StoreCorruptError(StoreError):
+    """A chunk of a store does not match its checksum record."""
+
+
 class NonFiniteLogitsError(KdcacheError, ValueError):
     """A teacher produced NaN or Inf logits."""
 

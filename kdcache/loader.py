@@ -9,21 +9,30 @@
   (ZARR-NOTES.md: per-row zarr reads are 100-1000x slower than chunk reads).
 * :class:`CachedRows` streams the rows of one plan from a store: a background
   thread reads the next window's chunks while the current window's rows are
-  gathered with numpy, so at most two windows are in memory.
+  gathered, so at most two windows (and the chunks they cover) are in memory.
+  Every chunk is read whole and checked against its checksum record before
+  a row of it is used: logits, recorded view parameters, per-row statistics.
+* :class:`CachedBatches` hands an epoch to a DataLoader: it is the
+  ``batch_sampler`` (keys ``(sample, view, recorded params)``, so every view
+  is rendered from the store's record) and, in lockstep, the rows of each
+  batch in a FIFO the training step pops in the same order.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdcache.errors import KdcacheError
 from kdcache.store import Store
+from kdcache.store.stat_io import RowStatReader
 
 VIEW_POLICIES = ("cycle", "random")
 DEFAULT_WINDOW = 16384
@@ -83,40 +92,67 @@ def epoch_plan(
 
 
 class CachedRows:
-    """Teacher logits (and per-row statistics) of a store, in the order of an epoch plan.
+    """Teacher logits, recorded view parameters and per-row statistics of a store, in an epoch plan's order.
 
-    Iterating yields, per batch, a dict of float32 tensors: ``teacher_logits``
-    (B, C) and each requested per-row statistic (B,). Reads are whole chunks
-    covering one plan window, prefetched on a thread one window ahead.
+    Iterating yields, per batch, a dict of tensors: ``teacher_logits`` (B, C)
+    float32, ``params`` (B, P) int32, and each requested per-row statistic
+    (B,) float32. Reads are whole verified chunks covering one plan window,
+    prefetched on a thread one window ahead; a corrupted chunk raises
+    :class:`~kdcache.errors.StoreCorruptError` naming it.
     """
 
     def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = ()) -> None:
         self.store = store
         self.teacher = teacher
-        self.logits = store.logits(teacher)
-        self.row_stats = {name: store.group[f"{store.stats_group_path(teacher)}/{name}"] for name in row_stats}
+        self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
+        self._cache: dict[tuple[str, int, int], np.ndarray] = {}
 
-    def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, torch.Tensor]:
-        """The rows the plan uses in samples [start, stop): {array name: (rows, ...) tensor}.
+    def _chunk(self, name: str, view: int, chunk: int) -> np.ndarray:
+        key = (name, view, chunk)
+        if key not in self._cache:
+            if name == "teacher_logits":
+                self._cache[key] = self.store.read_logits_chunk(self.teacher, view, chunk)
+            elif name == "params":
+                self._cache[key] = self.store.read_params_chunk(view, chunk)
+            else:
+                self._cache[key] = self.stat_readers[name].read_chunk(view, chunk)
+        return self._cache[key]
+
+    def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows the plan uses in samples [start, stop): {name: (rows, ...) tensor}.
 
         Row r holds sample start+r in the view the plan gives it. Whole chunks
-        are read one view at a time and only the used rows are kept, so memory
-        is one window whatever the number of views. Rows are gathered later
-        with torch, several times faster than numpy's take + astype here.
+        are read and verified; the chunks of this window stay cached (a chunk
+        larger than a window then serves the next window it covers) and all
+        others are dropped, so memory is bounded by one window's chunks.
         """
+        grid = self.store.grid
         window_views = views[start:stop]
-        needed = np.unique(window_views)
-        arrays = {"teacher_logits": self.logits, **self.row_stats}
-        out: dict[str, torch.Tensor] = {}
-        for name, arr in arrays.items():
+        needed = [int(v) for v in np.unique(window_views)]
+        chunks = list(grid.covering(start, stop))
+        names = ["teacher_logits", "params", *self.stat_readers]
+        keep = {(n, v, j) for n in names for v in needed for j in chunks}
+        for key in [k for k in self._cache if k not in keep]:
+            del self._cache[key]
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            per_view = {}
+            for v in needed:
+                parts = []
+                for j in chunks:
+                    a, b = grid.bounds(j)
+                    lo, hi = max(a, start), min(b, stop)
+                    parts.append(self._chunk(name, v, j)[lo - a : hi - a])
+                per_view[v] = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if len(needed) == 1:  # one view per epoch (cycle): the chunk rows are the window
-                out[name] = torch.from_numpy(np.asarray(arr[int(needed[0]), start:stop]))
+                out[name] = np.ascontiguousarray(per_view[needed[0]])
                 continue
-            buf = np.empty((stop - start,) + tuple(arr.shape[2:]), dtype=arr.dtype)
+            first = per_view[needed[0]]
+            buf = np.empty(first.shape, dtype=first.dtype)
             for v in needed:
                 mask = window_views == v
-                buf[mask] = np.asarray(arr[int(v), start:stop])[mask]
-            out[name] = torch.from_numpy(buf)
+                buf[mask] = per_view[v][mask]
+            out[name] = buf
         return out
 
     def iterate(self, plan: EpochPlan, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -132,11 +168,15 @@ class CachedRows:
             w = int(plan.order[pos]) // window
             windows.append(w)
             pos += min(window, num_samples - w * window)
-        loaded: queue.Queue[tuple[int, dict[str, torch.Tensor]] | BaseException] = queue.Queue(maxsize=1)
+        # The thread only reads and verifies (zarr, numpy); tensors are made here, on the consumer's side.
+        loaded: queue.Queue[tuple[int, dict[str, np.ndarray]] | BaseException] = queue.Queue(maxsize=1)
+        stop_reading = threading.Event()
 
         def reader() -> None:
             try:
                 for w in windows:
+                    if stop_reading.is_set():
+                        return
                     loaded.put((w, self._read_window(w * window, min((w + 1) * window, num_samples), plan.views)))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 loaded.put(exc)
@@ -146,22 +186,74 @@ class CachedRows:
         current_w = -1
         current: dict[str, torch.Tensor] = {}
         order = torch.from_numpy(plan.order)
-        for b in range(0, n, batch_size):
-            idx = order[b : b + batch_size]
-            out: dict[str, list[torch.Tensor]] = {}
-            # A batch may straddle two windows; gather each part from its window.
-            for part in _split_by_window(idx, window):
-                w = int(part[0]) // window
-                while current_w != w:
-                    item = loaded.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    current_w, current = item
-                local = part - w * window
-                for name, rows in current.items():
-                    out.setdefault(name, []).append(rows.index_select(0, local))
-            yield {name: (parts[0] if len(parts) == 1 else torch.cat(parts)).float() for name, parts in out.items()}
-        thread.join()
+        try:
+            for b in range(0, n, batch_size):
+                idx = order[b : b + batch_size]
+                out: dict[str, list[torch.Tensor]] = {}
+                # A batch may straddle two windows; gather each part from its window.
+                for part in _split_by_window(idx, window):
+                    w = int(part[0]) // window
+                    while current_w != w:
+                        item = loaded.get()
+                        if isinstance(item, BaseException):
+                            raise item
+                        current_w, current = item[0], {k: torch.from_numpy(a) for k, a in item[1].items()}
+                    local = part - w * window
+                    for name, rows in current.items():
+                        out.setdefault(name, []).append(rows.index_select(0, local))
+                batch = {name: (parts[0] if len(parts) == 1 else torch.cat(parts)) for name, parts in out.items()}
+                yield {name: (t if name == "params" else t.float()) for name, t in batch.items()}
+        finally:
+            stop_reading.set()
+            while thread.is_alive():  # unblock a reader waiting to hand over a window
+                try:
+                    loaded.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._cache.clear()
+
+
+class CachedBatches:
+    """One epoch for a DataLoader: the ``batch_sampler`` and, in lockstep, the rows of each batch.
+
+    Iterating yields key lists ``[(sample, view, recorded params), ...]``; as
+    each list is handed out, that batch's rows (teacher logits and per-row
+    statistics) are appended to a FIFO. The DataLoader may take a few key
+    lists ahead of the step (workers, prefetch), and returns batches in the
+    order it took them, so :meth:`pop` in the training step always gives the
+    rows of the batch being trained on. Memory: the prefetched batches' rows
+    plus the reader's windows. Each iteration starts the epoch afresh.
+    """
+
+    def __init__(self, rows: CachedRows, plan: EpochPlan, batch_size: int) -> None:
+        self.rows = rows
+        self.plan = plan
+        self.batch_size = batch_size
+        self.num_samples = len(plan.order)
+        self._fifo: collections.deque[dict[str, torch.Tensor]] = collections.deque()
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, Any]]]:
+        self._fifo.clear()
+        start = 0
+        for rows in self.rows.iterate(self.plan, self.batch_size):
+            params = rows.pop("params").numpy()
+            samples = self.plan.order[start : start + len(params)]
+            start += len(params)
+            keys = list(zip(samples.tolist(), self.plan.views[samples].tolist(), params))
+            self._fifo.append(rows)  # before the keys are handed out: the step pops it with their batch
+            yield keys
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """The rows of the next batch the training step receives (FIFO order)."""
+        return self._fifo.popleft()
+
+    def side(self) -> Iterator[dict[str, torch.Tensor]]:
+        """An endless iterator of :meth:`pop` (what a training loop calls ``next`` on, once per batch)."""
+        while True:
+            yield self.pop()
 
 
 def _split_by_window(idx: torch.Tensor, window: int) -> list[torch.Tensor]:

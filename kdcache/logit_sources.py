@@ -1,14 +1,25 @@
 """Where a distill step's teacher logits come from: the store (cached) or a live network (online).
 
-:class:`CachedLogits` reads a complete teacher from a store (read-only);
-:class:`OnlineLogits` runs the teacher network on its own rendering of each
-view. Both give the training loop the same three things: the renders the
-dataset must produce, the teacher logits of a batch, and the extra inputs the
-loss declares (store statistics).
+Both sources give the training loop the same things:
+
+* ``renders(student)``: the renders the dataset produces per item;
+* ``epoch_batches(plan, batch_size)``: the DataLoader's ``batch_sampler``
+  for an epoch and, for a store, an iterator of each batch's cached rows in
+  lockstep (``next`` once per batch), or None;
+* ``logits(batch, rows)`` and ``call_inputs(rows)``: the teacher logits of
+  a batch and the extra inputs its loss declares (store statistics).
+
+:class:`CachedLogits` replays the store's record: every view is rendered from
+the parameters recorded in the store (the seed is never drawn again), and
+every chunk it reads is checked against its checksum. :class:`OnlineLogits`
+runs the teacher network on its own rendering of each view, drawing views
+from the seed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,40 +28,47 @@ import torch
 
 from kdcache import losses
 from kdcache.data import DataSource
-from kdcache.errors import KdcacheError, StoreIncompleteError, StoreMismatchError
-from kdcache.loader import CachedRows
+from kdcache.errors import KdcacheError, StoreMismatchError
+from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
+from kdcache.stats import for_loss_arg
+from kdcache.stats.registry import missing
 from kdcache.store import Store
-from kdcache.training import canonical_hash
 from kdcache.views import Recipe, Render, load_recipe
 
 if TYPE_CHECKING:
     from kdcache.distill import DistillConfig
 
 
+def _hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def check_store_matches_data(store: Store, source: DataSource, teacher: str) -> None:
     """Refuse a store made from other data than ``source``, saying which property differs."""
-    d = store.manifest["dataset"]
-    made = f"{d['spec']} ({d['num_samples']:,} samples, {d['num_classes']} classes)"
+    d = store.dataset
+    made = f"{d.spec} ({d.num_samples:,} samples, {d.num_classes} classes)"
     fix = "pass the --data the store was made from, or precompute a store for this data"
-    if len(source) != d["num_samples"]:
+    width = store.card(teacher).num_classes
+    if len(source) != d.num_samples:
         raise StoreMismatchError(
             f"{store.path} was made from {made}, but --data {source.spec} has {len(source):,} samples; {fix}"
         )
-    if source.num_classes != d["num_classes"] or store.logits(teacher).shape[2] != source.num_classes:
+    if source.num_classes != d.num_classes or width != source.num_classes:
         raise StoreMismatchError(
-            f"{store.path} holds {store.logits(teacher).shape[2]}-class logits from {made}, but --data "
+            f"{store.path} holds {width}-class logits from {made}, but --data "
             f"{source.spec} has {source.num_classes} classes; {fix}"
         )
-    if source.fingerprint() != d["fingerprint"]:
+    if source.fingerprint() != d.fingerprint:
         raise StoreMismatchError(
-            f"{store.path} was made from {made} with fingerprint {d['fingerprint'][:23]}..., but --data "
+            f"{store.path} was made from {made} with fingerprint {d.fingerprint[:23]}..., but --data "
             f"{source.spec} has fingerprint {source.fingerprint()[:23]}... (other images, labels or split); {fix}"
         )
 
 
 class LogitSource:
-    """Where a step's teacher logits come from: the store (cached) or a live network (online)."""
+    """Where a step's teacher logits come from (see the module docstring)."""
 
     seed: int
     num_views: int
@@ -61,108 +79,111 @@ class LogitSource:
     def renders(self, student: Render) -> list[Render]:
         return [student]
 
-    def epoch_rows(self, plan: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]] | None:
-        return None
+    def epoch_batches(self, plan: EpochPlan, batch_size: int) -> tuple[Any, Iterator[Any] | None]:
+        """The DataLoader's batch_sampler for ``plan`` and the per-batch side input (or None)."""
+        return plan.batches(batch_size), None
 
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def call_inputs(self, rows: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+        return {}
+
 
 class CachedLogits(LogitSource):
+    """A complete teacher of a store, opened read-only, replayed from what the store recorded.
+
+    The statistics a loss declares (``LossSpec.store_stats``) are served by
+    their providers (:mod:`kdcache.stats`) in one generic loop: a static one
+    (e.g. a class table) is loaded once, a per-row one (e.g. ISATS τ*) is
+    read with the logits. A statistic the loss does not require and the
+    store lacks is left to the loss, which then computes it from the batch.
+    """
+
     def __init__(self, store_path: str, name: str | None, source: DataSource, spec: losses.LossSpec,
                  hparams: dict[str, Any]) -> None:
         self.store = Store.open(store_path)  # read-only: distill can never change a store
         self.name = self.store.require_complete(name)
         check_store_matches_data(self.store, source, self.name)
-        m = self.store.manifest
-        self.seed = int(m["views"]["seed"])
-        self.num_views = int(m["views"]["num_views"])
-        self.recipe = Recipe.from_dict(m["views"]["recipe"])
-        self.card = self.store.teacher_card(self.name)
-        self.render = Render.from_dict(self.card["render"])
+        self.seed = self.store.views.seed
+        self.num_views = self.store.num_views
+        self.recipe = self.store.recipe()  # checked against its recorded hash
+        card = self.store.card(self.name)
+        self.card = card.to_dict()
+        self.render = Render.from_dict(card.render)
         self.static: dict[str, torch.Tensor] = {}
-        row_stats: list[str] = []
-        stats_path = self.store.stats_group_path(self.name)
-        # Only statistics recorded in the card are trusted: the card is written
-        # after the arrays, so an interrupted `kdcache stats` leaves none listed.
-        recorded = self.card.get("stats", {})
+        self.row_arg: dict[str, str] = {}  # stored per-row statistic -> loss keyword
+        self._read: dict[str, Any] = {}  # what this run reads, for input_hash
+        listed = card.stats
+        for arg, wanted in spec.store_stats(hparams).items():
+            provider = for_loss_arg(arg)
+            fix = (f"run `kdcache stats {self.store.path} --teacher-name {self.name}"
+                   f"{provider.fix_options(wanted)}`")
+            if provider.name not in listed:
+                if spec.stats.get(arg, {}).get("required", True):
+                    raise missing(self.store, self.name, provider.name, f"loss {spec.name!r} needs it; {fix}")
+                continue  # optional: the loss computes it from the batch's logits
+            entry = listed[provider.name]
+            value = provider.serve(self.store, self.name, entry, wanted, fix)
+            self._read[provider.name] = {k: v for k, v in entry.items() if k not in ("computed", "node")}
+            if value is None:
+                self.row_arg[provider.name] = arg
+            else:
+                self.static[arg] = value
+                self._read[provider.name]["served"] = hashlib.sha256(value.numpy().tobytes()).hexdigest()
+        self.rows = CachedRows(self.store, self.name, list(self.row_arg))
 
-        def fix(extra: str = "") -> str:
-            return f"run `kdcache stats {self.store.path} --teacher {self.name}{extra}`"
+    def epoch_batches(self, plan: EpochPlan, batch_size: int) -> tuple[CachedBatches, Iterator[Any]]:
+        batches = CachedBatches(self.rows, plan, batch_size)
+        return batches, batches.side()
 
-        for need, params in spec.store_stats(hparams).items():
-            if need == "class_table":
-                key = f"{stats_path}/class_table"
-                tau0_opt = f" --tau0 {float(params['tau0']):g}"
-                if "class_table" not in recorded:
-                    raise StoreIncompleteError(f"loss {spec.name!r} needs a class table; {fix(tau0_opt)}")
-                arr = self.store.group[key]
-                tau0s = [float(t) for t in arr.attrs["tau0"]]
-                if float(params["tau0"]) not in tau0s:
-                    raise StoreIncompleteError(
-                        f"loss {spec.name!r} needs the class table for tau0={params['tau0']}, the store has "
-                        f"{tau0s}; {fix(tau0_opt)}"
-                    )
-                self.static["class_table"] = torch.from_numpy(
-                    np.asarray(arr[tau0s.index(float(params["tau0"]))], dtype=np.float32))
-            elif need == "tau_star":
-                key = f"{stats_path}/isats_tau"
-                if "isats_tau" not in recorded:
-                    raise StoreIncompleteError(f"loss {spec.name!r} needs the ISATS tau*; {fix()}")
-                grid = [float(g) for g in self.store.group[key].attrs["grid"]]
-                if grid != [float(g) for g in params["grid"]]:
-                    raise StoreIncompleteError(
-                        f"the store's tau* was searched over {grid}, the loss asks {list(params['grid'])}; "
-                        f"{fix(' --grid ' + ','.join(f'{g:g}' for g in params['grid']))}"
-                    )
-                row_stats.append("isats_tau")
-            else:  # a LossSpec declaring a statistic this version cannot serve is a bug
-                raise KdcacheError(f"loss {spec.name!r} needs store statistic {need!r}, unknown to this kdcache")
-        self.rows = CachedRows(self.store, self.name, row_stats)
-        self.row_arg = {"isats_tau": "tau_star"}
-
-    def epoch_rows(self, plan: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        return self.rows.iterate(plan, batch_size)
+    def manifest_hash(self) -> str:
+        """Hash of the whole manifest (recorded by a run, for the curious)."""
+        return _hash(self.store.manifest.to_dict())
 
     def input_hash(self) -> str:
-        """Hash of what this run reads from the store: data, views, this teacher and its statistics.
+        """Hash of what this run reads from the store: data, views, this teacher's logits and statistics.
 
-        Adding another teacher to a shared store, or re-running `kdcache stats`
-        to the same result, leaves it unchanged, so `--resume` still works.
+        The logits enter by their chunk checksums. Adding another teacher to a
+        shared store, or re-running `kdcache stats` to the same result, leaves
+        it unchanged, so `--resume` still works.
         """
-        m = self.store.manifest
-        card = {k: v for k, v in self.card.items() if k not in ("started", "finished")}
-        card["stats"] = {k: v for k, v in card.get("stats", {}).items() if k != "computed"}
-        return canonical_hash({"dataset": m["dataset"], "views": m["views"], "teacher": card})
+        s = self.store
+        sums = np.asarray(s.logit_checksums(self.name)[:]).tobytes() + np.asarray(s.view_checksums()[:]).tobytes()
+        return _hash({"dataset": s.dataset.identity(), "views": s.views.identity(),
+                      "teacher": s.card(self.name).identity(), "stats": self._read,
+                      "chunks": hashlib.sha256(sums).hexdigest()})
 
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if rows is None:
-            raise RuntimeError("cached rows missing")
+            raise KdcacheError("cached teacher logits were not read for this batch (a kdcache bug)")
         return rows["teacher_logits"]
 
     def call_inputs(self, rows: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.static)
-        if rows:
-            for key, arg in self.row_arg.items():
-                if key in rows:
-                    out[arg] = rows[key]
+        for stored, arg in self.row_arg.items():
+            if rows is not None and stored in rows:
+                out[arg] = rows[stored]
         return out
 
 
 class OnlineLogits(LogitSource):
+    """A live teacher network, run on its own rendering of each view (views drawn from the seed)."""
+
     def __init__(self, cfg: DistillConfig, source: DataSource, device: torch.device) -> None:
         if cfg.views is None or cfg.views < 1:
             raise KdcacheError("online mode (--teacher) needs --views K (the views the teacher is run on)")
-        self.recipe = load_recipe(cfg.recipe or "fashion-mnist")
+        self.recipe = _online_recipe(cfg.recipe, source)
         self.render = self.recipe.render
         in_channels = self.render.channels or source.channels
         self.model, card = build_model(cfg.teacher or "", source.num_classes, in_channels, cfg.weights)
         h, w = self.render.size or self.recipe.output_size(source.image_size(0))
         check_output_width(self.model, in_channels, (h, w), source.num_classes,
-                               micro_batch=2)  # a width check, not a full micro-batch of work
+                           micro_batch=2)  # a width check, not a full micro-batch of work
         self.model = self.model.to(device)
         self.card = {**card, "render": self.render.to_dict()}
-        self.seed = cfg.seed
+        view_seed = getattr(cfg, "view_seed", None)
+        self.seed = cfg.seed if view_seed is None else view_seed  # --view-seed replays another seed's views
         self.num_views = cfg.views
         self.micro_batch = cfg.micro_batch
         self.device = device
@@ -174,5 +195,10 @@ class OnlineLogits(LogitSource):
         x = batch["images"][1].to(self.device, non_blocking=True)
         return run_model(self.model, x, micro_batch=self.micro_batch)
 
-    def call_inputs(self, rows: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-        return {}
+
+def _online_recipe(name: str | None, source: DataSource) -> Recipe:
+    try:
+        from kdcache.views import resolve_recipe  # the dataset's default recipe when none is named
+    except ImportError:  # a views module without dataset defaults
+        return load_recipe(name or "fashion-mnist")
+    return resolve_recipe(name, source)

@@ -457,8 +457,6 @@ def _parse_tau_star(tau_star: object, batch: int, grid: tuple[float, ...], like:
         "tau_star": {
             "required": False,
             "params": ["grid"],
-            "shape": "(B,)",
-            "compute": "kdcache.losses.isats_tau_star",
         }
     },
     summary="Instance-specific ATS: per-row teacher temperature searched on a grid (METHODS §8)",
@@ -532,8 +530,6 @@ def _parse_class_table(table: object, classes: int, like: Tensor) -> Tensor:
         "class_table": {
             "required": True,
             "params": ["tau0"],
-            "shape": "(C, C)",
-            "compute": "kdcache.losses.class_table",
         }
     },
     summary="Fusing global class relations: teacher target mixed with its class-mean row (METHODS §9)",

@@ -1,0 +1,88 @@
+"""``kdcache info``: what is in a store, as JSON-able data and as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdcache.store import Store
+from kdcache.store.stat_io import describe
+
+
+def store_info(path: str | Path) -> dict[str, Any]:
+    """Everything a user wants to know about a store, as JSON-able data."""
+    store = Store.open(path)
+    teachers = {}
+    for name in store.teacher_names():
+        card = store.card(name).to_dict()
+        logits = store.logits(name)
+        teachers[name] = {
+            **card,
+            "logits": {"shape": list(logits.shape), "dtype": str(logits.dtype), "chunks": list(logits.chunks)},
+            "bytes_on_disk": store.logits_bytes(name),
+            "stats": describe(store, name),
+        }
+    m = store.manifest
+    views = m.views.to_dict()
+    return {
+        "path": str(store.path),
+        "format_version": m.format_version,
+        "status": m.status,
+        "created": m.created,
+        "updated": m.updated,
+        "versions": m.versions,
+        "dataset": m.dataset.to_dict(),
+        "views": {k: v for k, v in views.items() if k != "recipe"} | {"recipe_name": views["recipe"].get("name")},
+        "recipe": views["recipe"],
+        "teachers": teachers,
+        "bytes_on_disk": store.disk_bytes(),
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The human view of :func:`store_info`."""
+    d, v = info["dataset"], info["views"]
+    lines = [
+        f"store      {info['path']}  (format v{info['format_version']}, {info['status']})",
+        f"dataset    {d['spec']}  {d['num_samples']:,} samples, {d['num_classes']} classes",
+        f"           fingerprint {d['fingerprint']}",
+        f"views      {v['num_views']} views, seed {v['seed']}, recipe {v['recipe_name']} ({v['recipe_hash'][:19]}...)",
+        f"           {v['chunk_rows']:,} rows per chunk; params: {', '.join(v['param_names']) or 'none'}",
+        f"size       {info['bytes_on_disk'] / 1e6:.2f} MB on disk",
+    ]
+    for name, t in info["teachers"].items():
+        acc = t.get("accuracy_per_view")
+        acc_text = f", mean accuracy {np.mean(acc):.2%}" if acc else ""
+        lines.append(
+            f"teacher    {name}: {t['spec']} [{t['status']}] logits {tuple(t['logits']['shape'])} "
+            f"{t['encoding']} ({t['codec']}), {t['bytes_on_disk'] / 1e6:.2f} MB{acc_text}"
+        )
+        if t.get("weights_sha256"):
+            lines.append(f"           weights {t.get('weights')} (sha256 {t['weights_sha256']})")
+        if t.get("program_sha256"):
+            lines.append(f"           program sha256 {t['program_sha256']}")
+        if t.get("random_init"):
+            lines.append("           UNTRAINED: made with --random-init (random weights, on purpose)")
+        trained = t.get("trained")
+        if isinstance(trained, dict):
+            how = trained.get("loss", "?")
+            if trained.get("regt_beta") is not None:
+                how = f"RegT(beta={trained['regt_beta']:g})"
+            elif trained.get("label_smoothing"):
+                how = f"label smoothing {trained['label_smoothing']:g}"
+            top1 = trained.get("val_top1")
+            lines.append(
+                f"           trained with {how}, {trained.get('epochs', '?')} epochs on {trained.get('data', '?')}"
+                + (f", val top-1 {top1:.2%}" if isinstance(top1, float) else "")
+            )
+        elif trained:
+            lines.append(f"           trained: {trained}")
+        if t["stats"]:
+            for key, s in t["stats"].items():
+                extra = {k: val for k, val in s.items() if k not in ("shape", "dtype", "method")}
+                lines.append(f"           stats/{key} {tuple(s['shape'])} {s['dtype']} {extra if extra else ''}")
+        else:
+            lines.append(f"           no statistics (run `kdcache stats {info['path']}`)")
+    return "\n".join(lines)

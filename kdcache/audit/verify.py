@@ -1,0 +1,184 @@
+"""``kdcache verify``: every chunk complete and matching its checksum; ``--replay`` re-runs the teacher.
+
+The replay renders, from the parameters recorded in the store, the whole
+teacher micro-batch holding each chosen (sample, view) pair, exactly as
+precompute scored it, and compares values:
+
+* where the platform matches the store's (CPU instruction set, machine,
+  torch, torchvision and numpy versions), the replayed logits, encoded like
+  the store, must equal the stored bytes bit for bit;
+* elsewhere bits cannot be expected (other kernels round differently), so the
+  largest difference is reported against a tolerance: half a unit in the last
+  place of the store's encoding at each value's magnitude (the rounding of the
+  encoding itself) plus 1e-4 times the row's largest |logit| (other kernels'
+  float32 round-off, with margin).
+
+Any mismatch fails, naming the first (sample, view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcache.data import open_data
+from kdcache.errors import StoreMismatchError
+from kdcache.models import build_model, run_model, sha256_file
+from kdcache.store import Store, library_versions
+from kdcache.store.integrity import check_chunks
+from kdcache.store.manifest import TeacherCard
+from kdcache.views import Render, ViewDataset
+
+# What must match for bitwise agreement to be expected.
+PLATFORM_KEYS = ("cpu_capability", "machine", "torch", "torchvision", "numpy")
+RELATIVE_SLACK = 1e-4
+
+
+@dataclass
+class ReplayResult:
+    pairs: int
+    max_abs_diff: float
+    argmax_agreement: float
+    params_match: bool = True  # kept for callers of the first version: replays render the recorded params
+    same_platform: bool = True
+    bitwise: bool = True  # every replayed row equals the stored encoding bit for bit
+    tolerance_exceeded: float = 0.0  # largest |difference| / tolerance (off-platform check; <= 1 passes)
+    first_mismatch: tuple[int, int] | None = None
+    platform_differences: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify_store`; ``ok`` is what the exit code says."""
+
+    path: Path
+    chunks_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    replay: dict[str, ReplayResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = None, data: str | None = None,
+                 weights: str | None = None, seed: int = 0) -> VerifyReport:
+    """Check completeness and checksums of every chunk; optionally replay ``replay`` pairs.
+
+    ``data`` and ``weights`` override where the dataset and the teacher's
+    checkpoint are found (a store moved to another machine); both are checked
+    against the fingerprint and SHA-256 recorded in the store.
+    """
+    store = Store.open(path)
+    report = VerifyReport(path=store.path)
+    names = [store.resolve_teacher(teacher)] if teacher else store.teacher_names()
+    report.chunks_checked, report.problems = check_chunks(store, names)
+    if replay > 0 and not report.problems:
+        for name in names:
+            r = replay_audit(store, name, replay, data=data, weights=weights, seed=seed)
+            report.replay[name] = r
+            if r.first_mismatch is not None:
+                s, v = r.first_mismatch
+                how = "not bitwise equal to the stored encoding" if r.same_platform else (
+                    f"{r.tolerance_exceeded:.3g}x the tolerance")
+                report.problems.append(f"replay of {name}: sample {s}, view {v} differs from the store ({how}; "
+                                       f"max |difference| {r.max_abs_diff:.3g})")
+    return report
+
+
+def _teacher(store: Store, name: str, card: TeacherCard, weights: str | None) -> torch.nn.Module:
+    """The teacher as recorded, with its checkpoint (possibly moved) checked by SHA-256."""
+    path = weights or card.weights
+    if card.weights_sha256:
+        if not path or not Path(path).is_file():
+            raise StoreMismatchError(
+                f"teacher {name!r} was run with the checkpoint {card.weights}, which is not there; "
+                "pass --weights PATH to where it is now (its SHA-256 must match)")
+        if sha256_file(path) != card.weights_sha256:
+            raise StoreMismatchError(
+                f"{path} is not the checkpoint teacher {name!r} was run with (SHA-256 differs); "
+                "pass --weights with the original file")
+    model, built = build_model(card.spec, card.num_classes, card.in_channels, path if card.weights_sha256 else None,
+                               random_init=card.random_init)
+    if built.get("program_sha256") != card.program_sha256:
+        raise StoreMismatchError(f"the program {card.spec} is not the one teacher {name!r} was run with "
+                                 "(SHA-256 differs); replay needs the original file")
+    return model
+
+
+def _half_ulp(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Half the spacing of ``dtype`` at each value's magnitude: the rounding of encoding it."""
+    return np.spacing(np.abs(values).astype(dtype)).astype(np.float64) / 2
+
+
+def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = None, weights: str | None = None,
+                 seed: int = 0) -> ReplayResult:
+    """Re-run the teacher on ``pairs`` random (sample, view) pairs and compare values with the store."""
+    card = store.card(teacher)
+    d = store.dataset
+    source = open_data(data or d.spec)
+    if source.fingerprint() != d.fingerprint or len(source) != store.num_samples:
+        raise StoreMismatchError(
+            f"the data at {source.spec} is not the data {store.path} was made from "
+            f"(fingerprint {source.fingerprint()} vs {d.fingerprint}); pass --data with the right dataset")
+    model = _teacher(store, teacher, card, weights)
+    dataset = ViewDataset(source, store.recipe(), store.views.seed, [Render.from_dict(card.render)])
+    rng = np.random.default_rng(seed)
+    n = store.num_samples
+    chosen = [(int(rng.integers(n)), int(rng.integers(store.num_views))) for _ in range(pairs)]
+    micro, grid = card.micro_batch, store.grid
+    dtype = np.dtype(card.encoding)
+    now, then = library_versions(), store.manifest.versions
+    platform_diffs = [f"{k}: store {then.get(k)}, here {now.get(k)}" for k in PLATFORM_KEYS if now.get(k) != then.get(k)]
+    result = ReplayResult(pairs=len(chosen), max_abs_diff=0.0, argmax_agreement=0.0,
+                          same_platform=not platform_diffs, platform_differences=platform_diffs)
+    agree = 0
+    for sample, view in chosen:
+        j = sample // grid.chunk_rows
+        chunk_start, chunk_stop = grid.bounds(j)
+        params = store.read_params_chunk(view, j)  # the record, never the seed
+        stored = store.read_logits_chunk(teacher, view, j)[sample - chunk_start]
+        # Rebuild the micro-batch the row was scored in: aligned to its chunk start.
+        mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
+        mb_stop = min(mb_start + micro, chunk_stop)
+        x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
+        recomputed = run_model(model, x, micro_batch=micro)[sample - mb_start].numpy()
+        encoded = recomputed.astype(dtype)
+        diff = np.abs(recomputed.astype(np.float64) - stored.astype(np.float64))
+        result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded.astype(np.float64) - stored).max()))
+        agree += int(recomputed.argmax() == stored.argmax())
+        bitwise = encoded.tobytes() == stored.tobytes()
+        result.bitwise &= bitwise
+        tol = _half_ulp(stored, dtype) + RELATIVE_SLACK * max(1.0, float(np.abs(stored).max()))
+        result.tolerance_exceeded = max(result.tolerance_exceeded, float((diff / tol).max()))
+        bad = not bitwise if result.same_platform else bool((diff > tol).any())
+        if bad and result.first_mismatch is None:
+            result.first_mismatch = (sample, view)
+    result.argmax_agreement = agree / max(1, len(chosen))
+    return result
+
+
+def format_verify(report: VerifyReport) -> str:
+    """The human summary of a verify run."""
+    lines = [f"checked {report.chunks_checked} logit chunk(s) in {report.path}"]
+    for name, r in report.replay.items():
+        lines.append(
+            f"replay {name}: {r.pairs} (sample, view) pairs re-run from the recorded view parameters; "
+            f"max |logit difference| {r.max_abs_diff:.3g}; argmax agreement {r.argmax_agreement:.2%}; "
+            + ("bitwise equal" if r.bitwise else "not bitwise equal")
+        )
+        if not r.same_platform:
+            lines.append(
+                f"  platform differs from the store's ({'; '.join(r.platform_differences)}): other kernels round "
+                "differently, so bits cannot be expected; checked against a tolerance of half an ulp of the "
+                f"encoding + {RELATIVE_SLACK:g} x the row's largest |logit| (worst: {r.tolerance_exceeded:.3g}x)")
+    if report.ok:
+        lines.append("OK: every chunk is complete and matches its checksum"
+                     + (" and the replay agrees" if report.replay else ""))
+    else:
+        lines.extend(f"BAD: {p}" for p in report.problems)
+    return "\n".join(lines)
+

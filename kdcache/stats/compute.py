@@ -1,0 +1,108 @@
+"""``kdcache stats``: statistics computed once from the cached logits and written into the store.
+
+Every registered provider (:mod:`kdcache.stats.providers`) sees each cached
+chunk once, in one pass over the store (memory: one chunk plus what the
+providers accumulate, e.g. K·C² sums for the class tables). Each chunk read is
+checked against its checksum. The results are published by
+:class:`~kdcache.store.stat_io.StatWriter`, which replaces listed statistics
+atomically for readers: an interrupted run leaves every listed statistic
+complete and unchanged, and re-running is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcache.errors import UsageError
+from kdcache.progress import make_progress, rate_text
+from kdcache.stats import providers as _providers  # noqa: F401 - registers the built-in statistics
+from kdcache.stats.registry import StatContext, StatsOptions, providers
+from kdcache.store import Store, WriterLock
+from kdcache.store.stat_io import StatWriter
+
+DEFAULT_GRID: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 8)
+
+
+@dataclass
+class StatsResult:
+    teacher: str
+    tau0: list[float]
+    grid: list[float]
+    accuracy_per_view: list[float]
+    tau_star_histogram: dict[float, int]
+    seconds: float
+
+
+def _options(tau0: Sequence[float], grid: Sequence[float]) -> StatsOptions:
+    tau0s = sorted({float(t) for t in tau0})
+    if not tau0s or any(t <= 0 for t in tau0s):
+        raise UsageError(f"--tau0 values must be positive (got {list(tau0)})")
+    grid_f = [float(g) for g in grid]
+    if not grid_f or any(g <= 0 for g in grid_f):
+        raise UsageError(f"--grid values must be positive (got {list(grid)})")
+    return StatsOptions(tau0=tuple(tau0s), grid=tuple(grid_f))
+
+
+def compute_stats(
+    path: str | Path,
+    *,
+    teacher: str | None = None,
+    tau0: Sequence[float] = (3.0,),
+    grid: Sequence[float] = DEFAULT_GRID,
+    progress: bool = True,
+) -> StatsResult:
+    """Compute every registered statistic for one teacher and publish them in the store."""
+    options = _options(tau0, grid)
+    t_start = time.perf_counter()
+    store_path = Path(path)
+    Store.open(store_path)  # clear errors for a missing or foreign store before locking
+    with WriterLock(store_path):
+        store = Store.open(store_path, mode="r+")
+        name = store.require_complete(teacher)
+        labels_all = store.labels()
+        ctx = StatContext(store=store, teacher=name, num_views=store.num_views, num_samples=store.num_samples,
+                          num_classes=int(store.logits(name).shape[2]), labels=labels_all)
+        before = store.card(name).stats
+        writer = StatWriter(store, name)
+        accs = {n: p.start(ctx, options, before.get(n)) for n, p in providers().items()}
+        for acc in accs.values():
+            acc.begin(writer)
+        grid_obj = store.grid
+        with make_progress(enabled=progress) as bar:
+            task = bar.add_task(f"stats {name}", total=store.num_views * store.num_samples, rate="")
+            done = 0
+            for v, j in store.iter_chunks():
+                start, stop = grid_obj.bounds(j)
+                t = torch.from_numpy(store.read_logits_chunk(name, v, j).astype(np.float32))
+                y = torch.from_numpy(labels_all[start:stop])
+                for acc in accs.values():
+                    acc.update(v, j, t, y)
+                done += stop - start
+                bar.update(task, advance=stop - start, rate=rate_text(done, time.perf_counter() - t_start, "rows"))
+        entries = {n: acc.finish(writer) for n, acc in accs.items()}
+        writer.publish(entries)
+    tau_acc = accs.get("isats_tau")
+    return StatsResult(
+        teacher=name, tau0=list(entries.get("class_table", {}).get("tau0", [])), grid=list(options.grid),
+        accuracy_per_view=list(entries.get("accuracy", {}).get("values", [])),
+        tau_star_histogram=dict(getattr(tau_acc, "hist", {})), seconds=time.perf_counter() - t_start,
+    )
+
+
+def format_stats(result: StatsResult) -> str:
+    """Human summary of a stats run."""
+    total = sum(result.tau_star_histogram.values()) or 1
+    hist = ", ".join(f"τ*={g:g}: {n / total:.1%}" for g, n in sorted(result.tau_star_histogram.items()))
+    acc = ", ".join(f"{a:.2%}" for a in result.accuracy_per_view[:8])
+    return (
+        f"teacher {result.teacher}: statistics written in {result.seconds:.1f}s\n"
+        f"  ISATS τ* over grid {result.grid}: {hist}\n"
+        f"  FGCR class tables for τ0 = {result.tau0}\n"
+        f"  accuracy per view: {acc}{' ...' if len(result.accuracy_per_view) > 8 else ''}"
+    )

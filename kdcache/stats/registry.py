@@ -1,0 +1,118 @@
+"""Statistic providers: what ``kdcache stats`` computes over a store and how a loss receives it.
+
+A provider is registered under the name it is stored and listed under
+(``isats_tau``, ``class_table``, ``accuracy``). It says
+
+* how it is computed: :meth:`StatProvider.start` returns an accumulator that
+  sees every cached chunk once (:meth:`Accumulator.update`) and writes its
+  result through a :class:`~kdcache.store.stat_io.StatWriter`
+  (:meth:`Accumulator.finish`, which returns the card entry's parameters);
+* what it writes: ``per_row`` (a (V, N) array read along with the logits) or
+  a static array;
+* how a loss receives it: ``loss_arg`` is the keyword of the loss function
+  (a :class:`~kdcache.losses.LossSpec` declares the statistics it needs under
+  that keyword), and :meth:`StatProvider.serve` checks the stored parameters
+  against the loss's and returns the static tensor (per-row values come with
+  the rows).
+
+Adding a statistic is one module with one :func:`register` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from kdcache.errors import KdcacheError, StoreIncompleteError
+from kdcache.store import Store
+from kdcache.store.stat_io import StatWriter
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """What the user asked ``kdcache stats`` for (each provider reads what concerns it)."""
+
+    tau0: tuple[float, ...]
+    grid: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class StatContext:
+    """The store being summarised: sizes and labels."""
+
+    store: Store
+    teacher: str
+    num_views: int
+    num_samples: int
+    num_classes: int
+    labels: np.ndarray
+
+
+class Accumulator:
+    """One provider's running state over one pass through the cached chunks."""
+
+    def begin(self, writer: StatWriter) -> None:
+        """Called once before the pass (a per-row statistic creates its array here)."""
+
+    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def finish(self, writer: StatWriter) -> dict[str, Any]:
+        """Write the result; return the card entry's parameters (JSON)."""
+        raise NotImplementedError
+
+
+class StatProvider:
+    """Base of a registered statistic (see the module docstring)."""
+
+    name: ClassVar[str]
+    per_row: ClassVar[bool] = False
+    loss_arg: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+
+    def start(self, ctx: StatContext, options: StatsOptions, previous: Mapping[str, Any] | None) -> Accumulator:
+        """An accumulator for this pass; ``previous`` is the card's entry from an earlier run, if any."""
+        raise NotImplementedError
+
+    def serve(self, store: Store, teacher: str, entry: Mapping[str, Any], wanted: Mapping[str, Any],
+              fix: str) -> torch.Tensor | None:
+        """Check the stored ``entry`` against the loss's ``wanted`` parameters; the static tensor, or
+        None for a per-row statistic. ``fix`` is the command that would compute what is missing."""
+        raise NotImplementedError
+
+    def fix_options(self, wanted: Mapping[str, Any]) -> str:
+        """The ``kdcache stats`` options that compute this statistic with ``wanted`` parameters."""
+        return ""
+
+
+_PROVIDERS: dict[str, StatProvider] = {}
+
+
+def register(provider: type[StatProvider]) -> type[StatProvider]:
+    """Class decorator: register a provider under its ``name`` (names are unique)."""
+    if provider.name in _PROVIDERS:
+        raise KdcacheError(f"a statistic named {provider.name!r} is already registered")
+    _PROVIDERS[provider.name] = provider()
+    return provider
+
+
+def providers() -> dict[str, StatProvider]:
+    """Every registered provider by name, in registration order."""
+    return dict(_PROVIDERS)
+
+
+def for_loss_arg(arg: str) -> StatProvider:
+    """The provider that serves loss keyword ``arg`` (e.g. ``tau_star``)."""
+    for p in _PROVIDERS.values():
+        if p.loss_arg == arg:
+            return p
+    raise KdcacheError(f"no store statistic serves the loss input {arg!r} in this kdcache")
+
+
+def missing(store: Store, teacher: str, name: str, fix: str) -> StoreIncompleteError:
+    """The error for a statistic the card does not list."""
+    return StoreIncompleteError(f"{store.path}: teacher {teacher!r} has no statistic {name!r}; {fix}")

@@ -1,0 +1,58 @@
+"""Where each node of a store lives: the only place that spells a zarr path or attribute name.
+
+The layout is the contract of ``docs/store-format.md`` (format version 1).
+Every other module reaches a node through :class:`kdcache.store.Store`'s
+typed accessors, which call these functions; a layout change is made here
+and in that document, nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FORMAT_NAME = "kdcache-store"
+FORMAT_VERSION = 1
+# The manifest is the group attribute of this name (JSON).
+MANIFEST_KEY = "kdcache"
+LOCK_NAME = ".kdcache-writer.lock"
+
+LABELS = "labels"
+VIEW_PARAMS = "views/params"
+VIEW_CHECKSUMS = "views/checksums"
+# Attribute of VIEW_PARAMS naming the P integers of a view.
+PARAM_NAMES_ATTR = "names"
+# Attribute of a statistic array: checksums of its chunks (hex strings, see docs/store-format.md).
+STAT_CHECKSUMS_ATTR = "checksums"
+# Top-level children a store holds before its manifest exists (an interrupted creation).
+CREATION_NODES = frozenset({"zarr.json", "labels", "views", LOCK_NAME})
+
+
+def teacher_dir(teacher: str) -> str:
+    return f"teachers/{teacher}"
+
+
+def logits(teacher: str) -> str:
+    return f"teachers/{teacher}/logits"
+
+
+def logit_checksums(teacher: str) -> str:
+    return f"teachers/{teacher}/checksums"
+
+
+def stats_dir(teacher: str) -> str:
+    return f"teachers/{teacher}/stats"
+
+
+def stat(teacher: str, node: str) -> str:
+    """The array of statistic node ``node`` (its name, or a fresh name while it is replaced)."""
+    return f"teachers/{teacher}/stats/{node}"
+
+
+def on_disk(root: Path, node: str) -> Path:
+    """The directory of ``node`` on a local filesystem (zarr v3 local layout)."""
+    return root.joinpath(*node.split("/"))
+
+
+def chunk_file(root: Path, node: str, *index: int) -> Path:
+    """The file holding chunk ``index`` of array ``node`` (zarr v3 default chunk key encoding)."""
+    return on_disk(root, node).joinpath("c", *(str(i) for i in index))

@@ -1,0 +1,162 @@
+"""Statistic arrays of a teacher: verified reads, and a writer that replaces them atomically for readers.
+
+A statistic is trusted only when the teacher's card lists it; the card entry
+names its array (``node``, the statistic's own name unless it is being
+replaced) and the array's ``checksums`` attribute holds one record per chunk.
+:class:`StatWriter` never touches a listed array:
+
+1. the new arrays are written under fresh names (``<name>.<token>``), with
+   their checksums, and fsynced;
+2. the card is switched to them in one atomic manifest write;
+3. arrays the card no longer lists are removed (the old ones, leftovers of
+   killed runs);
+4. each new array is copied to its plain name, the card switched back to
+   the plain names, and the fresh-named copies removed.
+
+However a run is interrupted, every statistic the card lists is complete and
+unchanged, and a re-run starts again from step 1.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import zarr
+
+from kdcache.errors import StoreIncompleteError
+from kdcache.store import layout
+from kdcache.store.chunks import checksum, utc_now
+from kdcache.store.store import Store
+
+
+def _hex(value: int) -> str:
+    return f"{value:016x}"
+
+
+def listed(store: Store, teacher: str) -> dict[str, dict[str, Any]]:
+    """The statistics the card lists: name -> entry (parameters, ``node``, ``computed``)."""
+    return {k: dict(v) for k, v in store.card(teacher).stats.items()}
+
+
+def _node(entry: dict[str, Any], name: str) -> str:
+    return str(entry.get("node") or name)
+
+
+def open_stat(store: Store, teacher: str, name: str) -> zarr.Array:
+    """The array of listed statistic ``name``; a clear error when the card does not list it."""
+    entries = listed(store, teacher)
+    if name not in entries:
+        raise StoreIncompleteError(f"{store.path}: teacher {teacher!r} has no statistic {name!r}; run `kdcache stats`")
+    return store.stat_array(teacher, _node(entries[name], name))
+
+
+def _records(store: Store, teacher: str, name: str, arr: zarr.Array) -> list[list[int]]:
+    raw = arr.attrs.get(layout.STAT_CHECKSUMS_ATTR)
+    if not isinstance(raw, list) or not raw:
+        # Written by a kdcache that kept no checksums for statistics: recompute them.
+        raise StoreIncompleteError(
+            f"{store.path}: statistic {name!r} of teacher {teacher!r} has no checksum records; "
+            f"run `kdcache stats {store.path} --teacher-name {teacher}` again"
+        )
+    return [[int(h, 16) for h in row] for row in raw]
+
+
+class RowStatReader:
+    """Verified chunk reads of a per-row statistic (V, N): the same grid as the logits."""
+
+    def __init__(self, store: Store, teacher: str, name: str) -> None:
+        self.store = store
+        self.array = open_stat(store, teacher, name)
+        self.node = layout.stat(teacher, _node(listed(store, teacher)[name], name))
+        self.records = _records(store, teacher, name, self.array)
+
+    def read_chunk(self, view: int, chunk: int) -> np.ndarray:
+        start, stop = self.store.grid.bounds(chunk)
+        data = np.asarray(self.array[view, start:stop])
+        record = self.records[view][chunk] if view < len(self.records) and chunk < len(self.records[view]) else 0
+        return self.store.verify_chunk(self.node, data, record, view, chunk)
+
+
+def read_static(store: Store, teacher: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A whole (one-chunk) statistic, checked against its record, and its attributes."""
+    arr = open_stat(store, teacher, name)
+    data = np.asarray(arr[...])
+    records = _records(store, teacher, name, arr)
+    node = layout.stat(teacher, _node(listed(store, teacher)[name], name))
+    store.verify_chunk(node, data, records[0][0] if records and records[0] else 0, 0, 0)
+    return data, dict(arr.attrs)
+
+
+def describe(store: Store, teacher: str) -> dict[str, dict[str, Any]]:
+    """Shape, dtype and attributes (checksums left out) of every listed statistic, for ``kdcache info``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in listed(store, teacher).items():
+        try:
+            arr = store.stat_array(teacher, _node(entry, name))
+        except Exception:  # noqa: BLE001 - info reports a missing array instead of failing
+            out[name] = {"shape": [], "dtype": "missing", **entry}
+            continue
+        attrs = {k: v for k, v in arr.attrs.items() if k != layout.STAT_CHECKSUMS_ATTR}
+        out[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), **attrs}
+    return out
+
+
+class StatWriter:
+    """Writes one new generation of a teacher's statistics; :meth:`publish` makes it visible (see module)."""
+
+    def __init__(self, store: Store, teacher: str) -> None:
+        self.store = store
+        self.teacher = teacher
+        self.token = f"{time.time_ns():x}"
+        self._arrays: dict[str, tuple[zarr.Array, list[list[str]]]] = {}
+
+    def _fresh(self, name: str) -> str:
+        return f"{name}.{self.token}"
+
+    def per_row(self, name: str, dtype: str, attrs: dict[str, Any]) -> None:
+        """Start per-row statistic ``name``: a (V, N) array chunked like the logits, filled with NaN."""
+        s = self.store
+        arr = s.create_stat_node(self.teacher, self._fresh(name), shape=(s.num_views, s.num_samples),
+                                 chunks=(1, s.grid.chunk_rows), dtype=dtype, fill_value=np.nan,
+                                 compressors=None, attributes=attrs)
+        self._arrays[name] = (arr, [["0" * 16] * s.grid.num_chunks for _ in range(s.num_views)])
+
+    def write_rows(self, name: str, view: int, chunk: int, values: np.ndarray) -> None:
+        arr, records = self._arrays[name]
+        start, stop = self.store.grid.bounds(chunk)
+        values = np.asarray(values, dtype=arr.dtype)
+        arr[view, start:stop] = values
+        records[view][chunk] = _hex(checksum(values))
+
+    def static(self, name: str, data: np.ndarray, attrs: dict[str, Any]) -> None:
+        """Write static statistic ``name`` whole (one chunk)."""
+        arr = self.store.create_stat_node(self.teacher, self._fresh(name), data=data, compressors=None,
+                                          attributes=attrs)
+        self._arrays[name] = (arr, [[_hex(checksum(np.asarray(data, dtype=arr.dtype)))]])
+
+    def publish(self, entries: dict[str, dict[str, Any]]) -> None:
+        """List ``entries`` (name -> parameters) in the card, replacing those names atomically."""
+        s, t = self.store, self.teacher
+        for name, (arr, records) in self._arrays.items():
+            arr.attrs[layout.STAT_CHECKSUMS_ATTR] = records
+        s.sync()
+        now = utc_now()
+        new = {name: {**params, "node": self._fresh(name), "computed": now} for name, params in entries.items()}
+        self._set(new)  # step 2: readers now use the fresh arrays
+        self._prune()  # step 3
+        for name in entries:  # step 4: back to the plain names of docs/store-format.md
+            s.copy_stat_node(t, self._fresh(name), name)
+        self._set({name: {**params, "computed": now} for name, params in entries.items()})
+        self._prune()
+
+    def _set(self, entries: dict[str, dict[str, Any]]) -> None:
+        card = self.store.card(self.teacher)
+        self.store.set_card(self.teacher, card.replace(stats={**card.stats, **entries}))
+
+    def _prune(self) -> None:
+        keep = {_node(e, n) for n, e in listed(self.store, self.teacher).items()}
+        for node in self.store.stat_nodes(self.teacher):
+            if node not in keep:
+                self.store.remove_stat_node(self.teacher, node)

@@ -1,0 +1,417 @@
+"""The logit store: a zarr v3 group holding raw teacher logits on replayable views.
+
+:class:`Store` is the only way into a store: typed accessors for every node
+(labels, view parameters and their checksums, logits and theirs, each
+statistic), the manifest as a :class:`~kdcache.store.manifest.Manifest`, and
+the writes (chunks, cards, statistics). Node paths come from
+:mod:`kdcache.store.layout`. What zarr does not protect against is handled here:
+
+* unwritten chunks read back as the fill value: logits are filled with NaN
+  and progress is never inferred from zarr; each chunk has a completion record
+  holding its checksum, written only after the chunk itself;
+* silent corruption: every chunk a reader uses is hashed and compared with
+  its record (:meth:`Store.read_logits_chunk` and friends), so a damaged store
+  stops a run with a line naming the chunk;
+* no fsync: the manifest is fsynced after every change, and the store's files
+  before a teacher is marked ``complete``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from kdcache import __version__
+from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError
+from kdcache.store import layout
+from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
+from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
+from kdcache.store.writing import fsync_path, naming, sync_tree
+from kdcache.views import Recipe
+
+
+def _group_meta(path: Path) -> dict[str, Any] | None:
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        d = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("node_type") == "group" else None
+
+
+def probe(path: str | os.PathLike[str]) -> str:
+    """What is at ``path``: ``missing``, ``empty``, ``creating`` (creation interrupted before the
+    manifest), ``store``, ``file`` or ``foreign``."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    if not p.is_dir():
+        return "file"
+    children = {c.name for c in p.iterdir()}
+    if not children - {layout.LOCK_NAME}:
+        return "empty"
+    meta = _group_meta(p)
+    if meta is None:
+        return "foreign"
+    if layout.MANIFEST_KEY in meta.get("attributes", {}):
+        return "store"
+    return "creating" if children <= layout.CREATION_NODES else "foreign"
+
+
+class Store:
+    """A kdcache store on local disk: manifest, labels, view parameters, teachers, statistics.
+
+    Open one with :meth:`open` (read-only unless ``mode="r+"``) or make one
+    with :meth:`create`. A read-only store refuses every write (and zarr opens
+    its arrays read-only too), so a store opened for distillation cannot be
+    changed by mistake.
+    """
+
+    def __init__(self, path: Path, group: zarr.Group, writable: bool, manifest: Manifest) -> None:
+        self.path = path
+        self.group = group
+        self.writable = writable
+        self._manifest = manifest
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> Store:
+        """Open an existing store, checking that it is a kdcache store this version reads."""
+        p = Path(path)
+        kind = probe(p)
+        if kind == "missing":
+            raise StoreNotFoundError(f"no store at {p}; make one with `kdcache precompute --out {p}`")
+        if kind == "creating":
+            raise StoreIncompleteError(
+                f"{p}: store creation was interrupted before its manifest was written; "
+                "re-run the same `kdcache precompute` command to create it"
+            )
+        if kind != "store" and _group_meta(p) is not None:
+            raise StoreError(f"{p} is a zarr group but not a kdcache store (no '{layout.MANIFEST_KEY}' manifest)")
+        if kind != "store":
+            raise StoreError(f"{p} is not a kdcache store (no zarr group there)")
+        group = zarr.open_group(p, mode="r+" if mode == "r+" else "r")
+        raw = group.attrs[layout.MANIFEST_KEY]
+        if not isinstance(raw, dict) or raw.get("format") != layout.FORMAT_NAME:
+            raise StoreError(f"{p} has a '{layout.MANIFEST_KEY}' attribute that is not a kdcache manifest")
+        version = raw.get("format_version")
+        if version != layout.FORMAT_VERSION:
+            raise StoreError(
+                f"{p} was written in store format version {version}; this kdcache "
+                f"({__version__}) reads version {layout.FORMAT_VERSION} only: use the kdcache "
+                "that wrote it, or precompute the store again"
+            )
+        store = cls(p, group, writable=(mode == "r+"), manifest=Manifest.from_dict(raw))
+        store.recipe()  # refuse a store whose recipe does not hash to its record
+        return store
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, dataset: DatasetRecord, labels: np.ndarray,
+               views: ViewsRecord) -> Store:
+        """Make a new, empty store (status ``writing``) for one dataset and view set.
+
+        ``path`` must not exist, be an empty directory, or hold a creation that
+        was interrupted before its manifest: kdcache never writes into a
+        directory that holds something else. The arrays are made first and the
+        manifest last, so a store with a manifest always has its arrays.
+        """
+        p = Path(path)
+        kind = probe(p)
+        if kind == "file":
+            raise StoreError(f"--out {p} is a file, not a store directory; choose another path")
+        if kind in ("store", "foreign"):
+            raise StoreError(
+                f"--out {p} is a non-empty directory that is not a new kdcache store; "
+                "choose a new path (kdcache will not write into it)"
+            )
+        grid = ChunkGrid(len(labels), views.chunk_rows)
+        num_params = len(views.param_names)
+        try:
+            group = zarr.open_group(p, mode="a")  # may hold our own lock file (checked above)
+            group.create_array(layout.LABELS, data=np.asarray(labels, dtype=np.int64), compressors=None,
+                               overwrite=True)
+            group.create_array(
+                layout.VIEW_PARAMS, shape=(views.num_views, grid.num_samples, num_params),
+                chunks=(1, grid.chunk_rows, max(num_params, 1)), dtype="int32", fill_value=-1,
+                compressors=None, attributes={layout.PARAM_NAMES_ATTR: list(views.param_names)}, overwrite=True,
+            )
+            # One zarr chunk per element: distributed ranks write disjoint records
+            # without read-modify-write of a shared chunk (which loses data).
+            group.create_array(layout.VIEW_CHECKSUMS, shape=(views.num_views, grid.num_chunks), chunks=(1, 1),
+                               dtype="uint64", fill_value=0, compressors=None, overwrite=True)
+        except OSError as exc:
+            raise naming(p, exc) from exc
+        now = utc_now()
+        manifest = Manifest(dataset=dataset, views=views, teachers={}, status="writing", created=now,
+                            updated=now, versions=library_versions())
+        store = cls(p, group, writable=True, manifest=manifest)
+        store._write_manifest(manifest)
+        return store
+
+    # ------------------------------------------------------------------ manifest
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path} is open read-only; open it with mode='r+' under the writer lock")
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        """Replace the manifest: zarr writes a temp file and renames it; then it is fsynced."""
+        self._require_writable()
+        manifest = manifest.replace(updated=utc_now())
+        meta = self.path / "zarr.json"
+        try:
+            self.group.attrs[layout.MANIFEST_KEY] = manifest.to_dict()
+            fsync_path(meta)
+            fsync_path(self.path)
+        except OSError as exc:
+            raise naming(meta, exc) from exc
+        self._manifest = manifest
+
+    def set_card(self, name: str, card: TeacherCard) -> None:
+        """Record teacher ``name``'s card (one atomic manifest write); the store status follows the cards."""
+        m = self._manifest.with_card(name, card)
+        status = "complete" if all(c.status == "complete" for c in m.teachers.values()) else "writing"
+        self._write_manifest(m.replace(status=status))
+
+    @property
+    def dataset(self) -> DatasetRecord:
+        return self._manifest.dataset
+
+    @property
+    def views(self) -> ViewsRecord:
+        return self._manifest.views
+
+    @property
+    def num_samples(self) -> int:
+        return self.dataset.num_samples
+
+    @property
+    def num_views(self) -> int:
+        return self.views.num_views
+
+    @property
+    def grid(self) -> ChunkGrid:
+        return ChunkGrid(self.num_samples, self.views.chunk_rows)
+
+    @property
+    def status(self) -> str:
+        return self._manifest.status
+
+    def recipe(self) -> Recipe:
+        """The recorded recipe, refused when it does not hash to the recorded ``recipe_hash``."""
+        recipe = Recipe.from_dict(self.views.recipe)
+        if recipe.hash() != self.views.recipe_hash:
+            raise StoreError(
+                f"{self.path}: the recorded recipe hashes to {recipe.hash()[:19]}..., the manifest says "
+                f"{self.views.recipe_hash[:19]}...; the manifest was edited or written by another kdcache"
+            )
+        return recipe
+
+    def teacher_names(self) -> list[str]:
+        return list(self._manifest.teachers)
+
+    def card(self, name: str | None = None) -> TeacherCard:
+        """The card of teacher ``name`` (or the only teacher when ``name`` is None)."""
+        return self._manifest.teachers[self.resolve_teacher(name)]
+
+    teacher_card = card
+
+    def resolve_teacher(self, name: str | None) -> str:
+        """Pick a teacher by name, or the only one; a clear error otherwise."""
+        names = self.teacher_names()
+        if name is None:
+            if len(names) == 1:
+                return names[0]
+            if not names:
+                raise StoreIncompleteError(f"{self.path} holds no teacher yet; run `kdcache precompute`")
+            raise StoreError(f"{self.path} holds several teachers ({', '.join(names)}); pass --teacher-name NAME")
+        if name not in names:
+            raise StoreError(f"{self.path} has no teacher {name!r}; it has: {', '.join(names) or 'none'}")
+        return name
+
+    def require_complete(self, teacher: str | None = None) -> str:
+        """Refuse a store (or teacher) that is still being written; returns the teacher name."""
+        name = self.resolve_teacher(teacher)
+        if self.card(name).status != "complete":
+            raise StoreIncompleteError(
+                f"teacher {name!r} in {self.path} is still being written (or its run was "
+                "interrupted); finish it by re-running the same `kdcache precompute` command"
+            )
+        return name
+
+    # ------------------------------------------------------------------ arrays
+    def _array(self, node: str) -> zarr.Array:
+        try:
+            return self.group[node]  # type: ignore[return-value]
+        except KeyError:
+            raise StoreError(f"{self.path} lacks {node}; the store is damaged (run `kdcache verify {self.path}`)") from None
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._array(layout.LABELS)[:], dtype=np.int64)
+
+    def params(self) -> zarr.Array:
+        """``views/params`` (V, N, P) int32: the recorded parameters of every view."""
+        return self._array(layout.VIEW_PARAMS)
+
+    def param_names(self) -> list[str]:
+        return list(self.params().attrs.get(layout.PARAM_NAMES_ATTR, []))
+
+    def view_checksums(self) -> zarr.Array:
+        return self._array(layout.VIEW_CHECKSUMS)
+
+    def logits(self, teacher: str) -> zarr.Array:
+        return self._array(layout.logits(teacher))
+
+    def logit_checksums(self, teacher: str) -> zarr.Array:
+        return self._array(layout.logit_checksums(teacher))
+
+    def logits_bytes(self, teacher: str) -> int:
+        return dir_size(layout.on_disk(self.path, layout.logits(teacher)))
+
+    def disk_bytes(self) -> int:
+        return dir_size(self.path)
+
+    def iter_chunks(self) -> Iterator[tuple[int, int]]:
+        """All (view, chunk) pairs in write order."""
+        for v in range(self.num_views):
+            for j in range(self.grid.num_chunks):
+                yield v, j
+
+    # ------------------------------------------------------------------ verified chunk reads
+    def _verified(self, node: str, data: np.ndarray, record: int, view: int, chunk: int) -> np.ndarray:
+        start, stop = self.grid.bounds(chunk)
+        where = f"{self.path}: {node} view {view} chunk {chunk} (rows {start}-{stop - 1})"
+        if record == 0:
+            raise StoreIncompleteError(f"{where} was never written; re-run the `kdcache precompute` that made it")
+        if checksum(data) != record:
+            raise StoreCorruptError(
+                f"{where} does not match its checksum (corrupted); run `kdcache verify {self.path}`, "
+                "then re-run the same `kdcache precompute` to rewrite it"
+            )
+        return data
+
+    def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> np.ndarray:
+        """Chunk ``chunk`` of view ``view`` (rows, C) in the stored dtype, checked against its record."""
+        start, stop = self.grid.bounds(chunk)
+        data = np.asarray(self.logits(teacher)[view, start:stop])
+        if not verify:
+            return data
+        record = int(self.logit_checksums(teacher)[view, chunk])
+        return self._verified(layout.logits(teacher), data, record, view, chunk)
+
+    def read_params_chunk(self, view: int, chunk: int, verify: bool = True) -> np.ndarray:
+        """Recorded view parameters (rows, P) int32 of one chunk, checked against its record."""
+        start, stop = self.grid.bounds(chunk)
+        data = np.asarray(self.params()[view, start:stop])
+        if not verify:
+            return data
+        return self._verified(layout.VIEW_PARAMS, data, int(self.view_checksums()[view, chunk]), view, chunk)
+
+    def write_chunk(self, teacher: str, view: int, chunk: int, logits: np.ndarray, params: np.ndarray | None) -> None:
+        """Write one chunk of logits (already encoded) and, for a new view set, its params.
+
+        Each array's record goes after its data: a chunk without one is redone
+        on resume, and an OSError names the chunk's file.
+        """
+        self._require_writable()
+        start, stop = self.grid.bounds(chunk)
+        node = layout.VIEW_PARAMS
+        try:
+            if params is not None:
+                self.params()[view, start:stop] = params
+                self.view_checksums()[view, chunk] = checksum(params)
+            node = layout.logits(teacher)
+            self.logits(teacher)[view, start:stop] = logits
+            self.logit_checksums(teacher)[view, chunk] = checksum(logits)
+        except OSError as exc:
+            raise naming(layout.chunk_file(self.path, node, view, chunk, 0), exc) from exc
+
+    def add_teacher(self, name: str, card: TeacherCard) -> None:
+        """Create the arrays of a new teacher, then record its card (status ``writing``)."""
+        self._require_writable()
+        if card.encoding not in ENCODINGS:
+            raise StoreError(f"unknown encoding {card.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        grid = self.grid
+        try:
+            # overwrite: arrays of a teacher whose card was never written are leftovers, not data.
+            self.group.create_array(
+                layout.logits(name), shape=(self.num_views, grid.num_samples, card.num_classes),
+                chunks=(1, grid.chunk_rows, card.num_classes), dtype=card.encoding,
+                # NaN, never 0: a chunk that was never written cannot pass for logits.
+                fill_value=np.nan, compressors=compressors(card.codec), overwrite=True,
+            )
+            self.group.create_array(layout.logit_checksums(name), shape=(self.num_views, grid.num_chunks),
+                                    chunks=(1, 1), dtype="uint64", fill_value=0, compressors=None, overwrite=True)
+        except OSError as exc:
+            raise naming(layout.on_disk(self.path, layout.teacher_dir(name)), exc) from exc
+        self.set_card(name, card.replace(status="writing", started=utc_now()))
+
+    def pending_chunks(self, teacher: str) -> tuple[list[tuple[int, int]], int]:
+        """Chunks of ``teacher`` still to compute, and how many of them were written but no longer match."""
+        sums = np.asarray(self.logit_checksums(teacher)[:])
+        pending: list[tuple[int, int]] = []
+        redone = 0
+        for v, j in self.iter_chunks():
+            if sums[v, j] == 0:
+                pending.append((v, j))
+            elif checksum(self.read_logits_chunk(teacher, v, j, verify=False)) != int(sums[v, j]):
+                pending.append((v, j))  # torn by a power loss after its record: compute it again
+                redone += 1
+        return pending, redone
+
+    def recorded_views(self) -> np.ndarray:
+        """(V, K) bool: which chunks of ``views/params`` are recorded."""
+        return np.asarray(self.view_checksums()[:]) != 0
+
+    def sync(self) -> None:
+        """Flush the store's files to stable storage (before a teacher is declared complete)."""
+        sync_tree(self.path)
+
+    # ------------------------------------------------------------------ statistic nodes
+    def stat_array(self, teacher: str, node: str) -> zarr.Array:
+        return self._array(layout.stat(teacher, node))
+
+    def stat_nodes(self, teacher: str) -> list[str]:
+        """Every statistic array present under the teacher (listed in its card or not)."""
+        key = layout.stats_dir(teacher)
+        if key not in self.group:
+            return []
+        return sorted(name for name, _ in self.group[key].arrays())  # type: ignore[union-attr]
+
+    def remove_stat_node(self, teacher: str, node: str) -> None:
+        self._require_writable()
+        shutil.rmtree(layout.on_disk(self.path, layout.stat(teacher, node)), ignore_errors=True)
+
+    def copy_stat_node(self, teacher: str, src: str, dst: str) -> None:
+        """Copy a statistic array byte for byte under a new name (``dst`` is replaced)."""
+        self._require_writable()
+        target = layout.on_disk(self.path, layout.stat(teacher, dst))
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            shutil.copytree(layout.on_disk(self.path, layout.stat(teacher, src)), target)
+        except OSError as exc:
+            raise naming(target, exc) from exc
+        sync_tree(target)
+
+    def create_stat_node(self, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
+        self._require_writable()
+        try:
+            return self.group.create_array(layout.stat(teacher, node), overwrite=True, **kwargs)
+        except OSError as exc:
+            raise naming(layout.on_disk(self.path, layout.stat(teacher, node)), exc) from exc
+
+    def verify_chunk(self, node: str, data: np.ndarray, record: int, view: int, chunk: int) -> np.ndarray:
+        """Check ``data`` (chunk ``chunk`` of view ``view`` of ``node``) against its ``record``; raise naming it."""
+        return self._verified(node, data, record, view, chunk)

@@ -1,0 +1,140 @@
+"""Writing a store safely: the writer lock, durable JSON, and the background chunk writer.
+
+zarr itself does not protect against what is handled here: two writers
+losing each other's chunks (one writer at a time, by ``flock``), metadata
+that is renamed into place but not yet on disk (fsync of the file and its
+directory), and an OSError that names a temporary file instead of the node
+being written (re-raised naming the chunk's path).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from kdcache.errors import StoreBusyError
+from kdcache.store.layout import LOCK_NAME
+
+
+class WriterLock:
+    """An exclusive, non-blocking writer lock on a store (``flock``).
+
+    The kernel drops it when the process dies, so a SIGKILLed precompute never
+    leaves a stale lock behind; a live second writer is refused at once.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = Path(store_path) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreBusyError(
+                f"{self.path.parent} is being written by another process "
+                f"(pid {self._holder()}); wait for it to finish or stop it, then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory (what zarr's rename-into-place leaves undone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # renamed away meanwhile: nothing of ours to make durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(path: Path) -> None:
+    """Flush every file and directory under ``path`` to stable storage."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fsync_path(Path(root, name))
+        fsync_path(Path(root))
+
+
+def naming(path: Path, exc: OSError) -> OSError:
+    """``exc`` re-raised with ``path`` as its file name when the OS named none (or a temp file)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or exc.filename is None:
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    return exc
+
+
+class ChunkWriter:
+    """A background thread that writes finished chunks while the teacher scores the next.
+
+    ``write(view, chunk, logits, params)`` is the store's chunk write. The
+    queue is bounded (two chunks), so memory stays bounded whatever the store
+    size. An error in the thread stops writing and is re-raised in the caller;
+    a chunk whose record was not written is redone by the next run.
+    """
+
+    def __init__(self, write: Callable[[int, int, np.ndarray, np.ndarray | None], None]) -> None:
+        self._write = write
+        self.queue: queue.Queue[tuple[int, int, np.ndarray, np.ndarray | None] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.written = 0
+        self.thread = threading.Thread(target=self._run, name="kdcache-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, view: int, chunk: int, logits: np.ndarray, params: np.ndarray | None) -> None:
+        self.raise_if_failed()
+        self.queue.put((view, chunk, logits, params))
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain without writing after a failure
+            try:
+                self._write(*item)
+                self.written += 1
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Write everything queued, stop the thread, re-raise a writer error."""
+        self.queue.put(None)
+        self.thread.join()
+        self.raise_if_failed()
