@@ -104,9 +104,9 @@ def distill(
     momentum: MomentumOpt = 0.9,
     weight_decay: WdOpt = 5e-4,
     seed: SeedOpt = 0,
-    view_policy: Annotated[ViewPolicy, typer.Option(
-        "--view-policy", help="Which view a sample shows in epoch e: cycle (view (e-1) mod V) or random.")
-    ] = ViewPolicy.cycle,
+    view_policy: Annotated[Optional[ViewPolicy], typer.Option(
+        "--view-policy", help="Which view a sample shows in epoch e: cycle (view (e-1) mod V, the default) "
+                              "or random.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     device: DeviceOpt = Device.cpu,
     old_store: Annotated[Optional[Path], typer.Option("--store", hidden=True)] = None,

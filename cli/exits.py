@@ -60,7 +60,7 @@ _OS_ADVICE: dict[int, str] = {
     errno.EACCES: "permission denied: {path}; choose a path you can write to, or change its permissions",
     errno.EPERM: "operation not permitted on {path}; choose a path you own",
     errno.EROFS: "{path} is on a read-only filesystem; choose a writable location",
-    errno.ENOENT: "{path} does not exist; check the path (create the parent directory first for an output)",
+    errno.ENOENT: "{path} does not exist; check the path",
     errno.EISDIR: "{path} is a directory where a file was expected; give a file path",
     errno.ENOTDIR: "{path} (or one of its parents) is a file where a directory was expected; choose another path",
     errno.EEXIST: "{path} already exists; choose another path or remove it",
@@ -128,7 +128,7 @@ class OneLineErrors(TyperGroup):
             message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix says nothing
             typer.echo(f"error: {message}{where}", err=True)
             sys.exit(exc.exit_code)
-        except click_exceptions.Abort:  # end of input at a prompt
+        except typer.Abort:  # end of input at a prompt
             typer.echo("error: aborted", err=True)
             sys.exit(EXIT_ERROR)
         # Without standalone mode Click returns an explicit typer.Exit's code, else the command's None.

@@ -49,5 +49,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 raise item
             yield item  # type: ignore[misc]
     finally:
-        # The consumer stopped early (error, Ctrl-C) or finished: let the producer end.
+        # The consumer stopped early (error, Ctrl-C) or finished: let the producer end, and wait for it,
+        # so that a Ctrl-C never exits the interpreter while the thread is inside a torch kernel (which
+        # aborts the process instead of exiting 130). It stops after the item it is producing.
         stop.set()
+        thread.join(timeout=60)

@@ -1,0 +1,182 @@
+"""One CLI vocabulary: every choice is listed in `--help` and checked by Click with the library's own
+names; a store that is read is the positional STORE; old spellings still work, with one deprecation line."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kdcache_cli.main import app
+from kdcache_cli.options import Codec, Device, Encoding, Loss, Optimizer, Schedule, ViewPolicy, recipe_presets
+from tests.cli_helpers import assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
+VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
+TINY = "import:tests.helpers:tiny"
+RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+
+TRAINING = {"--optimizer": Optimizer, "--schedule": Schedule, "--device": Device}
+CHOICES: dict[str, dict[str, type[Enum]]] = {
+    "precompute": {"--encoding": Encoding, "--codec": Codec, "--device": Device},
+    "distill": {"--loss": Loss, "--view-policy": ViewPolicy, **TRAINING},
+    "train-teacher": TRAINING,
+}
+WITH_RECIPE = ["precompute", "distill", "train-teacher"]
+
+
+def help_text(command: str) -> str:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})  # no wrapping
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("command", sorted(CHOICES))
+def test_help_lists_every_choice(command: str) -> None:
+    text = help_text(command)
+    for option, enum in CHOICES[command].items():
+        assert option in text
+        assert "|".join(str(m.value) for m in enum) in text, (option, text)
+
+
+@pytest.mark.parametrize("command", WITH_RECIPE)
+def test_help_lists_the_recipe_presets(command: str) -> None:
+    text = help_text(command)
+    assert "--recipe" in text
+    for preset in ("cifar", "imagenet", "fashion-mnist", "none"):
+        assert preset in text
+    assert "dataset's own recipe" in text  # no silent fashion-mnist default
+
+
+@pytest.mark.parametrize(("command", "option"), [(c, o) for c, opts in CHOICES.items() for o in opts])
+def test_a_value_not_listed_is_a_usage_error(command: str, option: str) -> None:
+    assert_one_line_error(*run_cli(command, option, "bogus"), option, "bogus", exit_code=2)
+
+
+def test_choices_are_the_librarys_names() -> None:
+    """The CLI spells the choices itself (so --help needs no torch); they must not drift from the library."""
+    from kdcache import losses
+    from kdcache.engine import OPTIMIZERS, SCHEDULES
+    from kdcache.loader import VIEW_POLICIES
+    from kdcache.store import CODECS, ENCODINGS
+    from kdcache.views import list_presets
+
+    def values(enum: type[Enum]) -> list[str]:
+        return [str(m.value) for m in enum]
+
+    assert values(Encoding) == list(ENCODINGS)
+    assert values(Codec) == list(CODECS)
+    assert values(Optimizer) == list(OPTIMIZERS)
+    assert values(Schedule) == list(SCHEDULES)
+    assert values(ViewPolicy) == list(VIEW_POLICIES)
+    assert values(Loss) == losses.names()
+    assert recipe_presets() == sorted(list_presets())
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "stats", "distill"])
+def test_a_store_that_is_read_is_the_positional_store(command: str) -> None:
+    usage = next(line for line in help_text(command).splitlines() if "Usage:" in line)
+    assert "STORE" in usage
+
+
+@pytest.mark.parametrize("command", ["precompute", "verify", "stats", "distill"])
+def test_a_teacher_inside_a_store_is_teacher_name(command: str) -> None:
+    text = help_text(command)
+    assert "--teacher-name" in text
+    if command in ("verify", "stats"):  # --teacher NAME is only a hidden, deprecated alias here
+        assert "--teacher " not in text.replace("--teacher-name", "")
+
+
+# --- old spellings, end to end on a small store -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vocab") / "store.zarr"
+    code, text = run_cli("precompute", "--data", DATA, "--teacher", TINY, "--views", "2", "--seed", "3",
+                         "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", "float32")
+    assert code == 0, text
+    return out
+
+
+def deprecation_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("kdcache: ") and "deprecated" in line]
+
+
+def recorded_grid(store: Path) -> list[float]:
+    code, text = run_cli("info", store, "--json")
+    assert code == 0, text
+    found = [v for v in _walk(json.loads(text)) if isinstance(v, dict) and "grid" in v]
+    assert found, text
+    return [float(g) for g in found[0]["grid"]]
+
+
+def _walk(obj: object):  # every dict and list inside a JSON value
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+
+
+def test_stats_old_teacher_and_comma_grid_still_work(store: Path) -> None:
+    code, text = run_cli("stats", store, "--teacher-name", "tiny", "--grid", "1", "--grid", "2", "--grid", "4")
+    assert code == 0, text
+    assert deprecation_lines(text) == []
+    assert recorded_grid(store) == [1.0, 2.0, 4.0]
+
+    code, text = run_cli("stats", store, "--teacher", "tiny", "--grid", "1,3,5")
+    assert code == 0, text
+    notes = deprecation_lines(text)
+    assert len(notes) == 2, text
+    assert any("--teacher-name" in n for n in notes) and any("--grid" in n for n in notes)
+    assert recorded_grid(store) == [1.0, 3.0, 5.0]
+
+
+def test_verify_old_teacher_spelling_still_works(store: Path) -> None:
+    code, text = run_cli("verify", store, "--teacher", "tiny")
+    assert code == 0, text
+    (note,) = deprecation_lines(text)
+    assert "--teacher-name" in note
+    code, text = run_cli("verify", store, "--teacher-name", "tiny")
+    assert code == 0 and deprecation_lines(text) == [], text
+
+
+def distill_args(out: Path) -> list[object]:
+    return ["--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", "kd", "--epochs", "1",
+            "--batch-size", "32", "--out", out]
+
+
+def test_distill_store_positional_and_old_store_option(tmp_path: Path, store: Path) -> None:
+    code, text = run_cli("distill", store, *distill_args(tmp_path / "new"))
+    assert code == 0, text
+    assert deprecation_lines(text) == []
+
+    code, text = run_cli("distill", *distill_args(tmp_path / "old"), "--store", store)
+    assert code == 0, text
+    (note,) = deprecation_lines(text)
+    assert note == "kdcache: --store is deprecated; pass the store as the first argument: kdcache distill STORE ..."
+    # Both spellings train the same run: same record and the same final weights.
+    new, old = (json.loads((tmp_path / d / "run.json").read_text())["args"] for d in ("new", "old"))
+    assert {k: v for k, v in new.items() if k != "out"} == {k: v for k, v in old.items() if k != "out"}
+    assert (tmp_path / "new" / "final.pt").read_bytes() != b""
+
+    # Giving the store twice is a usage error.
+    assert_one_line_error(*run_cli("distill", store, *distill_args(tmp_path / "twice"), "--store", store),
+                          "once", exit_code=2)
+
+
+def test_quickstart_old_workdir_spelling_still_works(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, text = run_cli("quickstart", "--workdir", blocker / "qs")
+    (note,) = deprecation_lines(text)
+    assert "--out" in note
+    # The old option's value is the one used: the run stops at once on that (impossible) directory.
+    assert_one_line_error(code, text, str(blocker))
