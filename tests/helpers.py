@@ -65,3 +65,23 @@ class _Slow(nn.Module):
 
 def slow(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return _seeded(lambda: _Slow(num_classes, in_channels))
+
+
+# Training-time inputs seen by `import:tests.helpers:recording` students (a test reads and clears it).
+RECORDED_INPUTS: list[torch.Tensor] = []
+
+
+class _Recording(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            RECORDED_INPUTS.append(x.detach().clone())
+        return self.net(x)
+
+
+def recording(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A tiny student that records every training batch it is given (see RECORDED_INPUTS)."""
+    return _seeded(lambda: _Recording(num_classes, in_channels))
