@@ -85,9 +85,9 @@ def precompute(
         for i, spec in enumerate(teacher)
     ]
     result = run(
-        data=data, teachers=requests, views=views, seed=seed, out=out, batch_size=batch_size, workers=workers,
-        encoding=value(encoding), codec=value(codec), chunk_rows=chunk_rows, device=value(device), progress=True,
-        **given(recipe=recipe, random_init=random_init or None),
+        data=data, teachers=requests, views=views, seed=seed, out=out, recipe=recipe, batch_size=batch_size,
+        workers=workers, encoding=value(encoding), codec=value(codec), chunk_rows=chunk_rows, device=value(device),
+        random_init=random_init, progress=True,
     )
     typer.echo(format_summary(result))
 

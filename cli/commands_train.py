@@ -34,7 +34,6 @@ from kdcache_cli.options import (
     ViewPolicy,
     WdOpt,
     WorkersOpt,
-    given,
     value,
 )
 
@@ -90,8 +89,9 @@ def distill(
         show_default=False)] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Online mode: teacher checkpoint.",
                                                    show_default=False)] = None,
-    views: Annotated[Optional[int], typer.Option("--views", help="Online mode: number of views (default 4).",
-                                                 min=1, show_default=False)] = None,
+    views: Annotated[Optional[int], typer.Option(
+        "--views", help="Online mode: number of views the teacher is run on (required online).", min=1,
+        show_default=False)] = None,
     recipe: RecipeOpt = None,
     view_seed: Annotated[Optional[int], typer.Option(
         "--view-seed", help="Online mode: seed the views derive from (default: --seed), e.g. a store's seed "
@@ -120,7 +120,7 @@ def distill(
         store=None if store is None else str(store), teacher_name=teacher_name, teacher=teacher, weights=weights,
         views=views, recipe=recipe, loss_opts=parse_loss_opts(loss_opt or []), batch_size=batch_size,
         workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed,
-        view_policy=value(view_policy), resume=resume, device=value(device), **given(view_seed=view_seed),
+        view_seed=view_seed, view_policy=value(view_policy), resume=resume, device=value(device),
     )
     typer.echo(format_result(run(cfg)))
 
