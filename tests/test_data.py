@@ -367,3 +367,37 @@ def test_images_are_copies_and_indices_checked():
         ds.image(len(ds))
     with pytest.raises(IndexError):
         ds.image(-1)
+
+
+# --------------------------------------------------------------------------- the scheme registry
+
+
+def test_a_new_scheme_is_one_registration(monkeypatch):
+    from kdcache.data import ArraySource, Scheme, get_scheme, list_schemes, register_scheme
+    from kdcache.data import registry
+
+    monkeypatch.setattr(registry, "_SCHEMES", dict(registry._SCHEMES))
+    opened = []
+
+    def opener(spec, root, options):
+        opened.append((spec, root, options))
+        return ArraySource(spec="ones", name="ones", split=None, classes=["a", "b"],
+                           loader=lambda: (np.ones((3, 1, 4, 4), np.uint8), np.array([0, 1, 0])))
+
+    register_scheme(Scheme("ones", opener, root="optional", options=("k",), default_recipe="none",
+                           root_hint="ones:ROOT"))
+    assert "ones" in list_schemes() and get_scheme("ones").default_recipe == "none"
+    source = open_data("ones:rel/dir,k=v")
+    assert len(source) == 3 and opened[-1] == ("ones:rel/dir,k=v", os.path.abspath("rel/dir"), {"k": "v"})
+    with pytest.raises(SpecError, match="unknown option 'j' for ones"):
+        open_data("ones,j=1")
+    with pytest.raises(RuntimeError, match="registered twice"):
+        register_scheme(Scheme("ones", opener, root="none", options=(), default_recipe="none"))
+
+
+def test_every_scheme_declares_an_existing_default_recipe():
+    from kdcache.data import get_scheme, list_schemes
+    from kdcache.views import list_presets
+
+    assert list_schemes() == ["fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "embedded", "synthetic"]
+    assert all(get_scheme(name).default_recipe in list_presets() for name in list_schemes())

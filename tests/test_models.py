@@ -628,3 +628,27 @@ def test_check_output_width() -> None:
         check_output_width(model, 1, 28, 100, role="student")
     with pytest.raises(ModelError, match=r"failed on a batch of shape \(64, 3, 28, 28\)"):
         check_output_width(model, 3, 28, 10)
+
+
+# --------------------------------------------------------------------------- the spec-kind registry
+
+
+def test_a_new_spec_kind_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdcache.models import kinds
+
+    monkeypatch.setattr(kinds, "_KINDS", dict(kinds._KINDS))
+    built = []
+
+    def build(rest: str, num_classes: int, in_channels: int) -> tuple[nn.Module, None]:
+        built.append((rest, num_classes, in_channels))
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes)), None
+
+    kinds.register_kind(kinds.SpecKind("hub", build, weights="checkpoint"))
+    with pytest.raises(ModelError, match="teacher hub:net has no --weights"):
+        build_model("hub:net", 4, 1)
+    _, card = build_model("hub:net", 4, 1, random_init=True)
+    assert built[-1] == ("net", 4, 1) and card["spec"] == "hub:net" and card["random_init"] is True
+    with pytest.raises(RuntimeError, match="registered twice"):
+        kinds.register_kind(kinds.SpecKind("hub", build, weights="checkpoint"))
+    with pytest.raises(SpecError, match="must start with one of torchvision:, kdcache:, import:, torchscript:, export:, hub:"):
+        build_model("nope:x", 4)
