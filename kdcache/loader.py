@@ -6,7 +6,7 @@
   windows are visited in a random order, and samples are fully shuffled inside
   a window. With a window of at least N samples this is an ordinary full
   shuffle; with large stores it keeps reads chunk-aligned and memory bounded
-  (ZARR-NOTES.md: per-row zarr reads are 100-1000x slower than chunk reads).
+  (per-row zarr reads are 100-1000x slower than chunk reads; docs/store-format.md, "Why").
 * :class:`CachedRows` streams the rows of one plan from a store: a background
   thread reads the next window's chunks while the current window's rows are
   gathered, so at most two windows (and the chunks they cover) are in memory.

@@ -33,7 +33,7 @@ TEACHER_EPOCHS = 20
 STUDENT_EPOCHS = 12
 VIEWS = 8
 SEED = 0
-# Hyper-parameters for a 10-class problem. METHODS.md's defaults are tuned for
+# Hyper-parameters for a 10-class problem. The defaults (docs/methods.md) are tuned for
 # CIFAR-100 (T=4 flattens 10 classes to near-uniform); these are the methods'
 # own ImageNet-style settings (NKD: gamma=1.5, T=1) and KD at T=2, 0.5/0.5.
 METHODS: dict[str, dict[str, float]] = {

@@ -1,4 +1,4 @@
-"""Tests of kdcache.losses against METHODS.md.
+"""Tests of kdcache.losses against docs/methods.md.
 
 Layers, from generic to specific:
 
@@ -680,7 +680,7 @@ def test_slkd_fused_target_gradient_follows_detach_option():
 
 
 # ============================================================================
-# 4. Independent float64 references, straight from the formulas of METHODS.md
+# 4. Independent float64 references, straight from the formulas of docs/methods.md
 # (numpy, row by row; nothing shared with the library).
 
 

@@ -1,4 +1,4 @@
-"""Distillation losses by name (METHODS.md; §17 is this module's contract).
+"""Distillation losses by name (formulas: docs/methods.md; interface: docs/losses.md).
 
     from kdcache import losses
     spec = losses.spec("dkd")               # what the method needs, declared

@@ -1,4 +1,4 @@
-"""The registered distillation losses, one pure function each (METHODS.md §1-§11).
+"""The registered distillation losses, one pure function each (formulas: docs/methods.md).
 
 Every function has the signature
 
@@ -78,13 +78,13 @@ def ce(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor) ->
     return {"loss": value, "ce": value}
 
 
-# ---------------------------------------------------------------------------- KD §1
+# ---------------------------------------------------------------------------- KD
 
 
 @register(
     "kd",
     parsers={"temperature": positive, "ce_weight": non_negative, "kd_weight": non_negative},
-    summary="Hinton KD, KL form (METHODS §1)",
+    summary="Hinton KD, KL form (docs/methods.md, KD)",
 )
 def kd(
     student_logits: Tensor,
@@ -95,7 +95,7 @@ def kd(
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
 ) -> dict[str, Tensor]:
-    """Hinton KD (METHODS §1): ``loss = ce_weight·ce + kd_weight·kd``.
+    """Hinton KD (docs/methods.md, KD): ``loss = ce_weight·ce + kd_weight·kd``.
 
     ``kd = T² · mean_b KL(σ(t;T) ‖ σ(s;T))``: the KL form of mdistiller
     (cls_KD's cross-entropy form differs in value by ``T²·H(σ(t;T))``, not in
@@ -106,7 +106,7 @@ def kd(
     return {"loss": ce_weight * ce_value + kd_weight * kd_value, "ce": ce_value, "kd": kd_value}
 
 
-# ---------------------------------------------------------------------------- DKD §2
+# ---------------------------------------------------------------------------- DKD
 
 
 def _parse_epoch(epoch: object) -> int:
@@ -127,7 +127,7 @@ def _parse_epoch(epoch: object) -> int:
         "ce_weight": non_negative,
     },
     call_inputs=("epoch",),
-    summary="Decoupled KD: target-class + non-target-class KD with epoch warm-up (METHODS §2)",
+    summary="Decoupled KD: target-class + non-target-class KD with epoch warm-up (docs/methods.md, DKD)",
 )
 def dkd(
     student_logits: Tensor,
@@ -141,7 +141,7 @@ def dkd(
     ce_weight: float = 1.0,
     epoch: int | None = None,
 ) -> dict[str, Tensor]:
-    """Decoupled KD (METHODS §2): ``loss = ce_weight·ce + warmup_factor·(alpha·tckd + beta·nckd)``.
+    """Decoupled KD (docs/methods.md, DKD): ``loss = ce_weight·ce + warmup_factor·(alpha·tckd + beta·nckd)``.
 
     * ``tckd = T²·mean_b KL([β_tgt(t), β_oth(t)] ‖ [β_tgt(s), β_oth(s)])``, the
       binary target/non-target split;
@@ -175,13 +175,13 @@ def dkd(
     }
 
 
-# ---------------------------------------------------------------------------- NKD §3
+# ---------------------------------------------------------------------------- NKD
 
 
 @register(
     "nkd",
     parsers={"gamma": non_negative, "temperature": positive},
-    summary="Normalized KD: teacher-weighted target term + non-target cross-entropy (METHODS §3)",
+    summary="Normalized KD: teacher-weighted target term + non-target cross-entropy (docs/methods.md, NKD)",
 )
 def nkd(
     student_logits: Tensor,
@@ -191,7 +191,7 @@ def nkd(
     gamma: float = 3.5,
     temperature: float = 3.0,
 ) -> dict[str, Tensor]:
-    """NKD (METHODS §3, cls_KD HEAD): ``loss = ce + soft + gamma·distributed``.
+    """NKD (docs/methods.md, NKD, cls_KD HEAD): ``loss = ce + soft + gamma·distributed``.
 
     * ``soft = −mean_b sg(σ(t;1)_y)·logσ(s;1)_y``: temperature 1, no T²;
     * ``distributed = −T²·mean_b Σ_c σ(t_{¬y};T)_c·logσ(s_{¬y};T)_c``: a
@@ -212,12 +212,13 @@ def nkd(
     return {"loss": ce_value + soft + gamma * distributed, "ce": ce_value, "soft": soft, "distributed": distributed}
 
 
-# ---------------------------------------------------------------------------- tf-NKD §4
+# ---------------------------------------------------------------------------- tf-NKD
 
 
-@register("tf_nkd", parsers={}, needs_teacher=False, summary="teacher-free NKD: self-weighted target term (METHODS §4)")
+@register("tf_nkd", parsers={}, needs_teacher=False,
+          summary="teacher-free NKD: self-weighted target term (docs/methods.md, tf-NKD)")
 def tf_nkd(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor) -> dict[str, Tensor]:
-    """Teacher-free NKD (METHODS §4): ``loss = ce + tf``. Teacher ignored (may be ``None``).
+    """Teacher-free NKD (docs/methods.md, tf-NKD): ``loss = ce + tf``. Teacher ignored (may be ``None``).
 
     ``tf = −mean_b w_b·log S_b`` with ``S_b = σ(s_b;1)_{y_b}`` and the fully
     detached weight ``w_b = S_b + 1 − mean_{b'} S_{b'}`` (hard labels: V=1).
@@ -232,7 +233,7 @@ def tf_nkd(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
     return {"loss": ce_value + tf, "ce": ce_value, "tf": tf}
 
 
-# ---------------------------------------------------------------------------- LA §5
+# ---------------------------------------------------------------------------- LA
 
 
 def _la_finalize(hp: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +256,7 @@ def _la_finalize(hp: dict[str, Any]) -> dict[str, Any]:
         "epsilon": optional(fraction),
     },
     finalize=_la_finalize,
-    summary="Logits adjustment: fix wrong teacher rows (swap or LSR), then KD (METHODS §5)",
+    summary="Logits adjustment: fix wrong teacher rows (swap or LSR), then KD (docs/methods.md, LA)",
 )
 def la(
     student_logits: Tensor,
@@ -268,7 +269,7 @@ def la(
     variant: str = "ps",
     epsilon: float | None = None,
 ) -> dict[str, Tensor]:
-    """Logits adjustment (METHODS §5) then KD: ``loss = ce_weight·ce + kd_weight·kd``.
+    """Logits adjustment (docs/methods.md, LA) then KD: ``loss = ce_weight·ce + kd_weight·kd``.
 
     A teacher row is wrong when ``t_y < max_c t_c`` (ties are not wrong).
     ``variant="ps"`` (default, probability shift): swap ``t_y`` with the
@@ -313,7 +314,7 @@ def la(
     }
 
 
-# ---------------------------------------------------------------------------- DTD §6
+# ---------------------------------------------------------------------------- DTD
 
 _DTD_BETA = {"flsw": 1.0, "cwsm": 0.05}
 
@@ -335,7 +336,8 @@ def _dtd_finalize(hp: dict[str, Any]) -> dict[str, Any]:
         "ce_weight": non_negative,
     },
     finalize=_dtd_finalize,
-    summary="Dynamic temperature distillation: per-row temperature from sample hardness (METHODS §6, unvalidated)",
+    summary="Dynamic temperature distillation: per-row temperature from sample hardness "
+            "(docs/methods.md, DTD, unvalidated)",
 )
 def dtd(
     student_logits: Tensor,
@@ -349,7 +351,7 @@ def dtd(
     scale: str = "none",
     ce_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Dynamic temperature distillation (METHODS §6): ``loss = ce_weight·ce + kd``.
+    """Dynamic temperature distillation (docs/methods.md, DTD): ``loss = ce_weight·ce + kd``.
 
     Per-row ``τ_b = T0 + β·(mean_{b'} w_{b'} − w_b)`` (no gradient) with
     FLSW ``w_b = (1 − cos(s_b, t_b))^γ`` on raw logits (norms + 1e-4) or CWSM
@@ -393,13 +395,13 @@ def dtd(
     }
 
 
-# ---------------------------------------------------------------------------- ATS §7
+# ---------------------------------------------------------------------------- ATS
 
 
 @register(
     "ats",
     parsers={"tau1": positive, "tau2": positive, "student_temperature": positive, "lam": fraction},
-    summary="Asymmetric temperature scaling: higher teacher T on the label class (METHODS §7)",
+    summary="Asymmetric temperature scaling: higher teacher T on the label class (docs/methods.md, ATS)",
 )
 def ats(
     student_logits: Tensor,
@@ -411,7 +413,7 @@ def ats(
     student_temperature: float = 1.0,
     lam: float = 0.5,
 ) -> dict[str, Tensor]:
-    """Asymmetric temperature scaling (METHODS §7): ``loss = (1−lam)·ce + lam·kd``.
+    """Asymmetric temperature scaling (docs/methods.md, ATS): ``loss = (1−lam)·ce + lam·kd``.
 
     ``kd = τs²·mean_b X(σ(t_b; τ_b), σ(s_b; τs))`` with the per-class teacher
     temperature ``τ_{b,c} = tau1`` at the label, ``tau2`` elsewhere (X form,
@@ -422,7 +424,7 @@ def ats(
     return {"loss": (1.0 - lam) * ce_value + lam * kd_value, "ce": ce_value, "kd": kd_value}
 
 
-# ---------------------------------------------------------------------------- ISATS §8
+# ---------------------------------------------------------------------------- ISATS
 
 
 def _parse_tau_star(tau_star: object, batch: int, grid: tuple[float, ...], like: Tensor) -> Tensor:
@@ -459,7 +461,7 @@ def _parse_tau_star(tau_star: object, batch: int, grid: tuple[float, ...], like:
             "params": ["grid"],
         }
     },
-    summary="Instance-specific ATS: per-row teacher temperature searched on a grid (METHODS §8)",
+    summary="Instance-specific ATS: per-row teacher temperature searched on a grid (docs/methods.md, ISATS)",
 )
 def isats(
     student_logits: Tensor,
@@ -471,7 +473,7 @@ def isats(
     lam: float = 0.5,
     tau_star: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Instance-specific ATS (METHODS §8): ``loss = (1−lam)·ce + lam·kd``.
+    """Instance-specific ATS (docs/methods.md, ISATS): ``loss = (1−lam)·ce + lam·kd``.
 
     ATS per row with ``τ1 = τ*_b + 1`` (label) and ``τ2 = τ*_b``, where
     ``τ*_b`` (see :func:`isats_tau_star`) comes from the store as
@@ -490,7 +492,7 @@ def isats(
     return {"loss": (1.0 - lam) * ce_value + lam * kd_value, "ce": ce_value, "kd": kd_value}
 
 
-# ---------------------------------------------------------------------------- FGCR §9
+# ---------------------------------------------------------------------------- FGCR
 
 
 def _fgcr_finalize(hp: dict[str, Any]) -> dict[str, Any]:
@@ -532,7 +534,7 @@ def _parse_class_table(table: object, classes: int, like: Tensor) -> Tensor:
             "params": ["tau0"],
         }
     },
-    summary="Fusing global class relations: teacher target mixed with its class-mean row (METHODS §9)",
+    summary="Fusing global class relations: teacher target mixed with its class-mean row (docs/methods.md, FGCR)",
 )
 def fgcr(
     student_logits: Tensor,
@@ -546,7 +548,7 @@ def fgcr(
     tau0: float | None = None,
     class_table: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """FGCR (METHODS §9): ``loss = (1−lam)·ce + lam·kd``.
+    """FGCR (docs/methods.md, FGCR): ``loss = (1−lam)·ce + lam·kd``.
 
     ``kd = τs²·mean_b X(p̂_b, σ(s_b;τs))`` with the fused target
     ``p̂_b = (1−α)·σ(t_b;τ) + α·m_{y_b}`` and ``m = class_table`` (C, C) from
@@ -563,7 +565,7 @@ def fgcr(
     return {"loss": (1.0 - lam) * ce_value + lam * kd_value, "ce": ce_value, "kd": kd_value}
 
 
-# ---------------------------------------------------------------------------- SLKD §11
+# ---------------------------------------------------------------------------- SLKD
 
 
 @register(
@@ -580,7 +582,7 @@ def fgcr(
     call_inputs=("slt_logits",),
     extra_networks=2,
     extra_networks_arg="slt_logits",
-    summary="Self-learning teachers: two online teacher-sized networks distilled alongside (METHODS §11)",
+    summary="Self-learning teachers: two online teacher-sized networks distilled alongside (docs/methods.md, SLKD)",
 )
 def slkd(
     student_logits: Tensor,
@@ -596,7 +598,7 @@ def slkd(
     detach_fused_slt: bool = False,
     slt_logits: Sequence[Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """SLKD (METHODS §11), one objective for the student and both SL-Ts.
+    """SLKD (docs/methods.md, SLKD), one objective for the student and both SL-Ts.
 
     With ``KD_T(a ← b) = T²·mean KL(σ(b;T) ‖ σ(a;T))`` and the fused SL-T
     logits ``f = 0.5·u¹ + 0.5·u²`` (``slt_logits = [u¹, u²]``, trainable):
@@ -627,11 +629,11 @@ def slkd(
     return {"loss": loss, "ce": ce_value, "kd": kd_value, "slt_ce": slt_ce, "slt_kd": slt_kd, "cs_kd": cs_kd}
 
 
-# ---------------------------------------------------------------------------- RegT §10
+# ---------------------------------------------------------------------------- RegT
 
 
 def regt(logits: Tensor, labels: Tensor, *, beta: float, ddof: int = 0) -> dict[str, Tensor]:
-    """RegT teacher-training loss (METHODS §10): ``loss = ce + beta·reg``.
+    """RegT teacher-training loss (docs/methods.md, RegT): ``loss = ce + beta·reg``.
 
     ``reg = mean_b [σ(z_b;1)_y − std(σ(z_b;1)_{¬y})]`` with the POPULATION
     std (``ddof=0``, as the authors' numpy analysis; torch's default would be

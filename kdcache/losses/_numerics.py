@@ -1,4 +1,4 @@
-"""Input validation and the numerically careful building blocks (METHODS.md §14).
+"""Input validation and the numerically careful building blocks (docs/methods.md, "Numerical care").
 
 Rules every loss follows, through these helpers:
 

@@ -87,7 +87,7 @@ class LossSpec:
     Attributes:
         name: registry name (``"kd"``, ``"dkd"``, ...).
         fn: the loss function (validates its inputs, then does pure maths).
-        defaults: hyper-parameter defaults (METHODS.md §12/§17, CIFAR flavour).
+        defaults: hyper-parameter defaults (docs/methods.md, "Defaults at a glance"; CIFAR flavour).
             ``None`` means "derived from the others" (see :meth:`resolve`).
             Treat as read-only.
         needs_teacher: False for methods that ignore teacher logits (``ce``,
@@ -243,7 +243,7 @@ def register(
 
 
 def names() -> list[str]:
-    """Registered loss names, in registration order (the order of METHODS.md)."""
+    """Registered loss names, in registration order (the order of docs/methods.md)."""
     return list(_REGISTRY)
 
 

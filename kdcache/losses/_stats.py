@@ -1,4 +1,4 @@
-"""Statistics of the cached teacher that some methods read (METHODS.md §8, §9, §13).
+"""Statistics of the cached teacher that some methods read (docs/methods.md, ISATS and FGCR).
 
 * ISATS τ*: per cached row, the grid temperature at which the teacher's
   non-label probabilities are most spread out. Computed once per row by
