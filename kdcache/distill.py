@@ -66,8 +66,9 @@ class DistillConfig:
     """Everything one distill run depends on (recorded in ``RUN_DIR/run.json``).
 
     Fields marked ``MAY_CHANGE`` may differ on ``--resume``; every other one
-    must repeat. The store's path may change too: what the run reads from it
-    is compared by content (its input hash).
+    must repeat. The store's and the online teacher's weights' paths may
+    change too: what the run reads from them is compared by content (the
+    store's input hash, the weights' SHA-256).
     """
 
     data: str
@@ -79,7 +80,7 @@ class DistillConfig:
     store: str | None = field(default=None, metadata=MAY_CHANGE)
     teacher_name: str | None = None
     teacher: str | None = None  # online mode
-    weights: str | None = None
+    weights: str | None = field(default=None, metadata=MAY_CHANGE)  # compared by its SHA-256
     views: int | None = None
     recipe: str | None = None  # online; None: the dataset's default recipe
     view_seed: int | None = None  # online; None: --seed
@@ -208,9 +209,9 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
     online = OnlineLogits(cfg, source, device)
     if cfg.recipe is None and progress:
         console.print(f"recipe: {online.recipe.name} (the default for {source.spec}; --recipe to choose another)")
-    # The teacher's card holds its weights' SHA-256: a changed file is a changed input.
-    return online, {"store_manifest_hash": None, "store_input_hash": None,
-                    "teacher_input_hash": canonical_hash(online.card)}
+    # The teacher's card holds its weights' SHA-256, compared instead of their path (the file may move).
+    card = {k: v for k, v in online.card.items() if k != "weights"}
+    return online, {"store_manifest_hash": None, "store_input_hash": None, "teacher_input_hash": canonical_hash(card)}
 
 
 def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:

@@ -103,31 +103,3 @@ def test_out_naming_a_file_is_one_line(tmp_path: Path, store: Path) -> None:
     out.write_text("mine")
     assert_one_line_error(*run_cli(*args_of(out, store)), "is a file")
     assert out.read_text() == "mine"
-
-
-@pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),
-                                          ("--weight-decay", -1), ("--momentum", 1.5)])
-def test_bad_option_values_are_one_line_usage_errors(tmp_path: Path, store: Path, option: str,
-                                                     value: object) -> None:
-    args = args_of(tmp_path / "run", store)
-    if option in args:
-        args[args.index(option) + 1] = value
-    else:
-        args += [option, value]
-    assert_one_line_error(*run_cli(*args), option, exit_code=2)
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("extra,needle", [
-    (["--views", 3], "--views"), (["--recipe", RECIPE], "--recipe"), (["--weights", "t.pt"], "--weights"),
-    (["--view-seed", 4], "--view-seed"),
-])
-def test_online_options_with_a_store_are_refused(tmp_path: Path, store: Path, extra: list, needle: str) -> None:
-    assert_one_line_error(*run_cli(*args_of(tmp_path / "run", store), *extra), needle, exit_code=2)
-    assert not (tmp_path / "run").exists()
-
-
-def test_store_options_online_are_refused(tmp_path: Path) -> None:
-    args = args_of(tmp_path / "run", None, "kd", "multistep", "--teacher-name", "tiny")
-    assert_one_line_error(*run_cli(*args), "--teacher-name", exit_code=2)
-    assert not (tmp_path / "run").exists()
