@@ -401,3 +401,56 @@ def test_every_scheme_declares_an_existing_default_recipe():
 
     assert list_schemes() == ["fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "embedded", "synthetic"]
     assert all(get_scheme(name).default_recipe in list_presets() for name in list_schemes())
+
+
+# --------------------------------------------------------------------------- default recipe per scheme
+
+
+def _open_each_scheme(tmp_path):
+    (tmp_path / "fm").mkdir()
+    _fake_idx(tmp_path / "fm")
+    _fake_cifar(tmp_path / "c10")
+    _fake_cifar(tmp_path / "c100", hundred=True)
+    _png_tree(tmp_path / "folder", {"a": [(3, 40, 30, 9)], "b": [(3, 50, 70, 200)]})
+    return {
+        "fashion-mnist": open_data(f"fashion-mnist:{tmp_path / 'fm'}"),
+        "cifar10": open_data(f"cifar10:{tmp_path / 'c10'}"),
+        "cifar100": open_data(f"cifar100:{tmp_path / 'c100'}"),
+        "imagefolder": open_data(f"imagefolder:{tmp_path / 'folder'}"),
+        "digits": open_data("digits"),
+        "embedded": open_data("embedded"),
+        "synthetic": open_data("synthetic:samples=4,size=9,channels=1"),
+    }
+
+
+def test_the_default_recipe_follows_the_dataset(tmp_path, no_md5):
+    from kdcache.views import ViewDataset, load_recipe, resolve_recipe
+
+    expected = {
+        "fashion-mnist": "fashion-mnist", "cifar10": "cifar", "cifar100": "cifar", "imagefolder": "imagenet",
+        "digits": "none", "embedded": "fashion-mnist", "synthetic": "none",
+    }  # fmt: skip
+    sources = _open_each_scheme(tmp_path)
+    assert set(sources) == set(expected)
+    for scheme, source in sources.items():
+        recipe = resolve_recipe(None, source)
+        assert recipe == load_recipe(expected[scheme]), scheme
+        # ... and it fits the scheme's images: a view renders.
+        assert ViewDataset(source, recipe, seed=0)[(0, 0)]["images"][0].ndim == 3
+        # A name given wins over the default.
+        assert resolve_recipe("none", source).name == "none"
+    path = tmp_path / "mine.json"
+    path.write_text('{"ops": []}')
+    assert resolve_recipe(str(path), sources["cifar10"]).name == "mine"
+
+
+def test_a_source_of_no_scheme_must_name_its_recipe():
+    from kdcache.data import ArraySource
+    from kdcache.errors import RecipeError
+    from kdcache.views import resolve_recipe
+
+    source = ArraySource(spec="mine", name="mine", split=None, classes=["a"],
+                         loader=lambda: (np.zeros((1, 1, 4, 4), np.uint8), np.zeros(1, np.int64)))
+    with pytest.raises(RecipeError, match="^data 'mine' declares no default recipe; pass --recipe$"):
+        resolve_recipe(None, source)
+    assert resolve_recipe("none", source).name == "none"

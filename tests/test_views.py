@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 from kdcache.data import open_data
 from kdcache.errors import RecipeError, SpecError
 from kdcache.views import (
+    EvalDataset,
     Recipe,
     Render,
     ViewDataset,
@@ -39,7 +40,9 @@ from kdcache.views import (
 PRESET_HASHES = {
     "cifar": "sha256:82badca5977dd59ae0dd90e077172f25082fbd7723c926d50d7a6aab88acf2a3",
     "fashion-mnist": "sha256:928c4f87272c8cd1788be26f0c0a18b2d68f871dadff7c9a7e4e691b2f7c19e1",
-    "imagenet": "sha256:086078a5564a5d23068c5b31053b23f8f1e46b7214257a3677dfeffe3d726f23",
+    # Changed (was sha256:0860785...) when imagenet gained its evaluation
+    # geometry ("eval"); recipes without one keep their hashes.
+    "imagenet": "sha256:3ac0a375bd261e960099230359721edb7920a890f2f42800b38b1ebde933fddb",
     "none": "sha256:ca9b9002b104bd13ae4ad4d58b8cc9c781f7fec450be2afd2ca12ed0fcbac99d",
 }
 
@@ -361,6 +364,12 @@ def _op(name, **configuration):
         ({"name": "r", "ops": ["resize"]}, r"op 0: expected an object"),
         ({"name": "r", "ops": {"name": "resize"}}, r"ops must be a list"),
         ({"name": "r", "steps": []}, r"unknown key\(s\) steps"),
+        (
+            {"name": "r", "eval": [{"name": "horizontal_flip", "configuration": {}}]},
+            r"eval op 0 \(horizontal_flip\): evaluation must not be random",
+        ),
+        ({"name": "r", "eval": [{"name": "resize", "configuration": {"size": 0}}]}, r"eval op 0 \(resize\): size=0"),
+        ({"name": "r", "eval": "resize"}, r"eval must be a list"),
         ({"ops": []}, r"key 'name' is missing"),
         ({"name": "r", "format": 2}, r"recipe format 2 is not supported"),
         ({"name": "r", "render": {"std": [0.0]}}, r"render: std=\[0.0\] must be positive"),
@@ -548,3 +557,80 @@ def test_property_params_stay_in_bounds_and_replay(seed, sample, view, h, w):
     once = apply_params(recipe, image, params, Render(size=(8, 8)))
     assert torch.equal(once, apply_params(recipe, image, params.copy(), Render(size=(8, 8))))
     assert torch.isfinite(once).all()
+
+
+# --------------------------------------------------------------------------- evaluation geometry
+
+
+def test_eval_geometry_is_part_of_the_recipe_and_its_hash():
+    imagenet = load_recipe("imagenet")
+    assert [op["name"] for op in imagenet.eval_ops] == ["resize", "center_crop"]
+    assert json.loads(imagenet.to_json())["eval"][1] == {"name": "center_crop", "configuration": {"size": [224, 224]}}
+    assert Recipe.from_dict(json.loads(imagenet.to_json())) == imagenet
+    plain = imagenet.to_dict()
+    del plain["eval"]
+    assert Recipe.from_dict(plain).hash() != imagenet.hash()
+    # Absent means "as it is": not written, so older recipes keep their hash.
+    assert "eval" not in load_recipe("cifar").to_dict() and load_recipe("cifar").eval_ops == ()
+
+
+def _smooth(h: int, w: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+    return ((torch.sin(yy / 17) + torch.cos(xx / 13)) * 60 + 128).to(torch.uint8).expand(3, -1, -1).contiguous()
+
+
+@pytest.mark.parametrize("size", [(300, 400), (500, 260), (224, 224)])
+def test_imagenet_eval_is_torchvisions_resize_then_centre_crop(size):
+    # torchvision's reference evaluation: Resize(256) then CenterCrop(224).
+    # kdcache resamples the same source box once instead of twice, so the
+    # result agrees up to resampling error; a box off by a few pixels does not.
+    recipe = load_recipe("imagenet")
+    image = _smooth(*size)
+    ours = EvalDataset(_OneImage(image), recipe, recipe.render)[0]["images"][0]
+    x = F.to_dtype(image, torch.float32, scale=True)
+    reference = F.center_crop(F.resize(x, 256, antialias=True), [224, 224])
+    reference = F.normalize(reference, list(recipe.render.mean), list(recipe.render.std))
+    assert ours.shape == (3, 224, 224)
+    assert (ours - reference).abs().mean() < 0.02
+    shifted = F.normalize(F.center_crop(F.resize(x, 240, antialias=True), [224, 224]), list(recipe.render.mean), list(recipe.render.std))
+    assert (ours - shifted).abs().mean() > 2 * (ours - reference).abs().mean()
+
+
+class _OneImage:
+    def __init__(self, image):
+        self._image = image
+        self.labels = np.zeros(1, np.int64)
+
+    def __len__(self):
+        return 1
+
+    def image(self, i):
+        return self._image
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+def test_mixed_size_imagefolder_evaluates_at_the_training_size(tmp_path):
+    from torchvision.io import write_png
+
+    sizes = [(40, 60), (90, 50), (33, 33), (120, 80)]
+    for k, (h, w) in enumerate(sizes):
+        folder = tmp_path / f"c{k % 2}"
+        folder.mkdir(exist_ok=True)
+        write_png(_smooth(h, w), str(folder / f"{k}.png"))
+    source = open_data(f"imagefolder:{tmp_path}")
+    assert {source.image_size(i) for i in range(len(source))} == set(sizes)
+    everything = [list(range(len(source)))]
+    # The student's render size wins; the student's normalisation is applied.
+    student = Render(size=(32, 32), mean=(0.5,), std=(0.25,))
+    batch = next(iter(DataLoader(eval_dataset(source, load_recipe("imagenet"), student), batch_sampler=everything)))
+    assert batch["images"][0].shape == (4, 3, 32, 32)
+    first = eval_dataset(source, load_recipe("imagenet"), Render(size=(32, 32)))[0]["images"][0]
+    assert torch.allclose(batch["images"][0][0], (first - 0.5) / 0.25)
+    # No render size: the recipe's own training size (224 for imagenet, 32
+    # for cifar's crop), never each image's native size.
+    for name, side in [("imagenet", 224), ("cifar", 32)]:
+        recipe = load_recipe(name)
+        loader = DataLoader(eval_dataset(source, recipe, recipe.render), batch_sampler=everything)
+        assert next(iter(loader))["images"][0].shape == (4, 3, side, side)
+        train = ViewDataset(source, recipe, seed=0)
+        assert {tuple(train[(i, 0)]["images"][0].shape) for i in range(len(source))} == {(3, side, side)}

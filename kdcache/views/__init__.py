@@ -29,7 +29,7 @@ from __future__ import annotations
 from kdcache.views.dataset import EvalDataset, ViewDataset, eval_dataset
 from kdcache.views.geometry import ViewGeometry
 from kdcache.views.ops import list_ops
-from kdcache.views.recipe import RECIPE_FORMAT, Recipe, Render, list_presets, load_recipe
+from kdcache.views.recipe import RECIPE_FORMAT, Recipe, Render, list_presets, load_recipe, resolve_recipe
 from kdcache.views.rendering import apply_params, sample_params, view_geometry
 from kdcache.views.seeds import view_generator
 
@@ -45,6 +45,7 @@ __all__ = [
     "list_ops",
     "list_presets",
     "load_recipe",
+    "resolve_recipe",
     "sample_params",
     "view_generator",
     "view_geometry",

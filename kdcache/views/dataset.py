@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kdcache.views.recipe import Recipe, Render
-from kdcache.views.rendering import apply_params, prepare, recorded_params, render_prepared, sample_params
+from kdcache.views.rendering import prepare, recorded_params, render_prepared, sample_params
 from kdcache.views.seeds import non_negative
 
 if TYPE_CHECKING:
@@ -106,9 +106,11 @@ class EvalDataset(torch.utils.data.Dataset):
     """Validation images of a DataSource, keyed by int sample index.
 
     An item is ``{"sample", "label", "images": [float32]}``: the image
-    rendered by the recipe's evaluation geometry (no randomness) with one
-    Render, the student's, so it is evaluated at its training size and
-    normalisation. Use with a ``batch_sampler`` of lists of ints.
+    rendered by the recipe's evaluation geometry (its ``eval`` ops, no
+    randomness) with the student's Render, at the size the student trained
+    at: ``render.size``, or else the recipe's own output size for that image.
+    So a folder of mixed-size images evaluates at one size, the training one.
+    Use with a ``batch_sampler`` of lists of ints.
     """
 
     def __init__(self, source: DataSource, recipe: Recipe, render: Render) -> None:
@@ -130,10 +132,12 @@ class EvalDataset(torch.utils.data.Dataset):
         if not 0 <= sample < len(self.source):
             raise IndexError(f"sample {sample} out of range ({len(self.source)} samples)")
         image = self.source.image(sample)
+        x, _ = prepare(self._eval, image, _NO_PARAMS)
+        trained_at = self.render.size or self.recipe.output_size((image.shape[1], image.shape[2]))
         return {
             "sample": sample,
             "label": int(self.source.labels[sample]),
-            "images": [apply_params(self._eval, image, _NO_PARAMS, self.render)],
+            "images": [render_prepared(x, trained_at, self.render)],
         }
 
 

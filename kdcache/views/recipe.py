@@ -15,14 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kdcache.errors import RecipeError
+from kdcache.data.registry import get_scheme
+from kdcache.errors import RecipeError, SpecError
 from kdcache.validate import check, is_int, is_number
 from kdcache.views.geometry import check_image_size
 from kdcache.views.ops import Op, compile_ops, size as size_parser
 
-__all__ = ["RECIPE_FORMAT", "Recipe", "Render", "list_presets", "load_recipe"]
+if TYPE_CHECKING:
+    from kdcache.data import DataSource
+
+__all__ = ["RECIPE_FORMAT", "Recipe", "Render", "list_presets", "load_recipe", "resolve_recipe"]
 
 # Version of the recipe JSON and of the parameter encoding of every op. It is
 # part of the hashed JSON, so a change of encoding changes every recipe hash.
@@ -92,21 +96,35 @@ class Render:
 
 @dataclass(frozen=True)
 class Recipe:
-    """An augmentation recipe: named ops and a default :class:`Render`.
+    """An augmentation recipe: named ops, a default :class:`Render`, and how validation images are rendered.
 
     Constructing one validates it; ``ops`` is normalised (every configuration
     key present, sizes as ``[H, W]``), so equal recipes have equal JSON and hash.
+
+    ``eval_ops`` (JSON key ``"eval"``) are the deterministic ops (no params:
+    ``resize``, ``center_crop``) that render a validation image, e.g.
+    imagenet's resize then centre crop; empty means the image as it is. They
+    are part of the JSON and hash only when present, so a recipe without them
+    keeps the hash it had before they existed.
     """
 
     name: str
     ops: tuple[dict[str, Any], ...] = ()
     render: Render = field(default_factory=Render)
+    eval_ops: tuple[dict[str, Any], ...] = ()
     _compiled: tuple[Op, ...] = field(init=False, repr=False, compare=False)
+    _compiled_eval: tuple[Op, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise RecipeError(f"recipe name must be a non-empty string, got {self.name!r}")
         compiled = compile_ops(self.name, self.ops)
+        compiled_eval = compile_ops(self.name, self.eval_ops, what="eval")
+        for op in compiled_eval:
+            if op.param_keys:
+                raise RecipeError(
+                    f"{op.where}: evaluation must not be random; use ops without params (resize, center_crop)"
+                )
         render = self.render
         if isinstance(render, Mapping):
             render = Render.from_dict(render)
@@ -115,37 +133,50 @@ class Recipe:
         object.__setattr__(self, "ops", tuple(op.to_dict() for op in compiled))
         object.__setattr__(self, "render", render)
         object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "eval_ops", tuple(op.to_dict() for op in compiled_eval))
+        object.__setattr__(self, "_compiled_eval", compiled_eval)
 
     def __hash__(self) -> int:
         return hash(self.to_json())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, with the format version of the parameter encoding."""
-        return {
+        """JSON-able form, with the format version of the parameter encoding.
+
+        ``"eval"`` appears only when the recipe has evaluation ops (see the class).
+        """
+        d: dict[str, Any] = {
             "format": RECIPE_FORMAT,
             "name": self.name,
             "ops": copy.deepcopy(list(self.ops)),
             "render": self.render.to_dict(),
         }
+        if self.eval_ops:
+            d["eval"] = copy.deepcopy(list(self.eval_ops))
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         """Validate a dict (from :meth:`to_dict` or a JSON file) into a Recipe."""
         if not isinstance(d, Mapping):
             raise RecipeError(f"a recipe must be a JSON object, got {type(d).__name__}")
-        extra = sorted(set(d) - {"format", "name", "ops", "render"})
+        extra = sorted(set(d) - {"format", "name", "ops", "render", "eval"})
         if extra:
-            raise RecipeError(f"recipe: unknown key(s) {', '.join(extra)}; expected format, name, ops, render")
+            raise RecipeError(
+                f"recipe: unknown key(s) {', '.join(extra)}; expected format, name, ops, render, eval"
+            )
         if d.get("format", RECIPE_FORMAT) != RECIPE_FORMAT:
             raise RecipeError(
                 f"recipe format {d.get('format')!r} is not supported; this kdcache reads format {RECIPE_FORMAT}"
             )
         if "name" not in d:
             raise RecipeError("recipe: key 'name' is missing")
-        ops = d.get("ops", [])
-        if isinstance(ops, list):
-            ops = tuple(ops)
-        return cls(name=d["name"], ops=ops, render=Render.from_dict(d.get("render", {})))
+        ops, eval_ops = d.get("ops", []), d.get("eval", [])
+        return cls(
+            name=d["name"],
+            ops=tuple(ops) if isinstance(ops, list) else ops,
+            render=Render.from_dict(d.get("render", {})),
+            eval_ops=tuple(eval_ops) if isinstance(eval_ops, list) else eval_ops,
+        )
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces; what :meth:`hash` covers."""
@@ -160,8 +191,8 @@ class Recipe:
         return [f"{i}.{op.name}.{key}" for i, op in enumerate(self._compiled) for key in op.param_keys]
 
     def eval_recipe(self) -> Recipe:
-        """The deterministic recipe validation images are rendered with (it takes no params)."""
-        return Recipe(name=f"{self.name}.eval", ops=(), render=self.render)
+        """The deterministic recipe validation images are rendered with: :attr:`eval_ops`, no params."""
+        return Recipe(name=f"{self.name}.eval", ops=self.eval_ops, render=self.render)
 
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """The recipe's own output ``(H, W)`` for a source of ``image_size``.
@@ -209,3 +240,20 @@ def load_recipe(name_or_path: str) -> Recipe:
     if isinstance(data, dict) and "name" not in data:
         data = {**data, "name": stem}
     return Recipe.from_dict(data)
+
+
+def resolve_recipe(name: str | None, source: DataSource) -> Recipe:
+    """The recipe ``name`` (a preset or a JSON file), or for ``None`` the one ``source``'s scheme declares.
+
+    Each data scheme declares the preset that fits its images (cifar10/100:
+    ``cifar``; fashion-mnist, embedded: ``fashion-mnist``; imagefolder:
+    ``imagenet``; digits, synthetic: ``none``), so no dataset silently gets
+    another dataset's crops and normalisation. Callers print the choice.
+    """
+    if name is not None:
+        return load_recipe(name)
+    try:
+        default = get_scheme(source.name).default_recipe
+    except SpecError:
+        raise RecipeError(f"data {source.spec!r} declares no default recipe; pass --recipe") from None
+    return load_recipe(default)
