@@ -90,8 +90,8 @@ def given(**options: Any) -> dict[str, Any]:
 
 RECIPE_HELP = (
     f"Augmentation recipe: a preset ({', '.join(recipe_presets())}) or a JSON file. "
-    "Default: the dataset's own recipe (cifar10/100 -> cifar, fashion-mnist/embedded -> fashion-mnist, "
-    "imagefolder -> imagenet), printed when chosen."
+    "Default: the dataset's own recipe (cifar10/100: cifar; fashion-mnist, embedded: fashion-mnist; "
+    "imagefolder: imagenet; digits, synthetic: none), printed when chosen."
 )
 
 DataOpt = Annotated[

@@ -104,8 +104,10 @@ def _interrupt(cmd: list[object], started: Path) -> subprocess.CompletedProcess[
 
 def test_ctrl_c_is_130_with_how_to_resume(tmp_path: Path) -> None:
     out = tmp_path / "slow.zarr"
-    args = precompute_args(out, teacher="import:tests.helpers:slow")
-    done = _interrupt(args, out / "zarr.json")
+    # 4,096 samples x 2 views at 50 ms per 64-row batch: about 6 s, so Ctrl-C lands mid-run.
+    args = [a.replace("samples=128", "samples=4096") if isinstance(a, str) else a
+            for a in precompute_args(out, teacher="import:tests.helpers:slow")]
+    done = _interrupt(args, out / "teachers" / "slow" / "checksums" / "c")  # the first chunk is recorded
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -1,0 +1,79 @@
+"""The docs change with the CLI and stand on their own: every `kdcache ...` command shown in README.md and
+docs/ parses with today's options (no deprecated spelling), and nothing in the project sends a reader to a
+file outside it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from kdcache_cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Options kept only as deprecated aliases: a doc example must not teach them.
+DEPRECATED_PARAMS = ("old_store", "old_teacher", "old_workdir")
+
+
+def shown_commands() -> list[tuple[str, list[str]]]:
+    """Every `kdcache ...` line of the ```bash blocks of the docs, continuations joined, comments dropped."""
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            text = block.replace("\\\n", " ")
+            for line in text.splitlines():
+                line = line.split("#")[0].strip()
+                for part in line.split("&&"):
+                    words = shlex.split(part)
+                    if words[:1] == ["kdcache"]:
+                        found.append((f"{doc.name}: {part.strip()}", words[1:]))
+    return found
+
+
+COMMANDS = shown_commands()
+
+
+def test_the_docs_show_every_command() -> None:
+    shown = {argv[0] for _, argv in COMMANDS if argv}
+    assert {"train-teacher", "precompute", "info", "verify", "stats", "distill", "quickstart"} <= shown
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_each_command_in_the_docs_parses_with_the_current_spelling(where: str, argv: list[str]) -> None:
+    group = get_command(app)
+    name, *rest = argv
+    command = group.commands[name]  # type: ignore[attr-defined]
+    ctx = command.make_context(name, rest)  # raises on an unknown option, a bad choice or a missing option
+    for param in DEPRECATED_PARAMS:
+        assert ctx.params.get(param) is None, f"{where} uses a deprecated option"
+    grid = ctx.params.get("grid") or []
+    assert not any("," in g for g in grid), f"{where} uses the deprecated comma --grid"
+
+
+# The names are assembled so that a search of the project for them does not find this test.
+OUTSIDE = re.compile("|".join(re.escape(a + b) for a, b in [
+    ("METHODS", ".md"), ("ZARR-", "NOTES"), ("DESIGN", ".md"), ("STYLE", ".md"), ("../", "shared")]))
+PROJECT_FILES = sorted(
+    p for pattern in ("*.py", "*.md", "*.toml")
+    for p in ROOT.rglob(pattern)
+    if not any(part.startswith(".") or part in {"build", "dist", "node_modules"} for part in p.relative_to(ROOT).parts)
+    and not p.name.endswith(".egg-info") and p != Path(__file__)
+)
+# The lead rewrites docs/internals.md in this same change; until then it may still carry old references.
+PENDING = {ROOT / "docs" / "internals.md"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.xfail(reason="rewritten by the lead in this change", strict=False))
+     if p in PENDING else p for p in PROJECT_FILES],
+    ids=[str(p.relative_to(ROOT)) for p in PROJECT_FILES],
+)
+def test_nothing_points_outside_the_project(path: Path) -> None:
+    hits = [f"{i}: {line.strip()}" for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+            if OUTSIDE.search(line)]
+    assert hits == [], f"{path.relative_to(ROOT)} refers to files outside the project: {hits}"
