@@ -45,7 +45,7 @@ from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
 from kdcache.models import build_model, load_checkpoint, save_checkpoint
 from kdcache.progress import console
-from kdcache.views import Recipe, ViewDataset, load_recipe
+from kdcache.views import Recipe, ViewDataset, resolve_recipe
 
 COMMAND = "train-teacher"
 
@@ -180,7 +180,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     val_source = open_data(cfg.val_data)
     if val_source.num_classes != source.num_classes:
         raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
-    recipe = load_recipe(cfg.recipe or "fashion-mnist")  # TODO(views.resolve_recipe)
+    recipe = resolve_recipe(cfg.recipe, source)
     if cfg.recipe is None and progress:
         console.print(f"recipe: {recipe.name} (the default for {source.spec}; --recipe to choose another)")
     task = _TeacherTask(cfg, source, recipe, device)

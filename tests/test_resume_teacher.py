@@ -57,12 +57,18 @@ def assert_same_teacher(a: Path, b: Path) -> None:
     assert not b.with_name(b.name + ".state.pt").exists()
 
 
-def kill_and_rerun(tmp: Path, schedule: str, after_epochs: int, delay: float, *extra: object) -> Path:
+def kill_and_rerun(tmp: Path, schedule: str, after_epochs: int, delay: float, *extra: object,
+                   check_others_refused: bool = False) -> Path:
     out = tmp / f"killed-{schedule}-{after_epochs}-{delay:.2f}" / "t.pt"
     args = teacher_args(out, schedule, *extra)
     metrics = out.with_name(out.name + ".metrics.jsonl")
     run_until_killed(args, lambda: lines(metrics) >= after_epochs, delay)
     assert not out.exists()
+    if check_others_refused:  # the state of this run is not continued by another one
+        state = out.with_name(out.name + ".state.pt")
+        before = state.read_bytes()
+        assert_one_line_error(*run_cli(*args, "--label-smoothing", 0.1), "label_smoothing")
+        assert state.read_bytes() == before
     code, text = run_cli(*args)
     assert code == 0, text
     return out
@@ -71,7 +77,7 @@ def kill_and_rerun(tmp: Path, schedule: str, after_epochs: int, delay: float, *e
 def test_train_teacher_killed_after_a_milestone_reruns_bitwise(tmp_path: Path) -> None:
     ref = reference(tmp_path, "multistep")
     # Killed once epoch 3 is logged: the state holds epoch 2 or 3, both past the first milestone.
-    out = kill_and_rerun(tmp_path, "multistep", 3, 0.0)
+    out = kill_and_rerun(tmp_path, "multistep", 3, 0.0, check_others_refused=True)
     assert [r["lr"] for r in logs(out)[0]] == pytest.approx([0.1, 0.1, 0.01, 0.001])
     assert_same_teacher(ref, out)
 
@@ -86,16 +92,22 @@ def test_train_teacher_killed_at_random_points_reruns_bitwise(tmp_path: Path, sc
         assert_same_teacher(ref, out)
 
 
-def test_the_same_command_after_it_finished_changes_nothing(tmp_path: Path) -> None:
-    out = reference(tmp_path, "constant")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished constant-schedule teacher (tests only read it)."""
+    return reference(tmp_path_factory.mktemp("finished"), "constant")
+
+
+def test_the_same_command_after_it_finished_changes_nothing(finished: Path) -> None:
+    out = finished
     before = out.read_bytes()
     code, text = run_cli(*teacher_args(out, "constant", "--workers", 1))  # --workers may change
     assert code == 0 and "already holds" in text, text
     assert out.read_bytes() == before
 
 
-def test_train_teacher_never_overwrites_another_commands_checkpoint(tmp_path: Path) -> None:
-    out = reference(tmp_path, "constant")
+def test_train_teacher_never_overwrites_another_commands_checkpoint(tmp_path: Path, finished: Path) -> None:
+    out = finished
     before = out.read_bytes()
     # Another train-teacher's checkpoint: the difference is named.
     assert_one_line_error(*run_cli(*teacher_args(out, "cosine")), "optim.schedule")
@@ -111,15 +123,6 @@ def test_train_teacher_never_overwrites_another_commands_checkpoint(tmp_path: Pa
     assert notes.read_text() == "mine"
 
 
-def test_a_state_file_of_other_arguments_is_refused(tmp_path: Path) -> None:
-    out = tmp_path / "t.pt"
-    run_until_killed(teacher_args(out), lambda: lines(out.with_name("t.pt.metrics.jsonl")) >= 2)
-    state = out.with_name("t.pt.state.pt")
-    before = state.read_bytes()
-    assert_one_line_error(*run_cli(*teacher_args(out, "multistep", "--label-smoothing", 0.1)), "label_smoothing")
-    assert state.read_bytes() == before
-
-
 @pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),
                                           ("--label-smoothing", 1.0), ("--regt", -1), ("--momentum", -0.5)])
 def test_bad_option_values_are_one_line_usage_errors(tmp_path: Path, option: str, value: object) -> None:
@@ -130,3 +133,14 @@ def test_bad_option_values_are_one_line_usage_errors(tmp_path: Path, option: str
         args += [option, value]
     assert_one_line_error(*run_cli(*args), option, exit_code=2)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_default_recipe_follows_the_dataset_and_is_printed(tmp_path: Path) -> None:
+    args = teacher_args(tmp_path / "t.pt")
+    i = args.index("--recipe")
+    del args[i:i + 2]
+    args[args.index("--epochs") + 1] = 1
+    code, text = run_cli(*args)
+    assert code == 0, text
+    assert "recipe: none" in text  # synthetic data declares the `none` recipe
+    assert load_checkpoint(tmp_path / "t.pt")["card"]["trained"]["recipe"] == "none"

@@ -118,7 +118,8 @@ class Engine:
             # written) or a torn line (killed mid-append).
             rewrite_jsonl(f.metrics, self.history)
             rewrite_jsonl(f.steps, [r for r in read_jsonl(f.steps) if r["epoch"] <= epoch])
-            console.print(f"resuming {self.command} from epoch {self.start_epoch} ({f.state})")
+            if self.start_epoch <= self.settings.epochs:
+                console.print(f"resuming {self.command} from epoch {self.start_epoch} ({f.state})")
         else:
             rewrite_jsonl(f.metrics, [])
             rewrite_jsonl(f.steps, [])
@@ -139,7 +140,7 @@ class Engine:
                 if progress:
                     console.print(
                         f"{self.settings.label} {epoch}: loss {row['train_loss']:.4f}  val top-1 "
-                        f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s']:,.0f} samples/s"
+                        f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s'] or 0:,.0f} samples/s"
                     )
         return self.history
 
