@@ -2,12 +2,15 @@
 
 Reads are measured in the distill access pattern (kdcache.loader: a window
 shuffle over samples, one view per sample), through the real reader
-(`CachedRows`), side by side in the same run with an in-memory gather of the
-same rows in the same order (`np.take` from a preloaded array): the ceiling.
+(`CachedRows`, which checks every chunk against its checksum), side by side in
+the same repeats with the same reader not verifying (what verification costs)
+and an in-memory gather of the same rows in the same order from a preloaded
+array (the ceiling).
 The page cache is warmed first (the targets are for a warm cache).
 
     python benchmarks/bench_store.py            # C=100 and C=1000
     python benchmarks/bench_store.py --quick    # smaller, for a smoke run
+    python benchmarks/bench_store.py --reads-only --repeats 7   # the read benchmark alone
 """
 
 from __future__ import annotations
@@ -70,40 +73,65 @@ def bench_bytes(tmp: Path, n: int, c: int) -> None:
             del store
 
 
+def _store_pass(reader: CachedRows, plan, batch: int) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    rows = 0
+    for out in reader.iterate(plan, batch):
+        rows += out["teacher_logits"].shape[0]
+    return rows / (time.perf_counter() - t0)
+
+
 def bench_reads(tmp: Path, n: int, c: int, v: int, repeats: int, batch: int) -> None:
+    """Read throughput with and without checksum verification, interleaved in the same repeats.
+
+    Each repeat runs the readers back to back on the same plan (order rotated per
+    repeat), so drift of the machine hits all of them alike; medians and the spread
+    (min-max) show whether verification costs more than the noise. "Chunks seen
+    before" is a reader that verified them on an earlier pass (it re-hashes only a
+    chunk whose file changed); "first read" opens the store afresh, so every chunk is hashed.
+    """
     store = make_store(tmp / f"read-{c}", n, c, v, "float16", "none")
-    reader = CachedRows(store, "t")
+    verified, unverified = CachedRows(store, "t"), CachedRows(store, "t", verify=False)
     import torch
 
     in_ram = torch.from_numpy(np.asarray(store.logits("t")[:]))  # (V, N, C) preloaded: the ceiling
-    print(f"\n## streaming reads, N={n:,}, V={v}, C={c}, float16, batch {batch} (median of {repeats})")
+    print(f"\n## streaming reads, N={n:,}, V={v}, C={c}, float16, batch {batch} (median of {repeats}, min-max)")
     for policy in ("cycle", "random"):
-        store_rates, ram_rates = [], []
+        rates: dict[str, list[float]] = {"verified": [], "first": [], "unverified": [], "ram": []}
         for r in range(repeats + 1):  # the first pass warms the page cache and is not counted
             plan = epoch_plan(0, r + 1, n, v, policy)
-            t0 = time.perf_counter()
-            rows = 0
-            for out in reader.iterate(plan, batch):
-                rows += out["teacher_logits"].shape[0]
-            t_store = time.perf_counter() - t0
-            t0 = time.perf_counter()
             order, views = torch.from_numpy(plan.order), torch.from_numpy(plan.views)
-            for b in range(0, n, batch):
-                idx = order[b : b + batch]
-                _ = in_ram[views[idx], idx].float()  # the same float32 rows the reader yields
-            t_ram = time.perf_counter() - t0
-            if r:
-                store_rates.append(rows / t_store)
-                ram_rates.append(n / t_ram)
-        s, m = statistics.median(store_rates), statistics.median(ram_rates)
-        print(f"view policy {policy:<6}: store {s:>12,.0f} rows/s   in-memory gather {m:>12,.0f} rows/s   "
-              f"ratio {s / m:.2f}")
+
+            def ram() -> float:
+                t0 = time.perf_counter()
+                for b in range(0, n, batch):
+                    idx = order[b : b + batch]
+                    _ = in_ram[views[idx], idx].float()  # the same float32 rows the reader yields
+                return n / (time.perf_counter() - t0)
+
+            def first_read() -> float:  # a fresh open: every chunk is hashed (a run's first pass over it)
+                return _store_pass(CachedRows(Store.open(store.path), "t"), plan, batch)
+
+            runs = [("verified", lambda: _store_pass(verified, plan, batch)), ("first", first_read),
+                    ("unverified", lambda: _store_pass(unverified, plan, batch)), ("ram", ram)]
+            for name, run in runs[r % 4:] + runs[: r % 4]:
+                rate = run()
+                if r:
+                    rates[name].append(rate)
+        med = {k: statistics.median(x) for k, x in rates.items()}
+        spread = {k: f"{min(x):,.0f}-{max(x):,.0f}" for k, x in rates.items()}
+        print(f"view policy {policy}: rows/s, median (min-max)")
+        for name, label in (("unverified", "unverified"), ("verified", "verified, chunks seen before"),
+                            ("first", "verified, first read (all hashed)"), ("ram", "in-memory gather")):
+            print(f"  {label:<36} {med[name]:>11,.0f} ({spread[name]})  vs unverified "
+                  f"{med[name] / med['unverified']:.3f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--reads-only", action="store_true", help="skip the bytes-per-view part")
     args = p.parse_args()
     from kdcache.store import library_versions
 
@@ -114,8 +142,9 @@ def main() -> None:
             bench_bytes(tmp, 8192, 100)
             bench_reads(tmp, 20000, 100, 2, 3, 256)
             return
-        bench_bytes(tmp, 50000, 100)
-        bench_bytes(tmp, 20000, 1000)
+        if not args.reads_only:
+            bench_bytes(tmp, 50000, 100)
+            bench_bytes(tmp, 20000, 1000)
         bench_reads(tmp, 200_000, 100, 4, args.repeats, 256)
         bench_reads(tmp, 50_000, 1000, 4, args.repeats, 256)
 

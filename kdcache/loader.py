@@ -101,9 +101,10 @@ class CachedRows:
     :class:`~kdcache.errors.StoreCorruptError` naming it.
     """
 
-    def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = ()) -> None:
+    def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = (), verify: bool = True) -> None:
         self.store = store
         self.teacher = teacher
+        self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
         self._cache: dict[tuple[str, int, int], np.ndarray] = {}
 
@@ -111,11 +112,11 @@ class CachedRows:
         key = (name, view, chunk)
         if key not in self._cache:
             if name == "teacher_logits":
-                self._cache[key] = self.store.read_logits_chunk(self.teacher, view, chunk)
+                self._cache[key] = self.store.read_logits_chunk(self.teacher, view, chunk, self.verify)
             elif name == "params":
-                self._cache[key] = self.store.read_params_chunk(view, chunk)
+                self._cache[key] = self.store.read_params_chunk(view, chunk, self.verify)
             else:
-                self._cache[key] = self.stat_readers[name].read_chunk(view, chunk)
+                self._cache[key] = self.stat_readers[name].read_chunk(view, chunk, self.verify)
         return self._cache[key]
 
     def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, np.ndarray]:

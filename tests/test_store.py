@@ -130,3 +130,20 @@ def test_creation_killed_before_arrays_is_never_a_key_error(tmp_path: Path) -> N
     assert code == 0, text
     assert Store.open(out).status == "complete"
     assert DATA in Store.open(out).dataset.spec
+
+
+def test_a_chunk_changed_after_it_was_verified_is_verified_again(tmp_path: Path) -> None:
+    from kdcache.errors import StoreCorruptError
+
+    _tiny_store(tmp_path / "s.zarr")
+    store = Store.open(tmp_path / "s.zarr")
+    assert np.all(store.read_logits_chunk("t", 0, 1) == 1)
+    assert np.all(store.read_logits_chunk("t", 0, 1) == 1)  # remembered: not hashed again
+    chunk = tmp_path / "s.zarr" / "teachers" / "t" / "logits" / "c" / "0" / "1" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[0] ^= 1
+    replacement = chunk.with_name("new")
+    replacement.write_bytes(bytes(raw))
+    replacement.replace(chunk)  # a new file, as any rewrite makes
+    with pytest.raises(StoreCorruptError, match=r"view 0 chunk 1 \(rows 4-7\)"):
+        store.read_logits_chunk("t", 0, 1)

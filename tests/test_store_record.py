@@ -222,3 +222,30 @@ def test_render_of_recorded_params_is_what_student_gets(tmp_path: Path) -> None:
     a = ds[(5, 0, np.array([2, 2, 1], np.int32))]["images"][0]
     b = ds[(5, 0, np.array([2, 2, 0], np.int32))]["images"][0]
     assert torch.equal(a, torch.flip(b, dims=[-1]))
+
+
+def _set_platform(store: Path, cpu: str) -> None:
+    g = zarr.open_group(store, mode="r+")
+    m = dict(g.attrs["kdcache"])
+    m["versions"] = {**m["versions"], "cpu_capability": cpu}
+    g.attrs["kdcache"] = m
+
+
+def _shift_logits(store: Path, delta: float) -> None:
+    g = zarr.open_group(store, mode="r+")
+    moved = (g["teachers/tiny/logits"][:] + np.float32(delta)).astype(np.float32)
+    g["teachers/tiny/logits"][:] = moved
+    rows = Store.open(store).grid.chunk_rows
+    for v in range(moved.shape[0]):
+        for j in range(g["teachers/tiny/checksums"].shape[1]):
+            g["teachers/tiny/checksums"][v, j] = checksum(moved[v, j * rows : (j + 1) * rows])
+
+
+def test_replay_on_another_platform_uses_the_stated_tolerance(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s.zarr")
+    _set_platform(store, "SOMEOTHER")
+    code, text = run_cli("verify", store, "--replay", "4")
+    assert code == 0 and "bits cannot be expected" in text and "cpu_capability" in text, text
+    _shift_logits(store, 1e-3)  # far beyond half an ulp + 1e-4 of the row's scale
+    code, text = run_cli("verify", store, "--replay", "4")
+    assert code == 1 and "x the tolerance" in text and "BAD: replay of tiny: sample" in text, text

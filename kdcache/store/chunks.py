@@ -67,7 +67,9 @@ def default_chunk_rows(num_classes: int, num_samples: int, itemsize: int, multip
 
 def checksum(array: np.ndarray) -> int:
     """A 64-bit BLAKE2b digest of an array's bytes (C order), never 0 (0 means 'not written')."""
-    digest = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=8).digest()
+    data = np.ascontiguousarray(array)
+    # Hash the array's memory in place (no copy); an empty array has no buffer to view.
+    digest = hashlib.blake2b(memoryview(data).cast("B") if data.size else b"", digest_size=8).digest()
     value = int.from_bytes(digest, "little")
     return value or 1
 
