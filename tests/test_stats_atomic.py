@@ -46,9 +46,9 @@ KILL_POINTS = [
     # while the new arrays are computed
     pytest.param("kdcache.store.stat_io.StatWriter:write_rows", 5, marks=pytest.mark.slow),
     ("kdcache.store.store.Store:_write_manifest", 0),  # new arrays written, card not switched
-    ("kdcache.store.store.Store:remove_stat_node", 0),  # card switched to the fresh names, old ones not removed
+    ("kdcache.store.stat_io:remove_node", 0),  # card switched to the fresh names, old ones not removed
     # copying back to the plain names
-    pytest.param("kdcache.store.store.Store:copy_stat_node", 1, marks=pytest.mark.slow),
+    pytest.param("kdcache.store.stat_io:copy_node", 1, marks=pytest.mark.slow),
     # copies made, card not switched back
     pytest.param("kdcache.store.store.Store:_write_manifest", 1, marks=pytest.mark.slow),
 ]

@@ -137,20 +137,24 @@ def test_replay_from_another_directory_and_moved_weights(tmp_path: Path, monkeyp
 
 
 def _killed(args: list[str], function: str, after: int) -> int:
-    """Run `kdcache ARGS` in a subprocess that SIGKILLs itself when ``function`` is called the ``after``+1-th time."""
-    module, _, attr = function.rpartition(".")
-    owner, _, method = attr.partition(":")
+    """Run `kdcache ARGS` in a subprocess that SIGKILLs itself when ``function`` ("module:name" or
+    "module.Class:name") is called the ``after``+1-th time."""
+    target, _, name = function.partition(":")
     code = f"""
 import os, signal, sys, importlib
-obj = getattr(importlib.import_module({module!r}), {owner!r})
-orig = getattr(obj, {method!r})
+try:
+    obj = importlib.import_module({target!r})
+except ImportError:
+    module, _, cls = {target!r}.rpartition(".")
+    obj = getattr(importlib.import_module(module), cls)
+orig = getattr(obj, {name!r})
 calls = [0]
 def patched(*a, **k):
     calls[0] += 1
     if calls[0] > {after}:
         os.kill(os.getpid(), signal.SIGKILL)
     return orig(*a, **k)
-setattr(obj, {method!r}, patched)
+setattr(obj, {name!r}, patched)
 from kdcache_cli.main import app
 sys.argv = ["kdcache", *{args!r}]
 app()
@@ -249,3 +253,20 @@ def test_replay_on_another_platform_uses_the_stated_tolerance(tmp_path: Path) ->
     _shift_logits(store, 1e-3)  # far beyond half an ulp + 1e-4 of the row's scale
     code, text = run_cli("verify", store, "--replay", "4")
     assert code == 1 and "x the tolerance" in text and "BAD: replay of tiny: sample" in text, text
+
+
+def test_rows_stay_in_lockstep_with_worker_prefetch(tmp_path: Path) -> None:
+    """The DataLoader takes key lists ahead (2 workers); each step still gets its own batch's teacher rows."""
+    import json
+
+    store = make_store(tmp_path / "s.zarr")
+    losses = {}
+    for workers in ("0", "2"):
+        code, text = run_cli("distill", store, "--data", DATA, "--val-data", VAL, "--student",
+                             "import:tests.helpers:tiny", "--loss", "kd", "--epochs", "2", "--out",
+                             tmp_path / f"w{workers}", "--batch-size", "16", "--seed", "3", "--workers", workers,
+                             "--view-policy", "random")
+        assert code == 0, text
+        losses[workers] = [json.loads(line)["loss"] for line in (tmp_path / f"w{workers}" / "steps.jsonl")
+                           .read_text().splitlines()]
+    assert len(losses["0"]) == 32 and losses["0"] == losses["2"]

@@ -19,16 +19,69 @@ unchanged, and a re-run starts again from step 1.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
 import numpy as np
 import zarr
 
-from kdcache.errors import StoreIncompleteError
+from kdcache.errors import StoreError, StoreIncompleteError
 from kdcache.store import layout
 from kdcache.store.chunks import checksum, utc_now
 from kdcache.store.store import Store
+from kdcache.store.writing import naming, sync_tree
+
+
+# --------------------------------------------------------------------------- statistic nodes
+
+
+def stat_array(store: Store, teacher: str, node: str) -> zarr.Array:
+    key = layout.stat(teacher, node)
+    if key not in store.group:
+        raise StoreError(f"{store.path} lacks {key}; the store is damaged (run `kdcache stats` again)")
+    return store.group[key]  # type: ignore[return-value]
+
+
+def node_names(store: Store, teacher: str) -> list[str]:
+    """Every statistic array present under the teacher (listed in its card or not)."""
+    key = layout.stats_dir(teacher)
+    if key not in store.group:
+        return []
+    return sorted(name for name, _ in store.group[key].arrays())  # type: ignore[union-attr]
+
+
+def _writable(store: Store) -> None:
+    if not store.writable:
+        raise StoreError(f"{store.path} is open read-only; open it with mode='r+' under the writer lock")
+
+
+def remove_node(store: Store, teacher: str, node: str) -> None:
+    _writable(store)
+    shutil.rmtree(layout.on_disk(store.path, layout.stat(teacher, node)), ignore_errors=True)
+
+
+def copy_node(store: Store, teacher: str, src: str, dst: str) -> None:
+    """Copy a statistic array byte for byte under a new name (``dst`` is replaced), then fsync it."""
+    _writable(store)
+    target = layout.on_disk(store.path, layout.stat(teacher, dst))
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        shutil.copytree(layout.on_disk(store.path, layout.stat(teacher, src)), target)
+    except OSError as exc:
+        raise naming(target, exc) from exc
+    sync_tree(target)
+
+
+def create_node(store: Store, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
+    _writable(store)
+    try:
+        return store.group.create_array(layout.stat(teacher, node), overwrite=True, **kwargs)
+    except OSError as exc:
+        raise naming(layout.on_disk(store.path, layout.stat(teacher, node)), exc) from exc
+
+
+# --------------------------------------------------------------------------- reading
 
 
 def _hex(value: int) -> str:
@@ -49,7 +102,7 @@ def open_stat(store: Store, teacher: str, name: str) -> zarr.Array:
     entries = listed(store, teacher)
     if name not in entries:
         raise StoreIncompleteError(f"{store.path}: teacher {teacher!r} has no statistic {name!r}; run `kdcache stats`")
-    return store.stat_array(teacher, _node(entries[name], name))
+    return stat_array(store, teacher, _node(entries[name], name))
 
 
 def _records(store: Store, teacher: str, name: str, arr: zarr.Array) -> list[list[int]]:
@@ -96,7 +149,7 @@ def describe(store: Store, teacher: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, entry in listed(store, teacher).items():
         try:
-            arr = store.stat_array(teacher, _node(entry, name))
+            arr = stat_array(store, teacher, _node(entry, name))
         except Exception:  # noqa: BLE001 - info reports a missing array instead of failing
             out[name] = {"shape": [], "dtype": "missing", **entry}
             continue
@@ -120,7 +173,7 @@ class StatWriter:
     def per_row(self, name: str, dtype: str, attrs: dict[str, Any]) -> None:
         """Start per-row statistic ``name``: a (V, N) array chunked like the logits, filled with NaN."""
         s = self.store
-        arr = s.create_stat_node(self.teacher, self._fresh(name), shape=(s.num_views, s.num_samples),
+        arr = create_node(s, self.teacher, self._fresh(name), shape=(s.num_views, s.num_samples),
                                  chunks=(1, s.grid.chunk_rows), dtype=dtype, fill_value=np.nan,
                                  compressors=None, attributes=attrs)
         self._arrays[name] = (arr, [["0" * 16] * s.grid.num_chunks for _ in range(s.num_views)])
@@ -134,7 +187,7 @@ class StatWriter:
 
     def static(self, name: str, data: np.ndarray, attrs: dict[str, Any]) -> None:
         """Write static statistic ``name`` whole (one chunk)."""
-        arr = self.store.create_stat_node(self.teacher, self._fresh(name), data=data, compressors=None,
+        arr = create_node(self.store, self.teacher, self._fresh(name), data=data, compressors=None,
                                           attributes=attrs)
         self._arrays[name] = (arr, [[_hex(checksum(np.asarray(data, dtype=arr.dtype)))]])
 
@@ -143,13 +196,13 @@ class StatWriter:
         s, t = self.store, self.teacher
         for name, (arr, records) in self._arrays.items():
             arr.attrs[layout.STAT_CHECKSUMS_ATTR] = records
-            s.sync_node(layout.stat(t, self._fresh(name)))  # step 1 ends with the new arrays on disk
+            sync_tree(layout.on_disk(s.path, layout.stat(t, self._fresh(name))))  # step 1 ends with the new arrays on disk
         now = utc_now()
         new = {name: {**params, "node": self._fresh(name), "computed": now} for name, params in entries.items()}
         self._set(new)  # step 2: readers now use the fresh arrays
         self._prune()  # step 3
         for name in entries:  # step 4: back to the plain names of docs/store-format.md
-            s.copy_stat_node(t, self._fresh(name), name)
+            copy_node(s, t, self._fresh(name), name)
         self._set({name: {**params, "computed": now} for name, params in entries.items()})
         self._prune()
 
@@ -159,6 +212,6 @@ class StatWriter:
 
     def _prune(self) -> None:
         keep = {_node(e, n) for n, e in listed(self.store, self.teacher).items()}
-        for node in self.store.stat_nodes(self.teacher):
+        for node in node_names(self.store, self.teacher):
             if node not in keep:
-                self.store.remove_stat_node(self.teacher, node)
+                remove_node(self.store, self.teacher, node)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -403,43 +402,6 @@ class Store:
     def sync(self) -> None:
         """Flush the store's files to stable storage (before a teacher is declared complete)."""
         sync_tree(self.path)
-
-    def sync_node(self, node: str) -> None:
-        """Flush one node's files (and its directory) to stable storage."""
-        sync_tree(layout.on_disk(self.path, node))
-
-    # ------------------------------------------------------------------ statistic nodes
-    def stat_array(self, teacher: str, node: str) -> zarr.Array:
-        return self._array(layout.stat(teacher, node))
-
-    def stat_nodes(self, teacher: str) -> list[str]:
-        """Every statistic array present under the teacher (listed in its card or not)."""
-        key = layout.stats_dir(teacher)
-        if key not in self.group:
-            return []
-        return sorted(name for name, _ in self.group[key].arrays())  # type: ignore[union-attr]
-
-    def remove_stat_node(self, teacher: str, node: str) -> None:
-        self._require_writable()
-        shutil.rmtree(layout.on_disk(self.path, layout.stat(teacher, node)), ignore_errors=True)
-
-    def copy_stat_node(self, teacher: str, src: str, dst: str) -> None:
-        """Copy a statistic array byte for byte under a new name (``dst`` is replaced)."""
-        self._require_writable()
-        target = layout.on_disk(self.path, layout.stat(teacher, dst))
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            shutil.copytree(layout.on_disk(self.path, layout.stat(teacher, src)), target)
-        except OSError as exc:
-            raise naming(target, exc) from exc
-        sync_tree(target)
-
-    def create_stat_node(self, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
-        self._require_writable()
-        try:
-            return self.group.create_array(layout.stat(teacher, node), overwrite=True, **kwargs)
-        except OSError as exc:
-            raise naming(layout.on_disk(self.path, layout.stat(teacher, node)), exc) from exc
 
     def verify_chunk(self, node: str, read: Any, record: int, view: int, chunk: int,
                      index: tuple[int, ...] | None = None) -> np.ndarray:
