@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,18 @@ from kdcache.data.registry import Scheme, register_scheme, split_option
 from kdcache.data.source import ArraySource, DataSource
 from kdcache.errors import DataNotFoundError
 
-# The sample ships in the source tree's data/ folder, beside the package (an
-# editable install or a checkout); data/make_embedded.py rebuilds it.
-EMBEDDED_PATH = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-sample.npz"
+# The sample lives in the source tree's data/ folder, installed as the package
+# kdcache._data (pyproject.toml), so it is found from any directory, in a
+# checkout, an editable install or a wheel; data/make_embedded.py rebuilds it.
+# Installed packages are plain files, so the resource is a real path.
+EMBEDDED_PATH = Path(str(resources.files("kdcache._data").joinpath("fashion-mnist-sample.npz")))
 
 
 def _load_embedded(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if not os.path.isfile(path):
         raise DataNotFoundError(
-            f"embedded: {path} is missing; it ships in kdcache's source tree "
-            "(rebuild it with python data/make_embedded.py)"
+            f"embedded: {path} is missing; it ships with kdcache as package data (kdcache._data): "
+            "reinstall kdcache, or in a checkout rebuild it with python data/make_embedded.py"
         )
     with np.load(path, allow_pickle=False) as npz:
         return npz[f"{split}_images"][:, None], npz[f"{split}_labels"].astype(np.int64)
