@@ -82,6 +82,8 @@ class Store:
         self._manifest = manifest
         # Chunk files verified by this (read-only) store: (node, view, chunk) -> (file signature, record).
         self._seen: dict[tuple[str, int, int], tuple[tuple[int, int, int], int]] = {}
+        self._handles: dict[str, zarr.Array] = {}
+        self._records: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ open / create
     @classmethod
@@ -254,10 +256,24 @@ class Store:
 
     # ------------------------------------------------------------------ arrays
     def _array(self, node: str) -> zarr.Array:
+        # A read-only store keeps its array handles: each zarr lookup re-reads metadata (~1 ms).
+        if node in self._handles:
+            return self._handles[node]
         try:
-            return self.group[node]  # type: ignore[return-value]
+            arr = self.group[node]
         except KeyError:
             raise StoreError(f"{self.path} lacks {node}; the store is damaged (run `kdcache verify {self.path}`)") from None
+        if not self.writable:
+            self._handles[node] = arr  # type: ignore[assignment]
+        return arr  # type: ignore[return-value]
+
+    def _record(self, sums_node: str, view: int, chunk: int) -> int:
+        """The checksum record of (view, chunk) from ``sums_node``; a read-only store loads all once."""
+        if self.writable:
+            return int(self._array(sums_node)[view, chunk])
+        if sums_node not in self._records:
+            self._records[sums_node] = np.asarray(self._array(sums_node)[:])
+        return int(self._records[sums_node][view, chunk])
 
     def labels(self) -> np.ndarray:
         return np.asarray(self._array(layout.LABELS)[:], dtype=np.int64)
@@ -330,7 +346,7 @@ class Store:
         arr = self.logits(teacher)
         if not verify:
             return np.asarray(arr[view, start:stop])
-        record = int(self.logit_checksums(teacher)[view, chunk])
+        record = self._record(layout.logit_checksums(teacher), view, chunk)
         return self._verified(layout.logits(teacher), lambda: np.asarray(arr[view, start:stop]), record, view,
                               chunk, (view, chunk, 0))
 
@@ -341,7 +357,7 @@ class Store:
         if not verify:
             return np.asarray(arr[view, start:stop])
         return self._verified(layout.VIEW_PARAMS, lambda: np.asarray(arr[view, start:stop]),
-                              int(self.view_checksums()[view, chunk]), view, chunk, (view, chunk, 0))
+                              self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
 
     def write_chunk(self, teacher: str, view: int, chunk: int, logits: np.ndarray, params: np.ndarray | None) -> None:
         """Write one chunk of logits (already encoded) and, for a new view set, its params.
