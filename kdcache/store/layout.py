@@ -1,4 +1,5 @@
-"""Where each node of a store lives: the only place that spells a zarr path or attribute name.
+"""Where each node of a store lives (the only place that spells a zarr path or attribute name), and
+what is at a path (a store, an interrupted creation, something else).
 
 The layout is the contract of ``docs/store-format.md`` (format version 1).
 Every other module reaches a node through :class:`kdcache.store.Store`'s
@@ -8,7 +9,10 @@ and in that document, nowhere else.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 FORMAT_NAME = "kdcache-store"
 FORMAT_VERSION = 1
@@ -56,3 +60,34 @@ def on_disk(root: Path, node: str) -> Path:
 def chunk_file(root: Path, node: str, *index: int) -> Path:
     """The file holding chunk ``index`` of array ``node`` (zarr v3 default chunk key encoding)."""
     return on_disk(root, node).joinpath("c", *(str(i) for i in index))
+
+
+def group_meta(path: Path) -> dict[str, Any] | None:
+    """The zarr group metadata at ``path`` (its ``zarr.json``), or None when there is no group."""
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        d = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("node_type") == "group" else None
+
+
+def probe(path: str | os.PathLike[str]) -> str:
+    """What is at ``path``: ``missing``, ``empty``, ``creating`` (creation interrupted before the
+    manifest), ``store``, ``file`` or ``foreign``."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    if not p.is_dir():
+        return "file"
+    children = {c.name for c in p.iterdir()}
+    if not children - {LOCK_NAME}:
+        return "empty"
+    meta = group_meta(p)
+    if meta is None:
+        return "foreign"
+    if MANIFEST_KEY in meta.get("attributes", {}):
+        return "store"
+    return "creating" if children <= CREATION_NODES else "foreign"

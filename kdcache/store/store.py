@@ -18,7 +18,6 @@ the writes (chunks, cards, statistics). Node paths come from
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,38 +31,10 @@ from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, 
 from kdcache.store import layout
 from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
+from kdcache.store.layout import group_meta as _group_meta
+from kdcache.store.layout import probe
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
-
-
-def _group_meta(path: Path) -> dict[str, Any] | None:
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        return None
-    try:
-        d = json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) and d.get("node_type") == "group" else None
-
-
-def probe(path: str | os.PathLike[str]) -> str:
-    """What is at ``path``: ``missing``, ``empty``, ``creating`` (creation interrupted before the
-    manifest), ``store``, ``file`` or ``foreign``."""
-    p = Path(path)
-    if not p.exists():
-        return "missing"
-    if not p.is_dir():
-        return "file"
-    children = {c.name for c in p.iterdir()}
-    if not children - {layout.LOCK_NAME}:
-        return "empty"
-    meta = _group_meta(p)
-    if meta is None:
-        return "foreign"
-    if layout.MANIFEST_KEY in meta.get("attributes", {}):
-        return "store"
-    return "creating" if children <= layout.CREATION_NODES else "foreign"
 
 
 class Store:
