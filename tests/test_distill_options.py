@@ -9,7 +9,7 @@ import torch
 
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.helpers import tiny
-from tests.test_resume_distill import RECIPE, TINY, args_of, store  # noqa: F401 - the store fixture
+from tests.test_resume_distill import RECIPE, args_of, store  # noqa: F401 - the store fixture
 
 
 @pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),
