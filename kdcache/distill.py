@@ -102,7 +102,7 @@ class DistillConfig:
     def check(self) -> None:
         """Refuse bad or inapplicable option values, one line each, before anything is read or written."""
         if (self.store is None) == (self.teacher is None):
-            raise UsageError("give either --store STORE (cached) or --teacher SPEC (online), not both or neither")
+            raise UsageError("give exactly one of a STORE (cached: kdcache distill STORE ...) or --teacher SPEC (online)")
         for name, option in (_CACHED_ONLY if self.online else _ONLINE_ONLY).items():
             if getattr(self, name) is not None:
                 mode = "online mode (--teacher)" if self.online else "a store, which records it"
