@@ -36,7 +36,7 @@ from kdcache.loader import epoch_plan
 from kdcache.models import build_model
 from kdcache.precompute import TeacherRequest, precompute
 from kdcache.prefetch import prefetch
-from kdcache.training import OptimConfig, make_optimizer, seed_everything
+from kdcache.engine import OptimConfig, make_optimizer, seed_everything
 from kdcache.views import ViewDataset, load_recipe
 
 
@@ -104,7 +104,7 @@ def _peak_rss_of_distill(tmp: Path, store: Path, data: str, student: str, name: 
         "import json, resource, sys\n"
         "from pathlib import Path\n"
         "from kdcache.distill import DistillConfig, distill\n"
-        "from kdcache.training import OptimConfig\n"
+        "from kdcache.engine import OptimConfig\n"
         f"distill(DistillConfig(data={data!r}, val_data={data!r}, student={student!r}, loss='kd', epochs=1,"
         f" out=Path({str(tmp / name)!r}), store={str(store)!r}, batch_size=256, optim=OptimConfig(epochs=1),"
         f" view_policy={policy!r}), progress=False)\n"

@@ -40,7 +40,7 @@ from kdcache_cli.options import (
 
 def _optim(optimizer: Optimizer, lr: float, momentum: float, weight_decay: float, schedule: Schedule,
            epochs: int) -> Any:
-    from kdcache.training import OptimConfig
+    from kdcache.engine import OptimConfig
 
     return OptimConfig(optimizer=value(optimizer), lr=lr, momentum=momentum, weight_decay=weight_decay,
                        schedule=value(schedule), epochs=epochs)

@@ -22,7 +22,7 @@ from kdcache.precompute import TeacherRequest, precompute
 from kdcache.progress import console
 from kdcache.stats import compute_stats
 from kdcache.teacher import TeacherConfig, train_teacher
-from kdcache.training import OptimConfig
+from kdcache.engine import OptimConfig
 
 DATA = "embedded"
 VAL = "embedded,split=test"
