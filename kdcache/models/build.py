@@ -15,7 +15,7 @@ from torch import nn
 
 from kdcache.errors import ModelError
 from kdcache.models.checkpoints import PathLike, load_weights_into, state_dict_sha256
-from kdcache.models.kinds import get_kind, parse_spec
+from kdcache.models.kinds import SpecKind, get_kind, parse_spec
 
 __all__ = ["build_model"]
 
@@ -66,19 +66,7 @@ def build_model(
     spec = f"{kind_name}:{rest}"
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
-    if not isinstance(random_init, bool):
-        raise ModelError(f"random_init must be True or False, got {random_init!r}")
-    if random_init and weights is not None:
-        raise ModelError(
-            f"{role} {spec}: --weights and --random-init contradict each other; pass one of them"
-        )
-
-    if kind.weights == "program" and (weights is not None or random_init):
-        raise ModelError(
-            f"{spec} is a saved program that carries its own weights; "
-            f"{'drop --weights' if weights is not None else 'it cannot start untrained: drop --random-init'}, "
-            "or use an architecture spec (kdcache:, torchvision:, import:)"
-        )
+    _check_weights_choice(kind, spec, weights, random_init, role)
     model, program_sha256 = kind.build(rest, num_classes, in_channels)
 
     # After building, so an unknown name is what a typo reports.
@@ -111,6 +99,24 @@ def build_model(
         "trained": trained,
     }
     return model, card
+
+
+def _check_weights_choice(
+    kind: SpecKind, spec: str, weights: PathLike | None, random_init: object, role: str
+) -> None:
+    """Refuse weights and random_init where they contradict each other or the kind."""
+    if not isinstance(random_init, bool):
+        raise ModelError(f"random_init must be True or False, got {random_init!r}")
+    if random_init and weights is not None:
+        raise ModelError(
+            f"{role} {spec}: --weights and --random-init contradict each other; pass one of them"
+        )
+    if kind.weights == "program" and (weights is not None or random_init):
+        raise ModelError(
+            f"{spec} is a saved program that carries its own weights; "
+            f"{'drop --weights' if weights is not None else 'it cannot start untrained: drop --random-init'}, "
+            "or use an architecture spec (kdcache:, torchvision:, import:)"
+        )
 
 
 def _check_positive_int(name: str, value: object) -> None:
