@@ -634,25 +634,3 @@ def test_mixed_size_imagefolder_evaluates_at_the_training_size(tmp_path):
         assert next(iter(loader))["images"][0].shape == (4, 3, side, side)
         train = ViewDataset(source, recipe, seed=0)
         assert {tuple(train[(i, 0)]["images"][0].shape) for i in range(len(source))} == {(3, side, side)}
-
-
-@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-def test_train_teacher_validates_a_mixed_size_imagefolder_at_the_training_size(tmp_path):
-    # Through the CLI, as a user hits it: the default recipe of an ImageFolder
-    # is imagenet, and validation images of several sizes batch together.
-    from torchvision.io import write_png
-
-    from tests.cli_helpers import run_cli
-
-    for k, (h, w) in enumerate([(40, 60), (90, 50), (33, 33), (120, 80), (64, 48), (50, 50)]):
-        folder = tmp_path / "images" / f"c{k % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_png(_smooth(h, w), str(folder / f"{k}.png"))
-    data = f"imagefolder:{tmp_path / 'images'}"
-    code, text = run_cli(
-        "train-teacher", "--data", data, "--val-data", data, "--model", "kdcache:tiny_cnn",
-        "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out", tmp_path / "t.pt",
-    )
-    assert code == 0, text
-    assert "imagenet" in text
-    assert (tmp_path / "t.pt").is_file()
