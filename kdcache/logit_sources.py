@@ -34,7 +34,8 @@ from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing
 from kdcache.store import Store
-from kdcache.views import Recipe, Render, load_recipe
+from kdcache.progress import console
+from kdcache.views import Recipe, Render, resolve_recipe
 
 if TYPE_CHECKING:
     from kdcache.distill import DistillConfig
@@ -197,8 +198,7 @@ class OnlineLogits(LogitSource):
 
 
 def _online_recipe(name: str | None, source: DataSource) -> Recipe:
-    try:
-        from kdcache.views import resolve_recipe  # the dataset's default recipe when none is named
-    except ImportError:  # a views module without dataset defaults
-        return load_recipe(name or "fashion-mnist")
-    return resolve_recipe(name, source)
+    recipe = resolve_recipe(name, source)
+    if name is None:
+        console.print(f"recipe: {recipe.name} (the default for {source.spec}; pass --recipe to choose another)")
+    return recipe

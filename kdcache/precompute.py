@@ -42,7 +42,7 @@ from kdcache.store import (
     probe,
     utc_now,
 )
-from kdcache.views import Recipe, Render, ViewDataset, load_recipe
+from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
 
@@ -182,10 +182,6 @@ def _check_arguments(views: int, batch_size: int, workers: int, encoding: str, c
 
 
 def _resolve_recipe(name: str | None, source: DataSource) -> Recipe:
-    try:
-        from kdcache.views import resolve_recipe  # the dataset's default recipe when none is named
-    except ImportError:  # a views module without dataset defaults
-        return load_recipe(name or "fashion-mnist")
     recipe = resolve_recipe(name, source)
     if name is None:
         console.print(f"recipe: {recipe.name} (the default for {source.spec}; pass --recipe to choose another)")

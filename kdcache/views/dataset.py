@@ -80,28 +80,6 @@ class ViewDataset(torch.utils.data.Dataset):
         }
 
 
-def _recorded_params(recipe: Recipe, params: Any, sample: int, view: int) -> np.ndarray:
-    """Recorded params as the int32 vector :func:`sample_params` would return.
-
-    Refuses anything but integers of the recipe's length (floats, bools, a
-    wrong count, values outside int32): a silent cast would render a view
-    the store never recorded.
-    """
-    if isinstance(params, torch.Tensor):
-        params = params.detach().cpu().numpy()
-    flat = np.asarray(params)
-    expected = len(recipe.param_names())
-    if flat.shape != (expected,) or not np.issubdtype(flat.dtype, np.integer):
-        raise RecipeError(
-            f"view ({sample}, {view}): recipe {recipe.name!r} takes {expected} integer params; "
-            f"got shape {flat.shape} of {flat.dtype}"
-        )
-    info = np.iinfo(np.int32)
-    if flat.size and (flat.min() < info.min or flat.max() > info.max):
-        raise RecipeError(f"view ({sample}, {view}): recorded params {flat.tolist()} do not fit int32")
-    return flat.astype(np.int32, copy=True)
-
-
 class EvalDataset(torch.utils.data.Dataset):
     """Validation images of a DataSource, keyed by int sample index.
 
