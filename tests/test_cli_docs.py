@@ -63,16 +63,7 @@ PROJECT_FILES = sorted(
     if not any(part.startswith(".") or part in {"build", "dist", "node_modules"} for part in p.relative_to(ROOT).parts)
     and not p.name.endswith(".egg-info") and p != Path(__file__)
 )
-# The lead rewrites docs/internals.md in this same change; until then it may still carry old references.
-PENDING = {ROOT / "docs" / "internals.md"}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=pytest.mark.xfail(reason="rewritten by the lead in this change", strict=False))
-     if p in PENDING else p for p in PROJECT_FILES],
-    ids=[str(p.relative_to(ROOT)) for p in PROJECT_FILES],
-)
+@pytest.mark.parametrize("path", PROJECT_FILES, ids=[str(p.relative_to(ROOT)) for p in PROJECT_FILES])
 def test_nothing_points_outside_the_project(path: Path) -> None:
     hits = [f"{i}: {line.strip()}" for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
             if OUTSIDE.search(line)]
