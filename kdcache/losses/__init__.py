@@ -21,9 +21,23 @@ regulariser :func:`regt` is not a distillation loss and is not registered.
 
 from __future__ import annotations
 
-from kdcache.losses._methods import ats, ce, dkd, dtd, fgcr, isats, kd, la, nkd, regt, slkd, tf_nkd
 from kdcache.losses._registry import LossFn, LossSpec, get, names, register, spec
 from kdcache.losses._stats import ISATS_GRID, class_table, class_table_from_sums, class_table_sums, isats_tau_star
+
+# One module per method family (kdcache/losses/methods/). Importing a module
+# registers its losses, so this order (that of docs/methods.md) is the order
+# of names().
+from kdcache.losses.methods.ce import ce
+from kdcache.losses.methods.kd import kd
+from kdcache.losses.methods.dkd import dkd
+from kdcache.losses.methods.nkd import nkd, tf_nkd
+from kdcache.losses.methods.la import la
+from kdcache.losses.methods.dtd import dtd
+from kdcache.losses.methods.ats import ats
+from kdcache.losses.methods.isats import isats
+from kdcache.losses.methods.fgcr import fgcr
+from kdcache.losses.methods.slkd import slkd
+from kdcache.losses.methods.regt import regt
 
 __all__ = [
     "ISATS_GRID",
