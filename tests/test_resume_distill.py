@@ -10,13 +10,14 @@ their optimizers go through the same checkpoint.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.resume_helpers import ROOT, assert_same_tensors, lines, read_jsonl, run_until_killed, without_timings
+from tests.resume_helpers import ROOT, assert_same_tensors, kill_part_way, read_jsonl, without_timings
 
 DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
 VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
@@ -49,8 +50,9 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert_same_tensors(sa["modules"][name], sb["modules"][name])
 
 
-def kill_and_resume(out: Path, args: list, after_epochs: int, delay: float = 0.0) -> None:
-    run_until_killed(args, lambda: lines(out / "metrics.jsonl") >= after_epochs, delay)
+def kill_and_resume(out: Path, args: list, after_epochs: int, fraction: float = 0.0) -> None:
+    """Kill the run ``fraction`` of an epoch after epoch ``after_epochs`` is logged, then resume it."""
+    kill_part_way(args, out / "metrics.jsonl", after_epochs, fraction, out / "final.pt", lambda: shutil.rmtree(out))
     assert not (out / "final.pt").exists()
     code, text = run_cli(*args, "--resume")
     assert code == 0, text
@@ -75,8 +77,16 @@ def test_distill_killed_at_random_points_resumes_bitwise(tmp_path: Path, store: 
     rng = random.Random(f"{schedule}-{mode}")
     for after in (1, 2, 3):
         out = tmp_path / f"killed-{after}"
-        kill_and_resume(out, args_of(out, source, "dkd", schedule), after, rng.uniform(0.0, 0.3))
+        kill_and_resume(out, args_of(out, source, "dkd", schedule), after, rng.uniform(0.0, 0.9))
         assert_same_run(ref, out)
+
+
+def test_online_distill_killed_part_way_with_a_constant_schedule_resumes_bitwise(tmp_path: Path) -> None:
+    """The default run's online-mode kill (the slow test above kills every mode and schedule)."""
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert run_cli(*args_of(ref, None, "kd", "constant"))[0] == 0
+    kill_and_resume(out, args_of(out, None, "kd", "constant"), 2, random.Random("online").uniform(0.0, 0.9))
+    assert_same_run(ref, out)
 
 
 def test_a_resume_of_a_finished_run_changes_nothing(tmp_path: Path, store: Path) -> None:

@@ -9,6 +9,7 @@ learning rate twice.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,8 @@ from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.resume_helpers import (
     ROOT,
     assert_same_tensors,
-    lines,
+    kill_part_way,
     read_jsonl,
-    run_until_killed,
     without_timings,
 )
 
@@ -57,12 +57,13 @@ def assert_same_teacher(a: Path, b: Path) -> None:
     assert not b.with_name(b.name + ".state.pt").exists()
 
 
-def kill_and_rerun(tmp: Path, schedule: str, after_epochs: int, delay: float, *extra: object,
+def kill_and_rerun(tmp: Path, schedule: str, after_epochs: int, fraction: float, *extra: object,
                    check_others_refused: bool = False) -> Path:
-    out = tmp / f"killed-{schedule}-{after_epochs}-{delay:.2f}" / "t.pt"
+    """Kill a run ``fraction`` of an epoch after epoch ``after_epochs`` is logged, then run it again."""
+    out = tmp / f"killed-{schedule}-{after_epochs}-{fraction:.2f}" / "t.pt"
     args = teacher_args(out, schedule, *extra)
     metrics = out.with_name(out.name + ".metrics.jsonl")
-    run_until_killed(args, lambda: lines(metrics) >= after_epochs, delay)
+    kill_part_way(args, metrics, after_epochs, fraction, out, lambda: shutil.rmtree(out.parent))
     assert not out.exists()
     if check_others_refused:  # the state of this run is not continued by another one
         state = out.with_name(out.name + ".state.pt")
@@ -88,8 +89,15 @@ def test_train_teacher_killed_at_random_points_reruns_bitwise(tmp_path: Path, sc
     ref = reference(tmp_path, schedule, "--regt", 0.01)
     rng = random.Random(schedule)
     for after in (1, 2, 3):
-        out = kill_and_rerun(tmp_path, schedule, after, rng.uniform(0.0, 0.3), "--regt", 0.01)
+        out = kill_and_rerun(tmp_path, schedule, after, rng.uniform(0.0, 0.9), "--regt", 0.01)
         assert_same_teacher(ref, out)
+
+
+def test_train_teacher_killed_part_way_with_a_cosine_schedule_reruns_bitwise(tmp_path: Path) -> None:
+    """The default run's cosine-schedule kill (the slow test above kills every schedule)."""
+    ref = reference(tmp_path, "cosine")
+    out = kill_and_rerun(tmp_path, "cosine", 3, random.Random("cosine").uniform(0.0, 0.9))
+    assert_same_teacher(ref, out)
 
 
 @pytest.fixture(scope="module")
