@@ -183,8 +183,7 @@ class OnlineLogits(LogitSource):
                            micro_batch=2)  # a width check, not a full micro-batch of work
         self.model = self.model.to(device)
         self.card = {**card, "render": self.render.to_dict()}
-        view_seed = getattr(cfg, "view_seed", None)
-        self.seed = cfg.seed if view_seed is None else view_seed  # --view-seed replays another seed's views
+        self.seed = cfg.seed if cfg.view_seed is None else cfg.view_seed  # --view-seed replays another seed's views
         self.num_views = cfg.views
         self.micro_batch = cfg.micro_batch
         self.device = device
