@@ -234,6 +234,10 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
     diffs = diff_args(previous["identity"], record["identity"])
     if diffs:
         raise RunError(f"--resume with different arguments than the run in {out} ({'; '.join(diffs)})")
+    changed = [k for k in ("data_fingerprint", "val_data_fingerprint") if previous.get(k) != record[k]]
+    if changed:
+        raise RunError(f"--resume: the data of the run in {out} changed under the same spec ({', '.join(changed)} "
+                       "differs); restore that data to continue, or start a new run with another --out")
     for key in ("store_input_hash", "teacher_input_hash"):
         if previous.get(key) != record.get(key):
             raise RunError(f"--resume: the teacher data this run reads changed since the run in {out} started "
@@ -258,8 +262,11 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     if cfg.view_policy is not None and teacher.num_views == 1:
         raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
     task = _DistillTask(cfg, spec, hparams, teacher, source, device)
-    args = identity_args(cfg)
-    record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": args, **inputs,
+    # The data's content, not only its spec, is part of the run: a changed dataset is refused on resume.
+    inputs.update(data_fingerprint=source.fingerprint(), val_data_fingerprint=val_source.fingerprint())
+    args = {**identity_args(cfg), "data_fingerprint": inputs["data_fingerprint"],
+            "val_data_fingerprint": inputs["val_data_fingerprint"]}
+    record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": identity_args(cfg), **inputs,
               "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
               "kdcache": __version__}
     _prepare_run_dir(out, record, cfg.resume)

@@ -188,7 +188,9 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
                             optim=cfg.optim, label="teacher epoch")
     val = eval_loader(val_source, recipe, task.render, 256, cfg.workers)
-    engine = Engine(task, settings, files, command=COMMAND, args=args, val_loader=val)
+    # The state also records the data's content: the same spec over changed files is refused on resume.
+    state_args = {**args, "data_fingerprint": source.fingerprint(), "val_data_fingerprint": val_source.fingerprint()}
+    engine = Engine(task, settings, files, command=COMMAND, args=state_args, val_loader=val)
     t_start = time.perf_counter()
     engine.start(resume=True)  # the same command again continues its own state
     history = engine.run(progress)
@@ -204,6 +206,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
         "optimizer": recorded_args(cfg.optim),
         "seed": cfg.seed,
         "val_data": val_source.spec,
+        "val_data_fingerprint": val_source.fingerprint(),
         "val_top1": final["val_top1"],
         "val_top5": final["val_top5"],
         "args": args,  # what a re-run compares before touching this file

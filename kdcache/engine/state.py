@@ -111,6 +111,12 @@ def read_state(path: Path, *, command: str, args: dict[str, Any]) -> dict[str, A
     if state["command"] != command:
         raise RunError(f"{path} holds the state of a `kdcache {state['command']}` run, not of "
                        f"`kdcache {command}`; choose another output")
+    changed = [k for k in ("data_fingerprint", "val_data_fingerprint")
+               if k in args and state["args"].get(k) != args[k]]
+    if changed:  # the same spec, other images or labels: continuing would mix two datasets
+        raise RunError(f"{path} belongs to a run on other data ({', '.join(changed)} changed under the same "
+                       "spec); restore that data to continue, or delete the state (or choose another output) "
+                       "to start over")
     diffs = diff_args(state["args"], args)
     if diffs:
         raise RunError(f"{path} belongs to a run with other arguments ({'; '.join(diffs)}); repeat that "
