@@ -1,8 +1,10 @@
 """``kdcache distill``: train a student from cached teacher logits (or, online, from a live teacher).
 
-The student sees its own rendering of exactly the view the teacher scored
-(same seed, sample and view), so training from the store is the same
-computation as training with the teacher present, without running it. The
+The student sees its own rendering of exactly the view the teacher scored:
+from a store it renders the view parameters the store recorded (never
+re-drawn from a seed), online it renders the parameters drawn for the
+teacher's view. So training from the store is the same computation as
+training with the teacher present, without running it. The
 loss is looked up in :mod:`kdcache.losses`; what it needs beyond (student,
 teacher, labels) is read from its :class:`~kdcache.losses.LossSpec`: store
 statistics, the epoch, extra trainable networks. There are no per-method
@@ -46,6 +48,7 @@ from kdcache.engine import (
 )
 from kdcache.engine.config import require_choice, require_int
 from kdcache.engine.records import fsync_dir
+from kdcache.engine.state import determinism
 from kdcache.errors import RunError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource, OnlineLogits
@@ -164,7 +167,7 @@ class _DistillTask:
         self.extras: list[nn.Module] = []
         for _ in range(spec.extra_networks):  # e.g. SLKD's networks of the teacher's architecture
             net, _card = build_model(teacher.card["spec"], source.num_classes,
-                                     teacher.card.get("in_channels", in_channels), random_init=True,
+                                     teacher.card["in_channels"], random_init=True,
                                      role="SLKD network")
             self.extras.append(net.to(device).train())
         self.modules: dict[str, nn.Module] = {"student": self.student,
@@ -203,12 +206,12 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
         cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams)
         return cached, {"store_manifest_hash": cached.manifest_hash(),
                         "store_input_hash": cached.input_hash()}
-    if any(k != "tau_star" for k in spec.store_stats(hparams)):
-        raise UsageError(f"loss {cfg.loss!r} needs statistics precomputed over the whole training set; "
+    # What the loss declares it cannot do without (an optional statistic is computed from the batch).
+    required = [k for k in spec.store_stats(hparams) if spec.stats.get(k, {}).get("required", True)]
+    if required:
+        raise UsageError(f"loss {cfg.loss!r} needs {', '.join(required)} precomputed over the whole training set; "
                          "use a store (kdcache precompute, then kdcache stats)")
-    online = OnlineLogits(cfg, source, device)
-    if cfg.recipe is None and progress:
-        console.print(f"recipe: {online.recipe.name} (the default for {source.spec}; --recipe to choose another)")
+    online = OnlineLogits(cfg, source, device)  # prints the recipe it chose when --recipe is not given
     # The teacher's card holds its weights' SHA-256, compared instead of their path (the file may move).
     card = {k: v for k, v in online.card.items() if k != "weights"}
     return online, {"store_manifest_hash": None, "store_input_hash": None, "teacher_input_hash": canonical_hash(card)}
@@ -268,6 +271,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
             "val_data_fingerprint": inputs["val_data_fingerprint"]}
     record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": identity_args(cfg), **inputs,
               "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
+              "determinism": determinism(device),
               "kdcache": __version__}
     _prepare_run_dir(out, record, cfg.resume)
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,

@@ -41,6 +41,7 @@ from kdcache.engine import (
 )
 from kdcache.engine.config import diff_args, require_int, require_number
 from kdcache.engine.records import fsync_dir
+from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
 from kdcache.models import build_model, load_checkpoint, save_checkpoint
@@ -209,6 +210,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
         "val_data_fingerprint": val_source.fingerprint(),
         "val_top1": final["val_top1"],
         "val_top5": final["val_top5"],
+        "determinism": determinism(device),
         "args": args,  # what a re-run compares before touching this file
     }
     save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})

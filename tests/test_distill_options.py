@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.helpers import tiny
-from tests.test_resume_distill import RECIPE, args_of, store  # noqa: F401 - the store fixture
+from tests.test_resume_distill import DATA, RECIPE, TINY, VAL, args_of, store  # noqa: F401 - the store fixture
 
 
 @pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),
@@ -63,3 +64,25 @@ def test_online_resume_compares_the_teacher_weights_by_content(tmp_path: Path) -
     changed = {k: v + 1 for k, v in torch.load(moved, weights_only=True).items()}
     torch.save(changed, moved)
     assert_one_line_error(*run_cli(*args(moved), "--resume"), "teacher data this run reads changed")
+
+
+def test_run_json_records_whether_the_kernels_were_deterministic(tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "run"
+    code, text = run_cli("distill", store, "--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", "kd",
+                         "--epochs", 1, "--out", out, "--batch-size", 64)
+    assert code == 0, text
+    det = json.loads((out / "run.json").read_text())["determinism"]
+    assert det["deterministic"] is True and det["deterministic_algorithms"] is True and det["device"] == "cpu"
+
+
+def test_online_distill_prints_the_default_recipe_once(tmp_path: Path) -> None:
+    code, text = run_cli("distill", "--teacher", TINY, "--views", 1, "--data", DATA, "--val-data", VAL,
+                         "--student", TINY, "--loss", "kd", "--epochs", 1, "--out", tmp_path / "run")
+    assert code == 0, text
+    assert text.count("recipe: ") == 1, text
+
+
+def test_online_refuses_a_loss_that_requires_store_statistics_naming_it(tmp_path: Path) -> None:
+    assert_one_line_error(*run_cli("distill", "--teacher", TINY, "--views", 1, "--data", DATA, "--val-data", VAL,
+                                   "--student", TINY, "--loss", "fgcr", "--epochs", 1, "--out", tmp_path / "r"),
+                          "class_table", exit_code=2)

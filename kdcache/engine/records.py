@@ -26,13 +26,20 @@ def canonical_hash(obj: Any) -> str:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename in directory ``path`` durable (a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
+    """Make a rename in directory ``path`` durable.
+
+    A no-op only where a directory cannot be opened for reading (some platforms and file
+    systems refuse it); an error of the fsync itself (EIO: the data did not reach the disk)
+    is raised, never swallowed.
+    """
+    try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except (PermissionError, IsADirectoryError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

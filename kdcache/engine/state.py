@@ -13,6 +13,7 @@ arguments wrote it, so another run's state is refused instead of continued.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,22 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def determinism(device: torch.device) -> dict[str, Any]:
+    """Whether this run's kernels were deterministic, as recorded in a run's record.
+
+    ``seed_everything`` asks torch for deterministic algorithms with ``warn_only`` (an op that
+    has no deterministic version warns instead of failing), so bitwise-equal resumes hold only
+    where ``deterministic`` is true: on CPU, or on CUDA with ``CUBLAS_WORKSPACE_CONFIG`` set
+    (``:4096:8`` or ``:16:8``), which cuBLAS needs to be deterministic.
+    """
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    cuda_ok = device.type != "cuda" or cublas in (":4096:8", ":16:8")
+    return {"deterministic": bool(algorithms and cuda_ok), "deterministic_algorithms": algorithms,
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cublas_workspace_config": cublas, "device": str(device)}
 
 
 def capture_rng() -> dict[str, Any]:
