@@ -230,7 +230,11 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
         return
     if not run_json.exists():
         raise RunError(f"--resume: {out} holds no run to resume (no run.json); drop --resume to start one")
-    previous = json.loads(run_json.read_text())
+    try:
+        previous = json.loads(run_json.read_text())
+    except json.JSONDecodeError:
+        raise RunError(f"--resume: {run_json} is corrupted (not JSON); this run cannot be continued exactly, "
+                       "start a new run with another --out") from None
     if "identity" not in previous:
         raise RunError(f"--resume: {out} was started by an older kdcache and cannot be continued exactly; "
                        "start a new run with another --out")

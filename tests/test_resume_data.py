@@ -58,3 +58,17 @@ def test_distill_resume_refuses_changed_data(tmp_path: Path) -> None:
     assert "already done" in run_cli(*args, "--resume")[1]  # unchanged data: resumable
     _folder(tmp_path / "val", shade=255)
     assert_one_line_error(*run_cli(*args, "--resume"), "val_data_fingerprint")
+
+
+@pytest.mark.parametrize("damaged", ["run.json", "steps.jsonl"])  # metrics.jsonl is rewritten from the state
+def test_resume_with_a_corrupted_record_is_one_line_naming_it(tmp_path: Path, damaged: str) -> None:
+    data = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5"
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", TINY, "--views", 1, "--recipe", RECIPE, "--data", data, "--val-data", data,
+            "--student", TINY, "--epochs", 2, "--batch-size", 16, "--out", out]
+    assert run_cli(*args)[0] == 0
+    path = out / damaged
+    lines = path.read_text().splitlines(keepends=True)
+    lines[0] = "{not json\n"  # a middle line (or the whole record), not a torn tail
+    path.write_text("".join(lines))
+    assert_one_line_error(*run_cli(*args, "--resume"), damaged)

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kdcache.errors import RunError
+
 
 def canonical_hash(obj: Any) -> str:
     """sha256 of an object's canonical JSON: how a run records which manifest it used."""
@@ -87,7 +89,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if i == len(lines) - 1 and not line.endswith("\n"):
                 break  # the torn tail of an interrupted append
-            raise
+            raise RunError(f"{path} line {i + 1} is corrupted (not JSON); delete the log or restore it, "
+                           "or start a new run with another output") from None
     return rows
 
 
