@@ -141,7 +141,7 @@ def test_read_jsonl_drops_only_a_torn_last_line(tmp_path: Path) -> None:
     p.write_text('{"a": 1}\n{"a": 2}\n{"a"')
     assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
     p.write_text('{"a": 1}\n{"a"\n{"a": 2}\n')
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(RunError, match="line 2 is corrupted"):
         read_jsonl(p)
 
 
