@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,17 +106,18 @@ class CachedRows:
         self.teacher = teacher
         self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
+        # name -> read(view, chunk, verify): one verified chunk of each per-row array a batch carries.
+        self._readers: dict[str, Callable[[int, int, bool], np.ndarray]] = {
+            "teacher_logits": lambda v, j, check: store.read_logits_chunk(teacher, v, j, check),
+            "params": store.read_params_chunk,
+            **{name: reader.read_chunk for name, reader in self.stat_readers.items()},
+        }
         self._cache: dict[tuple[str, int, int], np.ndarray] = {}
 
     def _chunk(self, name: str, view: int, chunk: int) -> np.ndarray:
         key = (name, view, chunk)
         if key not in self._cache:
-            if name == "teacher_logits":
-                self._cache[key] = self.store.read_logits_chunk(self.teacher, view, chunk, self.verify)
-            elif name == "params":
-                self._cache[key] = self.store.read_params_chunk(view, chunk, self.verify)
-            else:
-                self._cache[key] = self.stat_readers[name].read_chunk(view, chunk, self.verify)
+            self._cache[key] = self._readers[name](view, chunk, self.verify)
         return self._cache[key]
 
     def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, np.ndarray]:
@@ -131,7 +132,7 @@ class CachedRows:
         window_views = views[start:stop]
         needed = [int(v) for v in np.unique(window_views)]
         chunks = list(grid.covering(start, stop))
-        names = ["teacher_logits", "params", *self.stat_readers]
+        names = list(self._readers)
         keep = {(n, v, j) for n in names for v in needed for j in chunks}
         for key in [k for k in self._cache if k not in keep]:
             del self._cache[key]

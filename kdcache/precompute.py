@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from kdcache.data import DataSource, open_data
 from kdcache.errors import NonFiniteLogitsError, StoreError, StoreMismatchError, UsageError
-from kdcache.models import build_model, check_output_width, run_model
+from kdcache.models import build_model, check_output_width, run_model, state_dict_sha256
 from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.store import (
@@ -39,6 +39,8 @@ from kdcache.store import (
     WriterLock,
     default_chunk_rows,
     differences,
+    platform_differences,
+    platform_record,
     probe,
     utc_now,
 )
@@ -125,6 +127,30 @@ class _ChunkKeys:
                     yield [(i, v) for i in range(b, e)]
                 else:
                     yield [(i, v, params[i - start]) for i in range(b, e)]
+
+
+def build_teacher(spec: str, num_classes: int, in_channels: int, weights: str | None, random_init: bool,
+                  init_seed: int | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build a teacher as precompute does; a random-init one from the torch seed ``init_seed``.
+
+    A random-init network is drawn from torch's generator: seeding it here,
+    right before building (in a forked RNG, so the caller's stream is left
+    alone), makes the same command build the same network, so a re-run
+    resumes and ``verify --replay`` rebuilds it. The card records the seed and
+    the SHA-256 of the built state (``state_sha256``), so a resume or replay
+    that built another network is refused instead of mixing two.
+    """
+    if not random_init:
+        return build_model(spec, num_classes, in_channels, weights)
+    if init_seed is None:
+        raise StoreMismatchError(
+            f"the random-init teacher {spec} has no recorded init seed (made by an older kdcache); "
+            "its network cannot be rebuilt: precompute it again"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(init_seed))
+        model, built = build_model(spec, num_classes, in_channels, None, random_init=True)
+    return model, {**built, "init_seed": int(init_seed), "state_sha256": state_dict_sha256(model)}
 
 
 def _worker_init(_: int) -> None:
@@ -243,8 +269,8 @@ def precompute(
     names: set[str] = set()
     for request in teachers:
         weights = str(Path(request.weights).expanduser().absolute()) if request.weights else None
-        model, built = build_model(request.spec, source.num_classes, in_channels, weights,
-                                   random_init=random_init or request.random_init)
+        model, built = build_teacher(request.spec, source.num_classes, in_channels, weights,
+                                     random_init or request.random_init, init_seed=seed)
         check_output_width(model, in_channels, (h, w), source.num_classes,
                            micro_batch=2)  # a width check, not a full micro-batch of work
         name = _check_name(request.name or teacher_name_from_spec(request.spec))
@@ -254,6 +280,7 @@ def precompute(
         card = TeacherCard.from_dict({
             **built, "render": render.to_dict(), "input_size": [int(h), int(w)], "encoding": encoding,
             "codec": codec, "micro_batch": micro_batch, "random_init": bool(built.get("random_init", False)),
+            "platform": platform_record(str(dev)),
         })
         prepared.append((name, card, model.to(dev)))
 
@@ -272,10 +299,22 @@ def precompute(
     return result
 
 
+def _check_platform(store: Store, name: str, card: TeacherCard) -> None:
+    """Refuse to score more chunks of ``name`` on another platform than the one its card records."""
+    # Chunks scored elsewhere would differ in their last bits from the ones already stored.
+    moved = platform_differences(store.card(name).platform or {}, card.platform or {})
+    if moved:
+        raise StoreMismatchError(
+            f"teacher {name!r} in {store.path} was scored on another platform ({'; '.join(moved)}); "
+            "resume it where it was started (bits would differ), or --teacher-name NEW to score it here"
+        )
+
+
 def _start_teacher(store: Store, name: str, card: TeacherCard) -> None:
     """Add teacher ``name``, or check that the one in the store was made by the same teacher and settings."""
     if name in store.teacher_names():
-        problems = differences(card, store.card(name), "teacher")
+        recorded = store.card(name)
+        problems = differences(card, recorded, "teacher")
         if problems:
             raise StoreMismatchError(
                 f"{store.path} already has a teacher {name!r} made differently ({'; '.join(problems)}); "
@@ -293,6 +332,8 @@ def _run_teacher(
     # the loader (_ChunkKeys), the scoring loop below, and the store's ChunkWriter.
     _start_teacher(store, name, card)
     pending, redone = store.pending_chunks(name)
+    if pending:
+        _check_platform(store, name, card)
     total_rows = store.num_views * store.num_samples
     grid = store.grid
     micro_batch = card.micro_batch

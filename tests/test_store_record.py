@@ -232,6 +232,9 @@ def _set_platform(store: Path, cpu: str) -> None:
     g = zarr.open_group(store, mode="r+")
     m = dict(g.attrs["kdcache"])
     m["versions"] = {**m["versions"], "cpu_capability": cpu}
+    # Replay compares with the platform the teacher was scored on (its card), not the manifest's.
+    for card in m["teachers"].values():
+        card["platform"] = {**card["platform"], "cpu_capability": cpu}
     g.attrs["kdcache"] = m
 
 

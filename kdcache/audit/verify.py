@@ -4,8 +4,10 @@ The replay renders, from the parameters recorded in the store, the whole
 teacher micro-batch holding each chosen (sample, view) pair, exactly as
 precompute scored it, and compares values:
 
-* where the platform matches the store's (CPU instruction set, machine,
-  torch, torchvision and numpy versions), the replayed logits, encoded like
+* where the platform matches the one the teacher's card records (CPU
+  instruction set, machine, device, CUDA/cuDNN, torch, torchvision and numpy
+  versions; cards of older stores record none, and the manifest's versions
+  stand in, as the report says), the replayed logits, encoded like
   the store, must equal the stored bytes bit for bit;
 * elsewhere bits cannot be expected (other kernels round differently), so the
   largest difference is reported against a tolerance: half a unit in the last
@@ -26,14 +28,15 @@ import torch
 
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
-from kdcache.models import build_model, run_model, sha256_file
-from kdcache.store import Store, library_versions
+from kdcache.models import run_model, sha256_file
+from kdcache.precompute import build_teacher
+from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
 from kdcache.store.integrity import check_chunks
 from kdcache.store.manifest import TeacherCard
 from kdcache.views import Render, ViewDataset
 
 # What must match for bitwise agreement to be expected.
-PLATFORM_KEYS = ("cpu_capability", "machine", "torch", "torchvision", "numpy")
+PLATFORM_KEYS = BITWISE_KEYS
 RELATIVE_SLACK = 1e-4
 
 
@@ -42,12 +45,12 @@ class ReplayResult:
     pairs: int
     max_abs_diff: float
     argmax_agreement: float
-    params_match: bool = True  # kept for callers of the first version: replays render the recorded params
     same_platform: bool = True
     bitwise: bool = True  # every replayed row equals the stored encoding bit for bit
     tolerance_exceeded: float = 0.0  # largest |difference| / tolerance (off-platform check; <= 1 passes)
     first_mismatch: tuple[int, int] | None = None
     platform_differences: list[str] = field(default_factory=list)
+    platform_source: str = "teacher card"  # or "manifest" for a card that records no platform
 
 
 @dataclass
@@ -101,11 +104,14 @@ def _teacher(store: Store, name: str, card: TeacherCard, weights: str | None) ->
             raise StoreMismatchError(
                 f"{path} is not the checkpoint teacher {name!r} was run with (SHA-256 differs); "
                 "pass --weights with the original file")
-    model, built = build_model(card.spec, card.num_classes, card.in_channels, path if card.weights_sha256 else None,
-                               random_init=card.random_init)
+    model, built = build_teacher(card.spec, card.num_classes, card.in_channels,
+                                 path if card.weights_sha256 else None, card.random_init, card.init_seed)
     if built.get("program_sha256") != card.program_sha256:
         raise StoreMismatchError(f"the program {card.spec} is not the one teacher {name!r} was run with "
                                  "(SHA-256 differs); replay needs the original file")
+    if card.state_sha256 is not None and built.get("state_sha256") != card.state_sha256:
+        raise StoreMismatchError(f"{card.spec} builds another network than the one teacher {name!r} was run with "
+                                 "(state SHA-256 differs); replay needs the same code, seed and torch")
     return model
 
 
@@ -131,10 +137,16 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
     chosen = [(int(rng.integers(n)), int(rng.integers(store.num_views))) for _ in range(pairs)]
     micro, grid = card.micro_batch, store.grid
     dtype = np.dtype(card.encoding)
-    now, then = library_versions(), store.manifest.versions
-    platform_diffs = [f"{k}: store {then.get(k)}, here {now.get(k)}" for k in PLATFORM_KEYS if now.get(k) != then.get(k)]
+    # The replay runs on the CPU; it is compared with where this teacher was scored.
+    now = platform_record("cpu")
+    then, source_name = (card.platform, "teacher card") if card.platform else (store.manifest.versions, "manifest")
+    platform_diffs = [f"{d.replace(' vs ', ' in the store, ', 1)} here"
+                      for d in platform_differences(dict(then), now)]
+    if source_name == "manifest":  # old cards: no device recorded; the manifest's versions are all we have
+        platform_diffs = [d for d in platform_diffs if not d.startswith(("device", "cuda", "cudnn"))]
     result = ReplayResult(pairs=len(chosen), max_abs_diff=0.0, argmax_agreement=0.0,
-                          same_platform=not platform_diffs, platform_differences=platform_diffs)
+                          same_platform=not platform_diffs, platform_differences=platform_diffs,
+                          platform_source=source_name)
     agree = 0
     for sample, view in chosen:
         j = sample // grid.chunk_rows
@@ -165,6 +177,9 @@ def format_verify(report: VerifyReport) -> str:
     """The human summary of a verify run."""
     lines = [f"checked {report.chunks_checked} logit chunk(s) in {report.path}"]
     for name, r in report.replay.items():
+        if r.platform_source == "manifest":
+            lines.append(f"  teacher {name!r} records no platform (older store): compared with the manifest's "
+                         "library versions, recorded when the store was created")
         lines.append(
             f"replay {name}: {r.pairs} (sample, view) pairs re-run from the recorded view parameters; "
             f"max |logit difference| {r.max_abs_diff:.3g}; argmax agreement {r.argmax_agreement:.2%}; "

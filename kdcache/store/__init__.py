@@ -10,9 +10,8 @@
 * :mod:`~kdcache.store.chunks`: chunk grid, checksums, platform record.
 """
 
-from pathlib import Path
-
 from kdcache.store.chunks import (
+    BITWISE_KEYS,
     CODECS,
     ENCODINGS,
     TARGET_CHUNK_BYTES,
@@ -21,6 +20,8 @@ from kdcache.store.chunks import (
     default_chunk_rows,
     dir_size,
     library_versions,
+    platform_differences,
+    platform_record,
     utc_now,
 )
 from kdcache.store.layout import FORMAT_NAME, FORMAT_VERSION, LOCK_NAME, MANIFEST_KEY
@@ -29,14 +30,9 @@ from kdcache.store.store import Store, probe
 from kdcache.store.writing import ChunkWriter, WriterLock, sync_tree
 
 
-def sync_store(path: Path) -> None:
-    """Flush a store's files to stable storage (kept for callers of the first version)."""
-    sync_tree(path)
-
-
 __all__ = [
-    "CODECS", "ENCODINGS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
+    "BITWISE_KEYS", "CODECS", "ENCODINGS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
     "ChunkGrid", "ChunkWriter", "DatasetRecord", "Manifest", "Store", "TeacherCard", "ViewsRecord", "WriterLock",
-    "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "probe", "sync_store",
-    "utc_now",
+    "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "platform_differences",
+    "platform_record", "probe", "sync_tree", "utc_now",
 ]

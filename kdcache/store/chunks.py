@@ -50,6 +50,33 @@ def library_versions() -> dict[str, str]:
     }
 
 
+# What must match for a teacher's logits to be reproducible bit for bit: the kernels (instruction set,
+# machine, device, CUDA/cuDNN) and the libraries that compute or render (torch, torchvision, numpy).
+BITWISE_KEYS = ("cpu_capability", "machine", "torch", "torchvision", "numpy", "device", "cuda", "cudnn")
+
+
+def platform_record(device: str = "cpu") -> dict[str, Any]:
+    """Where a teacher is scored: :func:`library_versions`, the device type, and CUDA/cuDNN when on cuda.
+
+    Recorded in each teacher card when it is scored (a second teacher or a
+    resume may run on another machine than the one that created the store).
+    """
+    import torch
+
+    dev = torch.device(device)
+    record: dict[str, Any] = {**library_versions(), "device": dev.type, "cuda": None, "cudnn": None}
+    if dev.type == "cuda":
+        record["cuda"] = torch.version.cuda
+        record["cudnn"] = torch.backends.cudnn.version()
+        record["gpu"] = torch.cuda.get_device_name(dev)
+    return record
+
+
+def platform_differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key: then X, now Y`` for every :data:`BITWISE_KEYS` entry that differs (a key ``then`` lacks is skipped)."""
+    return [f"{k}: {then.get(k)} vs {now.get(k)}" for k in BITWISE_KEYS if k in then and then.get(k) != now.get(k)]
+
+
 def default_chunk_rows(num_classes: int, num_samples: int, itemsize: int, multiple: int) -> int:
     """Rows per chunk: about TARGET_CHUNK_BYTES, a multiple of the teacher micro-batch.
 

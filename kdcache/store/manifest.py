@@ -34,6 +34,7 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "str": (str,), "int": (int,), "bool": (bool,), "list[int]": (list,), "list[str]": (list,),
     "dict[str, Any]": (dict,), "str | None": (str, type(None)), "int | None": (int, type(None)),
     "list[float] | None": (list, type(None)), "Any": (object,),
+    "dict[str, Any] | None": (dict, type(None)),
 }
 
 
@@ -152,12 +153,17 @@ class TeacherCard(_Record):
     program_sha256: str | None = _identity(None)
     state_sha256: str | None = _identity(None)  # an import: factory's returned state, without weights
     random_init: bool = _identity(False)
+    # The torch seed a random-init teacher was built from (so a resume or a replay rebuilds it).
+    init_seed: int | None = _identity(None)
     weights: str | None = None  # absolute path when recorded; may move (its SHA-256 may not)
     trained: Any = None
     status: str = "writing"
     started: str | None = None
     finished: str | None = None
     accuracy_per_view: list[float] | None = None
+    # Where the logits were scored (library versions, CPU capability, device, CUDA/cuDNN):
+    # compared on resume and by `verify --replay` (see kdcache.store.chunks.platform_record).
+    platform: dict[str, Any] | None = None
     # name -> {provider parameters, "node" (the array holding it), "computed"}; see kdcache.stats.
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,20 +1,21 @@
 """Statistic arrays of a teacher: verified reads, and a writer that replaces them atomically for readers.
 
 A statistic is trusted only when the teacher's card lists it; the card entry
-names its array (``node``, the statistic's own name unless it is being
-replaced) and the array's ``checksums`` attribute holds one record per chunk.
-:class:`StatWriter` never touches a listed array:
+names its array (``node``) and the array's ``checksums`` attribute holds one
+record per chunk. :class:`StatWriter` never touches an array a card listed
+in this run or the one before:
 
-1. the new arrays are written under fresh names (``<name>.<token>``), with
-   their checksums, and fsynced;
+1. the new arrays are written, with their checksums, and fsynced: under the
+   statistic's plain name when the card does not list it yet, else under a
+   fresh name (``<name>.<token>``), a new generation;
 2. the card is switched to them in one atomic manifest write;
-3. arrays the card no longer lists are removed (the old ones, leftovers of
-   killed runs);
-4. each new array is copied to its plain name, the card switched back to
-   the plain names, and the fresh-named copies removed.
+3. arrays neither the new card nor the card this run started from lists are
+   removed (generations two runs old, leftovers of killed runs).
 
-However a run is interrupted, every statistic the card lists is complete and
-unchanged, and a re-run starts again from step 1.
+A reader follows the node names of the card it opened: the generation it
+uses stays on disk until the next ``kdcache stats`` run after the one that
+replaced it. However a run is interrupted, every statistic the card lists is
+complete and unchanged, and a re-run starts again from step 1.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from kdcache.errors import StoreError, StoreIncompleteError
+from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError
 from kdcache.store import layout
 from kdcache.store.chunks import checksum, utc_now
-from kdcache.store.store import Store
+from kdcache.store.store import UNDECODABLE, Store, decode
 from kdcache.store.writing import naming, sync_tree
 
 
@@ -38,9 +39,15 @@ from kdcache.store.writing import naming, sync_tree
 
 def stat_array(store: Store, teacher: str, node: str) -> zarr.Array:
     key = layout.stat(teacher, node)
-    if key not in store.group:
-        raise StoreError(f"{store.path} lacks {key}; the store is damaged (run `kdcache stats` again)")
-    return store.group[key]  # type: ignore[return-value]
+    try:
+        if key not in store.group:
+            raise StoreError(f"{store.path} lacks {key}; the store is damaged (run `kdcache stats` again)")
+        return store.group[key]  # type: ignore[return-value]
+    except UNDECODABLE as exc:  # its zarr.json is damaged
+        raise StoreCorruptError(
+            f"{store.path}: the metadata of {key} cannot be read ({type(exc).__name__}); "
+            f"run `kdcache stats {store.path} --teacher-name {teacher}` again to rewrite it"
+        ) from None
 
 
 def node_names(store: Store, teacher: str) -> list[str]:
@@ -59,18 +66,6 @@ def _writable(store: Store) -> None:
 def remove_node(store: Store, teacher: str, node: str) -> None:
     _writable(store)
     shutil.rmtree(layout.on_disk(store.path, layout.stat(teacher, node)), ignore_errors=True)
-
-
-def copy_node(store: Store, teacher: str, src: str, dst: str) -> None:
-    """Copy a statistic array byte for byte under a new name (``dst`` is replaced), then fsync it."""
-    _writable(store)
-    target = layout.on_disk(store.path, layout.stat(teacher, dst))
-    shutil.rmtree(target, ignore_errors=True)
-    try:
-        shutil.copytree(layout.on_disk(store.path, layout.stat(teacher, src)), target)
-    except OSError as exc:
-        raise naming(target, exc) from exc
-    sync_tree(target)
 
 
 def create_node(store: Store, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
@@ -137,9 +132,9 @@ class RowStatReader:
 def read_static(store: Store, teacher: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
     """A whole (one-chunk) statistic, checked against its record, and its attributes."""
     arr = open_stat(store, teacher, name)
-    data = np.asarray(arr[...])
-    records = _records(store, teacher, name, arr)
     node = layout.stat(teacher, _node(listed(store, teacher)[name], name))
+    data = decode(f"{store.path}: {node}", lambda: np.asarray(arr[...]), store.path)
+    records = _records(store, teacher, name, arr)
     store.verify_chunk(node, lambda: data, records[0][0] if records and records[0] else 0, 0, 0)
     return data, dict(arr.attrs)
 
@@ -166,9 +161,16 @@ class StatWriter:
         self.teacher = teacher
         self.token = f"{time.time_ns():x}"
         self._arrays: dict[str, tuple[zarr.Array, list[list[str]]]] = {}
+        # What the card lists when this run starts: readers may be using it, so it is kept.
+        self._before = {_node(e, n) for n, e in listed(store, teacher).items()}
+        self._nodes: dict[str, str] = {}
 
     def _fresh(self, name: str) -> str:
-        return f"{name}.{self.token}"
+        """The node of this run's ``name``: its plain name the first time, a new generation after."""
+        if name not in self._nodes:
+            first = name not in listed(self.store, self.teacher) and name not in self._before
+            self._nodes[name] = name if first else f"{name}.{self.token}"
+        return self._nodes[name]
 
     def per_row(self, name: str, dtype: str, attrs: dict[str, Any]) -> None:
         """Start per-row statistic ``name``: a (V, N) array chunked like the logits, filled with NaN."""
@@ -182,7 +184,11 @@ class StatWriter:
         arr, records = self._arrays[name]
         start, stop = self.store.grid.bounds(chunk)
         values = np.asarray(values, dtype=arr.dtype)
-        arr[view, start:stop] = values
+        try:
+            arr[view, start:stop] = values
+        except OSError as exc:  # disk full names the file, as create_node does
+            node = layout.stat(self.teacher, self._fresh(name))
+            raise naming(layout.chunk_file(self.store.path, node, view, chunk), exc) from exc
         records[view][chunk] = _hex(checksum(values))
 
     def static(self, name: str, data: np.ndarray, attrs: dict[str, Any]) -> None:
@@ -199,19 +205,15 @@ class StatWriter:
             sync_tree(layout.on_disk(s.path, layout.stat(t, self._fresh(name))))  # step 1 ends with the new arrays on disk
         now = utc_now()
         new = {name: {**params, "node": self._fresh(name), "computed": now} for name, params in entries.items()}
-        self._set(new)  # step 2: readers now use the fresh arrays
+        self._set(new)  # step 2: new readers use the new arrays
         self._prune()  # step 3
-        for name in entries:  # step 4: back to the plain names of docs/store-format.md
-            copy_node(s, t, self._fresh(name), name)
-        self._set({name: {**params, "computed": now} for name, params in entries.items()})
-        self._prune()
 
     def _set(self, entries: dict[str, dict[str, Any]]) -> None:
         card = self.store.card(self.teacher)
         self.store.set_card(self.teacher, card.replace(stats={**card.stats, **entries}))
 
     def _prune(self) -> None:
-        keep = {_node(e, n) for n, e in listed(self.store, self.teacher).items()}
+        keep = self._before | {_node(e, n) for n, e in listed(self.store, self.teacher).items()}
         for node in node_names(self.store, self.teacher):
             if node not in keep:
                 remove_node(self.store, self.teacher, node)

@@ -37,6 +37,22 @@ from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
 
+# What zarr raises for bytes it cannot decode: a zstd frame cut short (RuntimeError), an uncompressed
+# chunk of the wrong size (ValueError from reshape), damaged JSON metadata (JSONDecodeError, a ValueError).
+UNDECODABLE = (ValueError, RuntimeError, TypeError)
+
+
+def decode(where: str, read: Any, root: Path) -> Any:
+    """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``."""
+    try:
+        return read()
+    except UNDECODABLE as exc:
+        raise StoreCorruptError(
+            f"{where} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); the store is damaged: "
+            f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
+        ) from None
+
+
 class Store:
     """A kdcache store on local disk: manifest, labels, view parameters, teachers, statistics.
 
@@ -85,7 +101,7 @@ class Store:
                 "that wrote it, or precompute the store again"
             )
         store = cls(p, group, writable=(mode == "r+"), manifest=Manifest.from_dict(raw))
-        store.recipe()  # refuse a store whose recipe does not hash to its record
+        store._check_param_names(store.recipe())  # refuse a store whose recipe does not hash to its record
         return store
 
     @classmethod
@@ -193,14 +209,28 @@ class Store:
             )
         return recipe
 
+    def _check_param_names(self, recipe: Recipe) -> None:
+        """Refuse a store whose recorded parameter names are not the ones its recipe draws.
+
+        A view is rendered by handing the recorded integers to the recipe in
+        order: names that differ (another kdcache, an edited record) would
+        render every view from the wrong numbers.
+        """
+        expected = recipe.param_names()
+        for where, names in (("manifest views.param_names", list(self.views.param_names)),
+                             (f"{layout.VIEW_PARAMS} attribute '{layout.PARAM_NAMES_ATTR}'", self.param_names())):
+            if names != expected:
+                raise StoreError(
+                    f"{self.path}: {where} is {names} but its recipe draws {expected}; the store was "
+                    "edited or written by another kdcache: precompute it again"
+                )
+
     def teacher_names(self) -> list[str]:
         return list(self._manifest.teachers)
 
     def card(self, name: str | None = None) -> TeacherCard:
         """The card of teacher ``name`` (or the only teacher when ``name`` is None)."""
         return self._manifest.teachers[self.resolve_teacher(name)]
-
-    teacher_card = card
 
     def resolve_teacher(self, name: str | None) -> str:
         """Pick a teacher by name, or the only one; a clear error otherwise."""
@@ -234,16 +264,22 @@ class Store:
             arr = self.group[node]
         except KeyError:
             raise StoreError(f"{self.path} lacks {node}; the store is damaged (run `kdcache verify {self.path}`)") from None
+        except UNDECODABLE as exc:  # its zarr.json is damaged (cut short, overwritten)
+            raise StoreCorruptError(
+                f"{self.path}: the metadata of {node} cannot be read ({type(exc).__name__}: {str(exc)[:80]}); "
+                "the store is damaged: precompute it again"
+            ) from None
         if not self.writable:
             self._handles[node] = arr  # type: ignore[assignment]
         return arr  # type: ignore[return-value]
 
     def _record(self, sums_node: str, view: int, chunk: int) -> int:
         """The checksum record of (view, chunk) from ``sums_node``; a read-only store loads all once."""
+        where = f"{self.path}: {sums_node}"
         if self.writable:
-            return int(self._array(sums_node)[view, chunk])
+            return int(decode(where, lambda: self._array(sums_node)[view, chunk], self.path))
         if sums_node not in self._records:
-            self._records[sums_node] = np.asarray(self._array(sums_node)[:])
+            self._records[sums_node] = decode(where, lambda: np.asarray(self._array(sums_node)[:]), self.path)
         return int(self._records[sums_node][view, chunk])
 
     def labels(self) -> np.ndarray:
@@ -299,7 +335,7 @@ class Store:
             raise StoreIncompleteError(f"{where} was never written; re-run the `kdcache precompute` that made it")
         key = (node, view, chunk)
         before = self._signature(node, index) if index is not None and not self.writable else None
-        data = read()
+        data = decode(where, read, self.path)
         if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
             return data
         if checksum(data) != record:
@@ -377,7 +413,12 @@ class Store:
         for v, j in self.iter_chunks():
             if sums[v, j] == 0:
                 pending.append((v, j))
-            elif checksum(self.read_logits_chunk(teacher, v, j, verify=False)) != int(sums[v, j]):
+                continue
+            try:
+                intact = checksum(self.read_logits_chunk(teacher, v, j, verify=False)) == int(sums[v, j])
+            except UNDECODABLE:
+                intact = False  # cut short: zarr cannot even decode it
+            if not intact:
                 pending.append((v, j))  # torn by a power loss after its record: compute it again
                 redone += 1
         return pending, redone
