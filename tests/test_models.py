@@ -203,7 +203,7 @@ def test_unknown_torchvision_name_suggests_close_ones() -> None:
     [
         ("resnet8x4", "did you mean 'kdcache:resnet8x4'"),
         ("resnet18", "did you mean 'torchvision:resnet18'"),
-        ("timm:resnet18", "must start with"),
+        ("keras:resnet18", "must start with"),
         ("kdcache:", "names no model"),
         ("import:os", "import:module.path:factory"),
         ("import:no_such_module_kd:f", "cannot import module"),
@@ -650,5 +650,5 @@ def test_a_new_spec_kind_is_one_registration(monkeypatch: pytest.MonkeyPatch) ->
     assert built[-1] == ("net", 4, 1) and card["spec"] == "hub:net" and card["random_init"] is True
     with pytest.raises(RuntimeError, match="registered twice"):
         kinds.register_kind(kinds.SpecKind("hub", build, weights="checkpoint"))
-    with pytest.raises(SpecError, match="must start with one of torchvision:, kdcache:, import:, torchscript:, export:, hub:"):
+    with pytest.raises(SpecError, match="must start with one of torchvision:, kdcache:, import:, torchscript:, export:, timm:, hub:"):
         build_model("nope:x", 4)

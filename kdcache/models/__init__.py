@@ -7,10 +7,12 @@ A model is named by a spec (``docs/models.md``)::
     import:module.path:factory    any callable returning an nn.Module
     torchscript:PATH              a saved TorchScript program (carries its weights)
     export:PATH                   a saved torch.export program (carries its weights)
+    timm:NAME                     a timm model (optional extra: pip install 'kdcache[timm]')
 
-plus, for the first three, a checkpoint loaded with
-``torch.load(..., weights_only=True)``: required for the first two unless
-the network is meant to start untrained (``random_init``, as students do).
+plus, for all but the programs, a checkpoint loaded with
+``torch.load(..., weights_only=True)``: required for ``torchvision:``,
+``kdcache:`` and ``timm:`` unless the network is meant to start untrained
+(``random_init``, as students do).
 :func:`build_model` returns the model in eval mode and a JSON-able *card*
 that a store records per teacher, so a store can refuse other weights.
 
@@ -18,7 +20,8 @@ that a store records per teacher, so a store can refuse other weights.
 micro-batching makes a row's logits independent of how rows are batched.
 
 Where things live: ``kinds`` (the spec-kind registry) and one module per
-kind (``torchvision_kind``, ``zoo_kind``, ``import_kind``, ``programs``),
+kind (``torchvision_kind``, ``zoo_kind``, ``import_kind``, ``programs``,
+``timm_kind``),
 ``build`` (build_model, cards), ``checkpoints`` (safe load, atomic save),
 ``inference`` (run_model and the checks before a long run).
 """
@@ -26,7 +29,7 @@ kind (``torchvision_kind``, ``zoo_kind``, ``import_kind``, ``programs``),
 from __future__ import annotations
 
 # The spec kinds, in the order errors list them; importing one registers it.
-from kdcache.models import torchvision_kind, zoo_kind, import_kind, programs  # noqa: F401  isort: skip
+from kdcache.models import torchvision_kind, zoo_kind, import_kind, programs, timm_kind  # noqa: F401  isort: skip
 from kdcache.models.build import build_model
 from kdcache.models.checkpoints import (
     PathLike,

@@ -5,7 +5,7 @@ once. ``weights`` says where a kind's weights come from, which decides what
 :func:`~kdcache.models.build_model` asks of the caller:
 
 ``"checkpoint"``
-    an architecture (``kdcache:``, ``torchvision:``): the weights must come
+    an architecture (``kdcache:``, ``torchvision:``, ``timm:``): the weights must come
     from a checkpoint, or the caller asks for an untrained network.
 ``"factory"``
     user code (``import:``) that may load its own weights; the state it
