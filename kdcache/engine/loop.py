@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -129,60 +128,92 @@ class Engine:
         """Train the remaining epochs; return the metric history (one row per epoch)."""
         with make_progress(unit="samples", enabled=progress) as bar:
             for epoch in range(self.start_epoch, self.settings.epochs + 1):
-                row, steps = self._train_epoch(epoch, bar)
-                self.history.append(row)
-                append_jsonl(self.files.metrics, [row])
-                append_jsonl(self.files.steps, steps)
-                # Logs first, state last: a resume cuts the logs back to the state's epoch.
-                save_state(self.files.state, command=self.command, args=self.args, epoch=epoch,
-                           modules=self.task.modules, optimizers=self.optimizers, schedulers=self.schedulers,
-                           history=self.history)
-                if progress:
-                    console.print(
-                        f"{self.settings.label} {epoch}: loss {row['train_loss']:.4f}  val top-1 "
-                        f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s'] or 0:,.0f} samples/s"
-                    )
+                s = self.settings
+                keys, side = self.task.epoch_batches(epoch, s.batch_size)
+                loader = self.loader(keys)
+                task_id = bar.add_task(f"{s.label} {epoch}/{s.epochs}", total=self.task.num_samples, rate="")
+                tally = self.begin_epoch(epoch)
+                for batch in loader if s.workers else prefetch(loader):
+                    self.train_step(tally, batch, next(side) if side is not None else None)
+                    bar.update(task_id, advance=len(batch["label"]),
+                               rate=rate_text(tally.seen, time.perf_counter() - tally.t0, "samples"))
+                bar.remove_task(task_id)
+                self.end_epoch(tally, progress)
         return self.history
 
-    def _train_epoch(self, epoch: int, bar: Progress) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def loader(self, keys: Iterable[list[Any]]) -> DataLoader:
+        """The DataLoader of one epoch over the task's dataset, batched by ``keys``."""
         s = self.settings
-        keys, side = self.task.epoch_batches(epoch, s.batch_size)
         # The loader gets its own generator so that iterating it never draws from torch's
         # global RNG (which dropout and initialisation use): the worker count cannot change results.
-        loader = DataLoader(self.task.dataset, batch_sampler=keys, num_workers=s.workers,
-                            pin_memory=s.device.type == "cuda", generator=torch.Generator())
-        task_id = bar.add_task(f"{s.label} {epoch}/{s.epochs}", total=self.task.num_samples, rate="")
-        sums: dict[str, float] = {}
-        steps: list[dict[str, Any]] = []
-        seen = 0
-        lr = self.optimizers[0].param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        for i, batch in enumerate(loader if s.workers else prefetch(loader)):
-            parts = self.task.step(batch, next(side) if side is not None else None, epoch)
-            for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            for opt in self.optimizers:
-                opt.step()
-            n = len(batch["label"])
-            seen += n
-            values = {k: float(v.detach()) for k, v in parts.items()}
-            steps.append({"epoch": epoch, "step": i, **values})
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            bar.update(task_id, advance=n, rate=rate_text(seen, time.perf_counter() - t0, "samples"))
-        seconds = time.perf_counter() - t0
-        bar.remove_task(task_id)
+        return DataLoader(self.task.dataset, batch_sampler=keys, num_workers=s.workers,
+                          pin_memory=s.device.type == "cuda", generator=torch.Generator())
+
+    # The three steps of an epoch are public so that one driver can step several engines on the
+    # same batches (a sweep trains many students from one pass over the data).
+
+    def begin_epoch(self, epoch: int) -> EpochTally:
+        """Start counting ``epoch``: the learning rate it starts with, the clock."""
+        return EpochTally(epoch=epoch, lr=self.optimizers[0].param_groups[0]["lr"], t0=time.perf_counter())
+
+    def train_step(self, tally: EpochTally, batch: dict[str, Any], side: Any) -> dict[str, float]:
+        """One optimisation step on ``batch`` (with its side input); returns the loss parts."""
+        parts = self.task.step(batch, side, tally.epoch)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        for opt in self.optimizers:
+            opt.step()
+        n = len(batch["label"])
+        values = {k: float(v.detach()) for k, v in parts.items()}
+        tally.add(n, values)
+        return values
+
+    def end_epoch(self, tally: EpochTally, progress: bool = True) -> dict[str, Any]:
+        """Step the schedules, evaluate, append the logs and save the state (in that order)."""
+        s = self.settings
+        seconds = time.perf_counter() - tally.t0
         for sched in self.schedulers:
             sched.step()
         model = self.task.modules[self.task.evaluated]
+        seen, sums, epoch = tally.seen, tally.sums, tally.epoch
         row = {
             "epoch": epoch,
             "train_loss": sums.get("loss", 0.0) / max(1, seen),
             **{f"train_{k}": v / max(1, seen) for k, v in sums.items() if k != "loss"},
             **evaluate(model, self.val_loader, s.device),
-            "lr": lr,
+            "lr": tally.lr,
             "samples_per_s": seen / seconds if seconds > 0 else None,
             "epoch_seconds": seconds,
         }
-        return row, steps
+        self.history.append(row)
+        append_jsonl(self.files.metrics, [row])
+        append_jsonl(self.files.steps, tally.steps)
+        # Logs first, state last: a resume cuts the logs back to the state's epoch.
+        save_state(self.files.state, command=self.command, args=self.args, epoch=epoch,
+                   modules=self.task.modules, optimizers=self.optimizers, schedulers=self.schedulers,
+                   history=self.history)
+        if progress:
+            console.print(
+                f"{s.label} {epoch}: loss {row['train_loss']:.4f}  val top-1 "
+                f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s'] or 0:,.0f} samples/s"
+            )
+        return row
+
+
+@dataclass
+class EpochTally:
+    """What one epoch has trained so far: samples, weighted loss sums, per-step log rows."""
+
+    epoch: int
+    lr: float
+    t0: float
+    seen: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, n: int, values: dict[str, float]) -> None:
+        self.steps.append({"epoch": self.epoch, "step": len(self.steps), **values})
+        self.seen += n
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * n
