@@ -22,10 +22,12 @@ from kdcache_cli.options import (
     Encoding,
     OldTeacherNameOpt,
     RecipeOpt,
+    StorageOpt,
     StoreArg,
     TeacherNameOpt,
     WorkersOpt,
     given,
+    use_storage_options,
     value,
 )
 
@@ -45,7 +47,8 @@ def precompute(
         typer.Option("--teacher", help="Teacher model spec (repeatable): torchvision:NAME, kdcache:NAME, "
                      "import:module:factory, torchscript:PATH, export:PATH."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Store directory to create, resume, or add a teacher to.")],
+    out: Annotated[str, typer.Option("--out", help="Store to create, resume, or add a teacher to: a directory, "
+                                                   "or an s3:// gs:// az:// file:// memory:// URL.")],
     views: Annotated[int, typer.Option("--views", help="Augmented views per sample.", min=1)] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Store seed; every view derives from (seed, sample, view).",
                                       min=0)] = 0,
@@ -72,10 +75,12 @@ def precompute(
     chunk_rows: Annotated[Optional[int], typer.Option("--chunk-rows", help="Rows per chunk (default: ~4 MB "
                                                                            "chunks).", min=1)] = None,
     device: DeviceOpt = Device.cpu,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Run each teacher **once** over every (view, sample) and store its raw logits."""
     from kdcache.precompute import TeacherRequest, format_summary, precompute as run
 
+    use_storage_options(storage_option)
     weights = weights or []
     names = teacher_name or []
     if len(weights) > len(teacher) or len(names) > len(teacher):
@@ -99,10 +104,12 @@ INFO_EPILOG = "Example:\n\n    kdcache info store.zarr\n\n    kdcache info store
 def info(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Show what is in a store: dataset, fingerprint, views, recipe, teachers, statistics, sizes."""
     from kdcache.audit import format_info, store_info
 
+    use_storage_options(storage_option)
     description = store_info(store)
     typer.echo(json.dumps(description, indent=2) if as_json else format_info(description))
 
@@ -133,6 +140,7 @@ def verify(
         "--weights", help="Teacher checkpoint, if moved from where the store says (its SHA-256 must match).",
         show_default=False)] = None,
     old_teacher: OldTeacherNameOpt = None,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Check every chunk's completion and checksum; with --replay, audit the teacher's logits.
 
@@ -140,6 +148,7 @@ def verify(
     """
     from kdcache.audit import format_verify, verify_store
 
+    use_storage_options(storage_option)
     name = teacher_name_or_old(teacher_name, old_teacher, "verify")
     report = verify_store(store, replay=replay, teacher=name, data=data, weights=weights)
     typer.echo(format_verify(report))
@@ -175,10 +184,12 @@ def stats(
         "--grid", help="ISATS temperature grid value (repeatable; default 1 2 3 4 5 6 8).",
         show_default=False)] = None,
     old_teacher: OldTeacherNameOpt = None,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Compute ISATS tau*, FGCR class tables and teacher accuracy once, into the store."""
     from kdcache.stats import compute_stats, format_stats
 
+    use_storage_options(storage_option)
     name = teacher_name_or_old(teacher_name, old_teacher, "stats")
     result = compute_stats(store, teacher=name, **given(tau0=tau0, grid=parse_grid(grid)))
     typer.echo(format_stats(result))

@@ -103,7 +103,21 @@ DataOpt = Annotated[
     ),
 ]
 ValDataOpt = Annotated[str, typer.Option("--val-data", help="Validation dataset spec (evaluated every epoch).")]
-StoreArg = Annotated[Path, typer.Argument(help="Store directory to read.", metavar="STORE", show_default=False)]
+# A str, not a Path: pathlib would fold the '//' of an s3:// URL.
+StoreArg = Annotated[str, typer.Argument(help="Store to read: a directory, or an s3:// gs:// az:// file:// "
+                                              "memory:// URL.", metavar="STORE", show_default=False)]
+StorageOpt = Annotated[Optional[list[str]], typer.Option(
+    "--storage-option", metavar="KEY=VALUE",
+    help="Object-store setting KEY=VALUE (repeatable), e.g. endpoint=http://host:9000, region=us-east-1, "
+    "lease_seconds=60; credentials default to the standard environment variables.",
+    show_default=False)]
+
+
+def use_storage_options(items: list[str] | None) -> None:
+    """Apply ``--storage-option`` values to every object-store URL this command opens (parsed in the library)."""
+    from kdcache.store.location import parse_storage_options, use_storage_options as apply
+
+    apply(parse_storage_options(items))
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", help=RECIPE_HELP, show_default=False)]
 TeacherNameOpt = Annotated[
     Optional[str], typer.Option("--teacher-name", help="Teacher in the store (default: the only one).",

@@ -36,13 +36,14 @@ from kdcache.store import (
     Store,
     TeacherCard,
     ViewsRecord,
-    WriterLock,
     default_chunk_rows,
     differences,
     platform_differences,
     platform_record,
     probe,
+    store_target,
     utc_now,
+    writer_lock,
 )
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
@@ -242,7 +243,7 @@ def precompute(
     weights (an untrained network, on purpose; recorded in its card).
     """
     _check_arguments(views, batch_size, workers, encoding, codec, micro_batch, chunk_rows, teachers)
-    out_path = Path(out).expanduser().absolute()
+    out_path = store_target(out)  # a local directory (absolute), or an object-store Location
     kind = probe(out_path)
     if kind == "file":
         raise StoreError(f"--out {out_path} is a file, not a store directory; choose another path")
@@ -285,11 +286,12 @@ def precompute(
         prepared.append((name, card, model.to(dev)))
 
     try:
-        out_path.mkdir(parents=True, exist_ok=True)
+        if isinstance(out_path, Path):  # an object store has no directories to make
+            out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(out_path)) from exc
     result = PrecomputeResult(store=out_path)
-    with WriterLock(out_path):
+    with writer_lock(out_path):
         store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
                                 np.dtype(encoding).itemsize, micro_batch)
         for name, card, model in prepared:

@@ -23,7 +23,7 @@ from kdcache.errors import UsageError
 from kdcache.progress import make_progress, rate_text
 from kdcache.stats import providers as _providers  # noqa: F401 - registers the built-in statistics
 from kdcache.stats.registry import StatContext, StatsOptions, providers
-from kdcache.store import Store, WriterLock
+from kdcache.store import Store, locate, writer_lock
 from kdcache.store.stat_io import StatWriter
 
 DEFAULT_GRID: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 8)
@@ -60,9 +60,9 @@ def compute_stats(
     """Compute every registered statistic for one teacher and publish them in the store."""
     options = _options(tau0, grid)
     t_start = time.perf_counter()
-    store_path = Path(path)
+    store_path = locate(path)  # a local directory or an object-store URL
     Store.open(store_path)  # clear errors for a missing or foreign store before locking
-    with WriterLock(store_path):
+    with writer_lock(store_path):
         store = Store.open(store_path, mode="r+")
         name = store.require_complete(teacher)
         labels_all = store.labels()

@@ -6,6 +6,8 @@
 * :mod:`~kdcache.store.store`: :class:`Store`, typed and checksum-verified
   access to every node, and its writes;
 * :mod:`~kdcache.store.stat_io`: statistic arrays, replaced atomically;
+* :mod:`~kdcache.store.location`: where a store lives (a directory or an object-store URL);
+* :mod:`~kdcache.store.lease`: the writer lease on an object store;
 * :mod:`~kdcache.store.writing`: writer lock, durable metadata, chunk writer;
 * :mod:`~kdcache.store.chunks`: chunk grid, checksums, platform record.
 """
@@ -26,13 +28,15 @@ from kdcache.store.chunks import (
 )
 from kdcache.store.layout import FORMAT_NAME, FORMAT_VERSION, LOCK_NAME, MANIFEST_KEY
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord, differences
-from kdcache.store.store import Store, probe
-from kdcache.store.writing import ChunkWriter, WriterLock, sync_tree
+from kdcache.store.location import Location, locate, parse_storage_options, probe, store_target
+from kdcache.store.store import Store
+from kdcache.store.writing import ChunkWriter, WriterLock, sync_tree, writer_lock
 
 
 __all__ = [
     "BITWISE_KEYS", "CODECS", "ENCODINGS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
-    "ChunkGrid", "ChunkWriter", "DatasetRecord", "Manifest", "Store", "TeacherCard", "ViewsRecord", "WriterLock",
-    "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "platform_differences",
-    "platform_record", "probe", "sync_tree", "utc_now",
+    "ChunkGrid", "ChunkWriter", "DatasetRecord", "Location", "Manifest", "Store", "TeacherCard", "ViewsRecord",
+    "WriterLock", "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "locate",
+    "parse_storage_options", "platform_differences", "platform_record", "probe", "store_target", "sync_tree",
+    "utc_now", "writer_lock",
 ]

@@ -19,6 +19,8 @@ FORMAT_VERSION = 1
 # The manifest is the group attribute of this name (JSON).
 MANIFEST_KEY = "kdcache"
 LOCK_NAME = ".kdcache-writer.lock"
+# The writer lease of a store on an object store (kdcache.store.lease), next to the group's zarr.json.
+LEASE_NAME = ".kdcache-writer.lease"
 
 LABELS = "labels"
 VIEW_PARAMS = "views/params"
@@ -28,7 +30,7 @@ PARAM_NAMES_ATTR = "names"
 # Attribute of a statistic array: checksums of its chunks (hex strings, see docs/store-format.md).
 STAT_CHECKSUMS_ATTR = "checksums"
 # Top-level children a store holds before its manifest exists (an interrupted creation).
-CREATION_NODES = frozenset({"zarr.json", "labels", "views", LOCK_NAME})
+CREATION_NODES = frozenset({"zarr.json", "labels", "views", LOCK_NAME, LEASE_NAME})
 
 
 def teacher_dir(teacher: str) -> str:
@@ -82,10 +84,13 @@ def probe(path: str | os.PathLike[str]) -> str:
         return "missing"
     if not p.is_dir():
         return "file"
-    children = {c.name for c in p.iterdir()}
-    if not children - {LOCK_NAME}:
+    return classify({c.name for c in p.iterdir()}, group_meta(p))
+
+
+def classify(children: set[str], meta: dict[str, Any] | None) -> str:
+    """What a store location holds, from its top-level names and its group metadata (local or remote)."""
+    if not children - {LOCK_NAME, LEASE_NAME}:
         return "empty"
-    meta = group_meta(p)
     if meta is None:
         return "foreign"
     if MANIFEST_KEY in meta.get("attributes", {}):

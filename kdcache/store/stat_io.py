@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,11 +62,15 @@ def node_names(store: Store, teacher: str) -> list[str]:
 def _writable(store: Store) -> None:
     if not store.writable:
         raise StoreError(f"{store.path} is open read-only; open it with mode='r+' under the writer lock")
+    store._require_writable()  # and, on an object store, that this process still holds the lease
 
 
 def remove_node(store: Store, teacher: str, node: str) -> None:
     _writable(store)
-    shutil.rmtree(layout.on_disk(store.path, layout.stat(teacher, node)), ignore_errors=True)
+    if store.location.local is None:
+        store.location.remove(layout.stat(teacher, node))
+        return
+    shutil.rmtree(layout.on_disk(store.location.local, layout.stat(teacher, node)), ignore_errors=True)
 
 
 def create_node(store: Store, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
@@ -73,7 +78,7 @@ def create_node(store: Store, teacher: str, node: str, **kwargs: Any) -> zarr.Ar
     try:
         return store.group.create_array(layout.stat(teacher, node), overwrite=True, **kwargs)
     except OSError as exc:
-        raise naming(layout.on_disk(store.path, layout.stat(teacher, node)), exc) from exc
+        raise naming(layout.on_disk(Path(str(store.path)), layout.stat(teacher, node)), exc) from exc
 
 
 # --------------------------------------------------------------------------- reading
@@ -188,7 +193,7 @@ class StatWriter:
             arr[view, start:stop] = values
         except OSError as exc:  # disk full names the file, as create_node does
             node = layout.stat(self.teacher, self._fresh(name))
-            raise naming(layout.chunk_file(self.store.path, node, view, chunk), exc) from exc
+            raise naming(layout.chunk_file(Path(str(self.store.path)), node, view, chunk), exc) from exc
         records[view][chunk] = _hex(checksum(values))
 
     def static(self, name: str, data: np.ndarray, attrs: dict[str, Any]) -> None:
@@ -202,7 +207,8 @@ class StatWriter:
         s, t = self.store, self.teacher
         for name, (arr, records) in self._arrays.items():
             arr.attrs[layout.STAT_CHECKSUMS_ATTR] = records
-            sync_tree(layout.on_disk(s.path, layout.stat(t, self._fresh(name))))  # step 1 ends with the new arrays on disk
+            if s.location.local is not None:  # step 1 ends with the new arrays on disk (an object PUT is durable)
+                sync_tree(layout.on_disk(s.location.local, layout.stat(t, self._fresh(name))))
         now = utc_now()
         new = {name: {**params, "node": self._fresh(name), "computed": now} for name, params in entries.items()}
         self._set(new)  # step 2: new readers use the new arrays

@@ -31,8 +31,9 @@ from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, 
 from kdcache.store import layout
 from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
-from kdcache.store.layout import group_meta as _group_meta
-from kdcache.store.layout import probe
+from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
+from kdcache.store.lease import held
+from kdcache.store.location import Location, group_meta_at, locate, object_errors, probe_location
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
@@ -54,7 +55,8 @@ def decode(where: str, read: Any, root: Path) -> Any:
 
 
 class Store:
-    """A kdcache store on local disk: manifest, labels, view parameters, teachers, statistics.
+    """A kdcache store (a local directory or an object-store URL): manifest, labels, view parameters,
+    teachers, statistics.
 
     Open one with :meth:`open` (read-only unless ``mode="r+"``) or make one
     with :meth:`create`. A read-only store refuses every write (and zarr opens
@@ -62,8 +64,10 @@ class Store:
     changed by mistake.
     """
 
-    def __init__(self, path: Path, group: zarr.Group, writable: bool, manifest: Manifest) -> None:
-        self.path = path
+    def __init__(self, path: Path | Location, group: zarr.Group, writable: bool, manifest: Manifest) -> None:
+        # Where it lives; ``path`` is the directory of a local store, else the Location (its URL in messages).
+        self.location = locate(path)
+        self.path: Path | Location = self.location.local if self.location.local is not None else self.location
         self.group = group
         self.writable = writable
         self._manifest = manifest
@@ -74,10 +78,12 @@ class Store:
 
     # ------------------------------------------------------------------ open / create
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> Store:
-        """Open an existing store, checking that it is a kdcache store this version reads."""
-        p = Path(path)
-        kind = probe(p)
+    def open(cls, path: str | os.PathLike[str] | Location, mode: str = "r") -> Store:
+        """Open an existing store (a path, a URL or a :class:`Location`), checking that it is a kdcache
+        store this version reads."""
+        loc = locate(path)
+        p = loc.local if loc.local is not None else loc
+        kind = probe_location(loc)
         if kind == "missing":
             raise StoreNotFoundError(f"no store at {p}; make one with `kdcache precompute --out {p}`")
         if kind == "creating":
@@ -85,11 +91,11 @@ class Store:
                 f"{p}: store creation was interrupted before its manifest was written; "
                 "re-run the same `kdcache precompute` command to create it"
             )
-        if kind != "store" and _group_meta(p) is not None:
+        if kind != "store" and group_meta_at(loc) is not None:
             raise StoreError(f"{p} is a zarr group but not a kdcache store (no '{layout.MANIFEST_KEY}' manifest)")
         if kind != "store":
             raise StoreError(f"{p} is not a kdcache store (no zarr group there)")
-        group = zarr.open_group(p, mode="r+" if mode == "r+" else "r")
+        group = zarr.open_group(loc.zarr_store(read_only=mode != "r+"), mode="r+" if mode == "r+" else "r")
         raw = group.attrs[layout.MANIFEST_KEY]
         if not isinstance(raw, dict) or raw.get("format") != layout.FORMAT_NAME:
             raise StoreError(f"{p} has a '{layout.MANIFEST_KEY}' attribute that is not a kdcache manifest")
@@ -100,12 +106,12 @@ class Store:
                 f"({__version__}) reads version {layout.FORMAT_VERSION} only: use the kdcache "
                 "that wrote it, or precompute the store again"
             )
-        store = cls(p, group, writable=(mode == "r+"), manifest=Manifest.from_dict(raw))
+        store = cls(loc, group, writable=(mode == "r+"), manifest=Manifest.from_dict(raw))
         store._check_param_names(store.recipe())  # refuse a store whose recipe does not hash to its record
         return store
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, dataset: DatasetRecord, labels: np.ndarray,
+    def create(cls, path: str | os.PathLike[str] | Location, *, dataset: DatasetRecord, labels: np.ndarray,
                views: ViewsRecord) -> Store:
         """Make a new, empty store (status ``writing``) for one dataset and view set.
 
@@ -114,8 +120,9 @@ class Store:
         directory that holds something else. The arrays are made first and the
         manifest last, so a store with a manifest always has its arrays.
         """
-        p = Path(path)
-        kind = probe(p)
+        loc = locate(path)
+        p = loc.local if loc.local is not None else loc
+        kind = probe_location(loc)
         if kind == "file":
             raise StoreError(f"--out {p} is a file, not a store directory; choose another path")
         if kind in ("store", "foreign"):
@@ -126,7 +133,7 @@ class Store:
         grid = ChunkGrid(len(labels), views.chunk_rows)
         num_params = len(views.param_names)
         try:
-            group = zarr.open_group(p, mode="a")  # may hold our own lock file (checked above)
+            group = zarr.open_group(loc.zarr_store(read_only=False), mode="a")  # may hold our own lock (checked above)
             group.create_array(layout.LABELS, data=np.asarray(labels, dtype=np.int64), compressors=None,
                                overwrite=True)
             group.create_array(
@@ -139,11 +146,13 @@ class Store:
             group.create_array(layout.VIEW_CHECKSUMS, shape=(views.num_views, grid.num_chunks), chunks=(1, 1),
                                dtype="uint64", fill_value=0, compressors=None, overwrite=True)
         except OSError as exc:
-            raise naming(p, exc) from exc
+            raise naming(Path(str(p)), exc) from exc
+        except object_errors(loc) as exc:
+            raise loc.unreachable(exc) from None
         now = utc_now()
         manifest = Manifest(dataset=dataset, views=views, teachers={}, status="writing", created=now,
                             updated=now, versions=library_versions())
-        store = cls(p, group, writable=True, manifest=manifest)
+        store = cls(loc, group, writable=True, manifest=manifest)
         store._write_manifest(manifest)
         return store
 
@@ -155,18 +164,26 @@ class Store:
     def _require_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"{self.path} is open read-only; open it with mode='r+' under the writer lock")
+        lease = held(self.location) if self.location.remote else None
+        if lease is not None:
+            lease.check()  # a writer whose lease was taken over stops before its next write
 
     def _write_manifest(self, manifest: Manifest) -> None:
-        """Replace the manifest: zarr writes a temp file and renames it; then it is fsynced."""
+        """Replace the manifest: zarr writes a temp file and renames it, then it is fsynced (on an object
+        store one PUT replaces it atomically, and there is nothing to fsync)."""
         self._require_writable()
         manifest = manifest.replace(updated=utc_now())
-        meta = self.path / "zarr.json"
+        local = self.location.local
+        meta = local / "zarr.json" if local is not None else Path("zarr.json")
         try:
             self.group.attrs[layout.MANIFEST_KEY] = manifest.to_dict()
-            fsync_path(meta)
-            fsync_path(self.path)
+            if local is not None:
+                fsync_path(meta)
+                fsync_path(local)
         except OSError as exc:
             raise naming(meta, exc) from exc
+        except object_errors(self.location) as exc:
+            raise self.location.unreachable(exc) from None
         self._manifest = manifest
 
     def set_card(self, name: str, card: TeacherCard) -> None:
@@ -302,10 +319,13 @@ class Store:
         return self._array(layout.logit_checksums(teacher))
 
     def logits_bytes(self, teacher: str) -> int:
-        return dir_size(layout.on_disk(self.path, layout.logits(teacher)))
+        if self.location.local is None:
+            return self.location.size(layout.logits(teacher) + "/")
+        return dir_size(layout.on_disk(self.location.local, layout.logits(teacher)))
 
     def disk_bytes(self) -> int:
-        return dir_size(self.path)
+        local = self.location.local
+        return self.location.size() if local is None else dir_size(local)
 
     def iter_chunks(self) -> Iterator[tuple[int, int]]:
         """All (view, chunk) pairs in write order."""
@@ -315,8 +335,10 @@ class Store:
 
     # ------------------------------------------------------------------ verified chunk reads
     def _signature(self, node: str, index: tuple[int, ...]) -> tuple[int, int, int] | None:
+        if self.location.local is None:
+            return None  # an object store: every read is hashed (a HEAD per chunk costs a round trip)
         try:
-            st = os.stat(layout.chunk_file(self.path, node, *index))
+            st = os.stat(layout.chunk_file(self.location.local, node, *index))
         except OSError:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
@@ -383,7 +405,9 @@ class Store:
             self.logits(teacher)[view, start:stop] = logits
             self.logit_checksums(teacher)[view, chunk] = checksum(logits)
         except OSError as exc:
-            raise naming(layout.chunk_file(self.path, node, view, chunk, 0), exc) from exc
+            raise naming(layout.chunk_file(Path(str(self.path)), node, view, chunk, 0), exc) from exc
+        except object_errors(self.location) as exc:
+            raise self.location.unreachable(exc) from None
 
     def add_teacher(self, name: str, card: TeacherCard) -> None:
         """Create the arrays of a new teacher, then record its card (status ``writing``)."""
@@ -428,8 +452,10 @@ class Store:
         return np.asarray(self.view_checksums()[:]) != 0
 
     def sync(self) -> None:
-        """Flush the store's files to stable storage (before a teacher is declared complete)."""
-        sync_tree(self.path)
+        """Flush the store's files to stable storage (before a teacher is declared complete); an object
+        store's PUTs are durable when they return."""
+        if self.location.local is not None:
+            sync_tree(self.location.local)
 
     def verify_chunk(self, node: str, read: Any, record: int, view: int, chunk: int,
                      index: tuple[int, ...] | None = None) -> np.ndarray:

@@ -15,12 +15,14 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
 from kdcache.errors import StoreBusyError
 from kdcache.store.layout import LOCK_NAME
+from kdcache.store.location import Location, locate
 
 
 class WriterLock:
@@ -66,6 +68,21 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def writer_lock(target: str | os.PathLike[str] | Location) -> AbstractContextManager[object]:
+    """The exclusive writer lock of a store: ``flock`` on a local directory, a lease on an object store.
+
+    Both refuse a live second writer at once with one line naming the holder,
+    and both outlive nothing: the kernel drops a dead process's ``flock``, and
+    a dead writer's lease expires (``kdcache.store.lease``).
+    """
+    location = locate(target)
+    if location.local is not None:
+        return WriterLock(location.local)
+    from kdcache.store.lease import Lease
+
+    return Lease(location, ttl=location.lease_seconds)
 
 
 def fsync_path(path: Path) -> None:

@@ -1,0 +1,296 @@
+"""Where a store lives: a local directory, or a prefix in an object store (S3, GCS, Azure, memory).
+
+Every command that takes a store takes a :class:`Location`: a plain path or
+``file://`` URL is a local directory (zarr's ``LocalStore``, ``flock``,
+fsync, rename into place); ``s3://``, ``gs://``, ``az://`` and ``memory://``
+URLs are opened through zarr's own :class:`zarr.storage.ObjectStore` over
+``obstore``.
+
+Why obstore and not fsspec: zarr reaches object stores through either
+``FsspecStore`` (s3fs/gcsfs/adlfs) or ``ObjectStore`` (obstore, Rust). In the
+distill access pattern (whole chunks, one view after another, decoded) from a
+local S3 server, ObjectStore read 2-3 times more rows per second than
+FsspecStore (``benchmarks/bench_remote.py``, ``docs/performance.md``), and
+obstore gives the conditional writes (create-if-absent, update-if-etag) the
+writer lease needs on S3, GCS, Azure and memory alike, with one library.
+
+Credentials and endpoints come from each service's standard environment
+variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_REGION``, ``GOOGLE_SERVICE_ACCOUNT``, ``AZURE_STORAGE_ACCOUNT_NAME``, ...,
+read by obstore itself) and from ``--storage-option key=value``, which wins.
+What differs from a local directory, and how the store keeps its guarantees:
+
+* an object PUT is atomic (a reader sees the old or the new object), so no
+  temporary file and rename are needed, and there is nothing to fsync;
+* there is no ``flock``: a writer holds a lease object instead
+  (:mod:`kdcache.store.lease`);
+* listings are never used to infer progress (the checksum records are); they
+  only size a store for ``kdcache info`` and find leftovers to delete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdcache.errors import StoreError, UsageError
+
+REMOTE_SCHEMES = ("s3", "gs", "az", "memory")
+SCHEMES = ("file", *REMOTE_SCHEMES)
+# obstore splits its settings: these are HTTP client options, everything else is the service's config
+# (endpoint, region, access_key_id, ...; obstore refuses a key it does not know).
+_CLIENT_OPTIONS = frozenset({
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "timeout", "proxy_url", "user_agent",
+    "pool_idle_timeout", "pool_max_idle_per_host", "http1_only", "http2_only", "default_content_type",
+})
+# kdcache's own storage options (not passed to obstore): how long a writer lease lasts unrenewed.
+LEASE_OPTION = "lease_seconds"
+# Fail within seconds on an unreachable endpoint instead of obstore's default of retrying for minutes;
+# transient errors (a 503, a reset connection) are still retried.
+_RETRY = {"max_retries": 3, "retry_timeout": _dt.timedelta(seconds=15),
+          "backoff": {"init_backoff": _dt.timedelta(milliseconds=100), "max_backoff": _dt.timedelta(seconds=2),
+                      "base": 2.0}}
+# Storage options the command line gave (``--storage-option``), for every remote URL this process opens:
+# a URL kept as a string (a run's records, a sweep's configuration) then opens with them, and credentials
+# passed this way are never written into a record. Explicit options to :func:`locate` win.
+_COMMAND_OPTIONS: dict[str, str] = {}
+# memory:// stores live as long as the process; one per URL, shared by every open of that URL.
+_MEMORY: dict[str, Any] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def parse_storage_options(items: list[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` (repeated ``--storage-option``) as a dict; a malformed item is a UsageError."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--storage-option {item!r} must look like key=value, e.g. endpoint=http://host:9000")
+        out[key.strip()] = val
+    return out
+
+
+@dataclass(frozen=True)
+class Location:
+    """A store's place: ``local`` (a directory) or ``url`` in an object store, with its storage options."""
+
+    url: str
+    local: Path | None = None
+    options: tuple[tuple[str, str], ...] = ()
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    def __str__(self) -> str:
+        return str(self.local) if self.local is not None else self.url
+
+    @property
+    def remote(self) -> bool:
+        return self.local is None
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a writer's lease lasts unrenewed (``--storage-option lease_seconds=N``, default 60)."""
+        from kdcache.store.lease import DEFAULT_TTL
+
+        raw = dict(self.options).get(LEASE_OPTION)
+        if raw is None:
+            return DEFAULT_TTL
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise UsageError(f"--storage-option {LEASE_OPTION}={raw} must be a positive number of seconds")
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return "file" if self.local is not None else self.url.split("://", 1)[0]
+
+    # ------------------------------------------------------------------ zarr
+    def zarr_store(self, read_only: bool) -> Any:
+        """What ``zarr.open_group`` takes: the directory, or zarr's ObjectStore over obstore."""
+        if self.local is not None:
+            return self.local
+        from zarr.storage import ObjectStore
+
+        return ObjectStore(self.objects(), read_only=read_only)
+
+    def objects(self) -> Any:
+        """The obstore store of a remote location (made once per Location)."""
+        if self.local is not None:
+            raise StoreError(f"{self} is a local directory, not an object store")
+        if "store" not in self._cache:
+            self._cache["store"] = _make_objects(self.url, dict(self.options))
+        return self._cache["store"]
+
+    # ------------------------------------------------------------------ objects (remote only)
+    def read(self, key: str) -> tuple[bytes, str | None] | None:
+        """Object ``key`` under the location and its etag, or None when there is none."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            result = obstore.get(self.objects(), key)
+            return bytes(result.bytes()), result.meta.get("e_tag")
+        except (NotFoundError, FileNotFoundError):  # obstore raises either, by version
+            return None
+        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
+            raise self.unreachable(exc) from None
+
+    def names(self) -> set[str]:
+        """The top-level names under the location (objects and prefixes); used only to classify it."""
+        import obstore
+
+        try:
+            listing = obstore.list_with_delimiter(self.objects(), None)
+        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
+            raise self.unreachable(exc) from None
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]}
+        return names | {o["path"].rsplit("/", 1)[-1] for o in listing["objects"]}
+
+    def size(self, prefix: str = "") -> int:
+        """Bytes of the objects under ``prefix`` (a listing: for ``kdcache info``, never for progress)."""
+        import obstore
+
+        try:
+            return sum(o["size"] for batch in obstore.list(self.objects(), prefix or None) for o in batch)
+        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
+            raise self.unreachable(exc) from None
+
+    def remove(self, prefix: str) -> None:
+        """Delete every object under ``prefix/`` (a statistic generation no card lists any more)."""
+        import obstore
+
+        try:
+            paths = [o["path"] for batch in obstore.list(self.objects(), prefix.rstrip("/") + "/") for o in batch]
+            if paths:
+                obstore.delete(self.objects(), paths)
+        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
+            raise self.unreachable(exc) from None
+
+    def unreachable(self, exc: BaseException) -> StoreError:
+        """An obstore error as one line: what failed, and which setting to check."""
+        text = " ".join(str(exc).split())
+        lowered = text.lower()
+        if "nosuchbucket" in lowered or "bucket does not exist" in lowered:
+            bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+            return StoreError(f"{self}: bucket {bucket!r} does not exist; create it or check the URL")
+        if "unauthenticated" in type(exc).__name__.lower() or "permission" in type(exc).__name__.lower() \
+                or "accessdenied" in lowered or "signature" in lowered:
+            return StoreError(f"{self}: access denied ({text[:120]}); check the credentials "
+                              "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --storage-option)")
+        endpoint = dict(self.options).get("endpoint") or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+        return StoreError(f"{self}: cannot reach the object store at {endpoint} ({type(exc).__name__}: "
+                          f"{text[:120]}); check AWS_ENDPOINT_URL or --storage-option endpoint=URL")
+
+
+def use_storage_options(options: Mapping[str, str]) -> None:
+    """Set the ``--storage-option`` values of this command for every object-store URL it opens."""
+    _COMMAND_OPTIONS.clear()
+    _COMMAND_OPTIONS.update(options)
+
+
+def locate(target: str | os.PathLike[str] | Location, options: Mapping[str, str] | None = None) -> Location:
+    """The :class:`Location` of ``target``: a plain path or ``file://`` URL (local), or an object-store URL.
+
+    A Location passes through (its own options kept, ``options`` added).
+    Another scheme (``http://``, ``abfs://``, ...) is a :class:`UsageError`.
+    """
+    opts = dict(options or {})
+    if isinstance(target, Location):
+        if not opts:
+            return target
+        return Location(target.url, target.local, tuple(sorted({**dict(target.options), **opts}.items())))
+    text = os.fspath(target)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return Location(url=text, local=Path(text))
+    if scheme == "file":
+        local = Path(rest)
+        return Location(url=text, local=local)
+    if scheme not in REMOTE_SCHEMES:
+        raise UsageError(f"{text}: unsupported store URL scheme {scheme!r}; use a path or one of "
+                         f"{', '.join(s + '://' for s in SCHEMES)}")
+    if scheme != "memory" and not rest.split("/", 1)[0]:
+        raise UsageError(f"{text}: the URL names no bucket; use {scheme}://BUCKET/PATH")
+    return Location(url=text.rstrip("/"), local=None, options=tuple(sorted({**_COMMAND_OPTIONS, **opts}.items())))
+
+
+def _make_objects(url: str, options: dict[str, str]) -> Any:
+    """An obstore store for ``url``: environment first (obstore reads it), ``options`` on top."""
+    from obstore.store import MemoryStore, from_url
+
+    if url.startswith("memory://"):
+        with _MEMORY_LOCK:
+            return _MEMORY.setdefault(url, MemoryStore())
+    options = {k: v for k, v in options.items() if k != LEASE_OPTION}
+    client = {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}
+    config = {k: v for k, v in options.items() if k not in _CLIENT_OPTIONS}
+    endpoint = config.get("endpoint") or config.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL") \
+        or os.environ.get("AWS_ENDPOINT") or ""
+    if endpoint.startswith("http://") and "allow_http" not in client:
+        client["allow_http"] = "true"  # an http:// endpoint was named explicitly (a local server)
+    try:
+        return from_url(url, config=config or None, client_options=client or None, retry_config=_RETRY)
+    except Exception as exc:  # noqa: BLE001 - obstore's configuration errors are one-lined here
+        text = " ".join(str(exc).split())
+        raise UsageError(f"{url}: the storage options are not valid ({text[:160]}); see `kdcache --help` "
+                         "and docs/cli.md (object-store URLs)") from None
+
+
+def group_meta_at(location: Location) -> dict[str, Any] | None:
+    """The zarr group metadata at ``location`` (its ``zarr.json``), or None when there is no group."""
+    from kdcache.store import layout
+
+    if location.local is not None:
+        return layout.group_meta(location.local)
+    found = location.read("zarr.json")
+    if found is None:
+        return None
+    try:
+        meta = json.loads(found[0])
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("node_type") == "group" else None
+
+
+def probe_location(location: Location) -> str:
+    """What is at ``location`` (see :func:`kdcache.store.layout.probe`). An object store has no empty
+    directories: a prefix with no objects is ``missing``, and a store may be created there."""
+    from kdcache.store import layout
+
+    if location.local is not None:
+        return layout.probe(location.local)
+    names = location.names()
+    if not names:
+        return "missing"
+    return layout.classify(names, group_meta_at(location))
+
+
+def object_errors(location: Location) -> tuple[type[BaseException], ...]:
+    """The exceptions an object store's I/O raises (obstore's), to be one-lined by :meth:`Location.unreachable`;
+    nothing for a local directory, whose OSErrors are named by the writers."""
+    if location.local is not None:
+        return ()
+    from obstore.exceptions import BaseError
+
+    return (BaseError,)
+
+
+def store_target(target: str | os.PathLike[str] | Location) -> Path | Location:
+    """What a command writes to: a local store's absolute directory, or a remote store's Location."""
+    location = locate(target)
+    if location.local is not None:
+        return location.local.expanduser().absolute()
+    return location
+
+
+def probe(target: str | os.PathLike[str] | Location) -> str:
+    """:func:`probe_location` of a path, URL or Location."""
+    return probe_location(locate(target))
