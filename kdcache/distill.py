@@ -52,7 +52,7 @@ from kdcache.engine.state import determinism
 from kdcache.errors import RunError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource, OnlineLogits
-from kdcache.models import atomic_torch_save, build_model
+from kdcache.models import atomic_torch_save, build_model, check_output_width
 from kdcache.progress import console
 from kdcache.store import library_versions
 from kdcache.views import ViewDataset
@@ -163,6 +163,9 @@ class _DistillTask:
         in_channels = self.render.channels or source.channels
         student, self.student_card = build_model(cfg.student, source.num_classes, in_channels,
                                                  random_init=True, role="student")
+        # A student that cannot take the rendered views (a fixed-size ViT) is one line before training.
+        check_output_width(student, in_channels, self.render.size or teacher.recipe.output_size(source.image_size(0)),
+                           source.num_classes, micro_batch=2, role="student")
         self.student = student.to(device).train()
         self.extras: list[nn.Module] = []
         for _ in range(spec.extra_networks):  # e.g. SLKD's networks of the teacher's architecture

@@ -44,7 +44,7 @@ from kdcache.engine.records import fsync_dir
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
-from kdcache.models import build_model, load_checkpoint, save_checkpoint
+from kdcache.models import build_model, check_output_width, load_checkpoint, save_checkpoint
 from kdcache.progress import console
 from kdcache.views import Recipe, ViewDataset, resolve_recipe
 
@@ -112,6 +112,9 @@ class _TeacherTask:
         self.render = recipe.render
         in_channels = self.render.channels or source.channels
         model, self.card = build_model(cfg.model, source.num_classes, in_channels, random_init=True, role="model")
+        # A model that cannot take these images (a fixed-size ViT) is one line now, not a traceback mid-epoch.
+        check_output_width(model, in_channels, self.render.size or recipe.output_size(source.image_size(0)),
+                           source.num_classes, micro_batch=2, role="model")
         self.model = model.to(device).train()
         self.modules: dict[str, nn.Module] = {"model": self.model}
         self.dataset = ViewDataset(source, recipe, cfg.seed, [self.render])

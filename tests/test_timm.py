@@ -9,6 +9,8 @@ parameters), so every build here takes well under a second.
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -150,4 +152,50 @@ def test_cli_trains_a_timm_teacher_and_precomputes_with_it(tmp_path: Path) -> No
     # The timm teacher replays bitwise from the recorded view parameters.
     code, text = run_cli("verify", store, "--replay", 16, "--data", data)
     assert code == 0, text
-    assert "bitwise equal" in text
+    assert "bitwise equal" in text and "16" in text
+    # ... and a replay with other weights under the recorded path is caught, not passed.
+    good = teacher.read_bytes()
+    other, other_card = build_model(SPEC, 4, in_channels=1, random_init=True)
+    save_checkpoint(teacher, other, other_card)
+    code, text = run_cli("verify", store, "--replay", 16, "--data", data)
+    assert code != 0, text
+    teacher.write_bytes(good)
+
+    # A timm student distils from the store through the CLI: built for the store's 4 classes
+    # and the data's 1 channel, trained (its weights move), with distill's run files.
+    run = tmp_path / "run"
+    code, text = run_cli("distill", store, "--data", data, "--val-data", val, "--student", "timm:test_efficientnet",
+                         "--loss", "kd", "--epochs", 1, "--batch-size", 32, "--out", run)
+    assert code == 0, text
+    assert {"run.json", "metrics.jsonl", "final.pt", "summary.json"} <= {p.name for p in run.iterdir()}
+    recorded = json.loads((run / "run.json").read_text())["student"]
+    assert (recorded["spec"], recorded["num_classes"], recorded["in_channels"]) == ("timm:test_efficientnet", 4, 1)
+    # final.pt loads into a timm model of that shape; the stem takes 1 channel, the head gives 4.
+    student, _ = build_model("timm:test_efficientnet", 4, in_channels=1, random_init=True)
+    student.load_state_dict(torch.load(run / "final.pt", weights_only=True))
+    stem = next(m for m in student.modules() if isinstance(m, nn.Conv2d))
+    assert stem.in_channels == 1 and student.get_classifier().out_features == 4
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and math.isfinite(metrics[0]["train_loss"]) and 0 <= metrics[0]["val_top1"] <= 1
+
+
+@needs_timm
+def test_a_fixed_size_timm_model_fails_the_shape_check_in_one_line(tmp_path: Path) -> None:
+    # timm's test_vit takes 160x160 in 16-pixel patches: 28x28 images are refused before any
+    # training, by the CLI too, with one line naming the input shape.
+    data = "synthetic:samples=16,classes=2,size=28,channels=1"
+    code, text = run_cli("train-teacher", "--data", data, "--val-data", data, "--model", "timm:test_vit",
+                         "--epochs", 1, "--out", tmp_path / "t.pt")
+    assert_one_line_error(code, text, "failed on a batch of shape")
+    assert "28, 28)" in text and not (tmp_path / "t.pt").exists()
+
+
+@needs_timm
+def test_a_fixed_size_timm_student_fails_before_training(tmp_path: Path) -> None:
+    data = "synthetic:samples=16,classes=2,size=28,channels=1"
+    teacher, card = build_model("kdcache:tiny_cnn", 2, in_channels=1, random_init=True)
+    save_checkpoint(tmp_path / "t.pt", teacher, card)
+    code, text = run_cli("distill", "--teacher", "kdcache:tiny_cnn", "--weights", tmp_path / "t.pt", "--views", 1,
+                         "--data", data, "--val-data", data, "--student", "timm:test_vit", "--epochs", 1,
+                         "--out", tmp_path / "run")
+    assert_one_line_error(code, text, "student failed on a batch of shape")
