@@ -104,6 +104,9 @@ def distill(
     momentum: MomentumOpt = 0.9,
     weight_decay: WdOpt = 5e-4,
     seed: SeedOpt = 0,
+    init_seed: Annotated[Optional[int], typer.Option(
+        "--init-seed", help="Seed of the student's initialisation (and dropout) only (default: --seed); "
+                            "--seed then sets the data order.", min=0, show_default=False)] = None,
     view_policy: Annotated[Optional[ViewPolicy], typer.Option(
         "--view-policy", help="Which view a sample shows in epoch e: cycle (view (e-1) mod V, the default) "
                               "or random.", show_default=False)] = None,
@@ -120,9 +123,63 @@ def distill(
         store=None if store is None else str(store), teacher_name=teacher_name, teacher=teacher, weights=weights,
         views=views, recipe=recipe, loss_opts=parse_loss_opts(loss_opt or []), batch_size=batch_size,
         workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed,
-        view_seed=view_seed, view_policy=value(view_policy), resume=resume, device=value(device),
+        init_seed=init_seed, view_seed=view_seed, view_policy=value(view_policy), resume=resume, device=value(device),
     )
     typer.echo(format_result(run(cfg)))
+
+
+SWEEP_EPILOG = (
+    "Example:\n\n    kdcache sweep store.zarr --data embedded --val-data embedded,split=test "
+    "--student kdcache:mlp --run ce:ce --run kd-t2:kd:temperature=2 --run nkd:nkd "
+    "--init-seed 0 --init-seed 1 --epochs 10 --out runs/sweep\n\n"
+    "Each (run, init seed) student writes OUT/NAME-sN/, bitwise equal to `kdcache distill STORE ... "
+    "--loss LOSS --loss-opt ... --init-seed N --out OUT/NAME-sN`; OUT/leaderboard.md ranks them.\n\n"
+    "Interrupted? Add --resume to the same command."
+)
+
+
+@handle_errors(resume="add --resume to the same command to continue every student from its last finished epoch")
+def sweep(
+    store: Annotated[Path, typer.Argument(help="Store with the cached teacher logits.", metavar="STORE",
+                                          show_default=False)],
+    data: DataOpt,
+    val_data: ValDataOpt,
+    student: Annotated[str, typer.Option("--student", help="Student model spec (every run trains this model).")],
+    run: Annotated[list[str], typer.Option(
+        "--run", help="NAME:LOSS[:key=value,...] (repeatable): a run of LOSS with these --loss-opt values, "
+                      "trained once per --init-seed into OUT/NAME-sN.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Sweep directory to create (a run directory per student, "
+                                                    "leaderboard.md, leaderboard.csv).")],
+    init_seed: Annotated[Optional[list[int]], typer.Option(
+        "--init-seed", help="Init seed (repeatable; default: --seed): each run trains one student per seed.",
+        min=0, show_default=False)] = None,
+    epochs: EpochsOpt = 10,
+    teacher_name: TeacherNameOpt = None,
+    batch_size: BatchOpt = 128,
+    workers: WorkersOpt = 0,
+    lr: LrOpt = 0.05,
+    optimizer: OptimizerOpt = Optimizer.sgd,
+    schedule: ScheduleOpt = Schedule.multistep,
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WdOpt = 5e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order (shared by every student).",
+                                      min=0)] = 0,
+    view_policy: Annotated[Optional[ViewPolicy], typer.Option(
+        "--view-policy", help="Which view a sample shows in epoch e: cycle (the default) or random.",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted sweep in --out.")] = False,
+    device: DeviceOpt = Device.cpu,
+) -> None:
+    """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
+    from kdcache.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
+
+    cfg = SweepConfig(
+        store=str(store), data=data, val_data=val_data, student=student, runs=[parse_run(r) for r in run],
+        init_seeds=list(init_seed) if init_seed else [seed], epochs=epochs, out=out, teacher_name=teacher_name,
+        batch_size=batch_size, workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs),
+        seed=seed, view_policy=value(view_policy), resume=resume, device=value(device),
+    )
+    typer.echo(format_result(run_sweep(cfg)))
 
 
 TRAIN_TEACHER_EPILOG = (

@@ -34,6 +34,7 @@ app.command(epilog=store_cmds.INFO_EPILOG)(store_cmds.info)
 app.command(epilog=store_cmds.VERIFY_EPILOG)(store_cmds.verify)
 app.command(epilog=store_cmds.STATS_EPILOG)(store_cmds.stats)
 app.command(epilog=train_cmds.DISTILL_EPILOG)(train_cmds.distill)
+app.command(epilog=train_cmds.SWEEP_EPILOG)(train_cmds.sweep)
 app.command("train-teacher", epilog=train_cmds.TRAIN_TEACHER_EPILOG)(train_cmds.train_teacher)
 app.command(epilog=train_cmds.QUICKSTART_EPILOG)(train_cmds.quickstart)
 

@@ -20,6 +20,7 @@ state after the last finished epoch), ``final.pt`` and ``summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -92,6 +93,7 @@ class DistillConfig:
     workers: int = field(default=0, metadata=MAY_CHANGE)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
+    init_seed: int | None = None  # None: --seed (resolved by distill() before it is recorded)
     view_policy: str | None = None  # None: cycle
     window: int = DEFAULT_WINDOW
     resume: bool = field(default=False, metadata=MAY_CHANGE)
@@ -114,6 +116,8 @@ class DistillConfig:
         require_int("--batch-size", self.batch_size, 1)
         require_int("--workers", self.workers, 0)
         require_int("--seed", self.seed, 0)
+        if self.init_seed is not None:
+            require_int("--init-seed", self.init_seed, 0)
         require_int("--window", self.window, 1)
         require_int("micro_batch", self.micro_batch, 1)
         if self.online:
@@ -254,16 +258,45 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
                            "(other views, logits, statistics or teacher weights); start a new run with another --out")
 
 
+def with_init_seed(cfg: DistillConfig) -> DistillConfig:
+    """``cfg`` with ``init_seed`` resolved (``--seed`` when not given), so the record names the seed used."""
+    return cfg if cfg.init_seed is not None else dataclasses.replace(cfg, init_seed=cfg.seed)
+
+
+def run_record(cfg: DistillConfig, inputs: dict[str, Any], teacher: LogitSource, task: _DistillTask,
+               device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's ``run.json`` record and the arguments its training state is keyed by.
+
+    Shared with ``kdcache sweep``, whose every student records exactly what its single distill run would.
+    """
+    args = {**identity_args(cfg), "data_fingerprint": inputs["data_fingerprint"],
+            "val_data_fingerprint": inputs["val_data_fingerprint"]}
+    record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": identity_args(cfg), **inputs,
+              "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
+              "determinism": determinism(device),
+              "kdcache": __version__}
+    return record, args
+
+
+def finish_run(out: Path, task: _DistillTask, history: list[dict[str, Any]], t_start: float) -> DistillResult:
+    """Write ``final.pt`` and ``summary.json`` (atomically) once every epoch is trained."""
+    atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
+    fsync_dir(out)
+    result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
+    write_json_atomic(out / "summary.json", {"final": result.final, "seconds": result.seconds})
+    return result
+
+
 def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     """Train a student with ``cfg.loss`` from a store (or a live teacher); see the module docstring."""
     cfg.check()
+    cfg = with_init_seed(cfg)
     spec = losses.spec(cfg.loss)
     hparams = spec.resolve(cfg.loss_opts)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
     device = torch.device(cfg.device)
-    seed_everything(cfg.seed)
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
     if val_source.num_classes != source.num_classes:
@@ -271,15 +304,13 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     teacher, inputs = _open_teacher(cfg, source, spec, hparams, device, progress)
     if cfg.view_policy is not None and teacher.num_views == 1:
         raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
+    # Seeded right before the networks are built, so initialisation (and dropout) depends on the init
+    # seed alone, not on what opening the teacher drew: a sweep builds each student the same way.
+    seed_everything(cfg.init_seed if cfg.init_seed is not None else cfg.seed)
     task = _DistillTask(cfg, spec, hparams, teacher, source, device)
     # The data's content, not only its spec, is part of the run: a changed dataset is refused on resume.
     inputs.update(data_fingerprint=source.fingerprint(), val_data_fingerprint=val_source.fingerprint())
-    args = {**identity_args(cfg), "data_fingerprint": inputs["data_fingerprint"],
-            "val_data_fingerprint": inputs["val_data_fingerprint"]}
-    record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": identity_args(cfg), **inputs,
-              "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
-              "determinism": determinism(device),
-              "kdcache": __version__}
+    record, args = run_record(cfg, inputs, teacher, task, device)
     _prepare_run_dir(out, record, cfg.resume)
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
                             optim=cfg.optim)
@@ -290,11 +321,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     if engine.start(resume=cfg.resume) > cfg.epochs:
         console.print(f"{out}: all {cfg.epochs} epochs already done")
     history = engine.run(progress)
-    atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
-    fsync_dir(out)
-    result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
-    write_json_atomic(out / "summary.json", {"final": result.final, "seconds": result.seconds})
-    return result
+    return finish_run(out, task, history, t_start)
 
 
 def format_result(result: DistillResult) -> str:

@@ -18,9 +18,10 @@ from the seed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,6 +113,26 @@ class CachedLogits(LogitSource):
         card = self.store.card(self.name)
         self.card = card.to_dict()
         self.render = Render.from_dict(card.render)
+        self._serve(spec, hparams)
+
+    def for_loss(self, spec: losses.LossSpec, hparams: dict[str, Any]) -> CachedLogits:
+        """The same opened store and teacher, serving the statistics of another loss (a sweep's runs).
+
+        Each gets its own reader of exactly its loss's per-row statistics, as a single distill would;
+        a sweep reads the union of them once with :meth:`rows_for`.
+        """
+        other = copy.copy(self)
+        other._serve(spec, hparams)
+        return other
+
+    def rows_for(self, sources: Sequence[CachedLogits]) -> CachedRows:
+        """One reader of the logits and the union of the per-row statistics ``sources`` declare."""
+        names = list(dict.fromkeys(name for s in sources for name in s.row_arg))
+        return CachedRows(self.store, self.name, names)
+
+    def _serve(self, spec: losses.LossSpec, hparams: dict[str, Any]) -> None:
+        """Load the statistics ``spec`` declares: static ones now, per-row ones with each batch."""
+        card = self.store.card(self.name)
         self.static: dict[str, torch.Tensor] = {}
         self.row_arg: dict[str, str] = {}  # stored per-row statistic -> loss keyword
         self._read: dict[str, Any] = {}  # what this run reads, for input_hash
@@ -163,8 +184,9 @@ class CachedLogits(LogitSource):
     def call_inputs(self, rows: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.static)
         for stored, arg in self.row_arg.items():
-            if rows is not None and stored in rows:
-                out[arg] = rows[stored]
+            if rows is None or stored not in rows:  # never fall back to the loss's own estimate silently
+                raise KdcacheError(f"the per-row statistic {stored} was not read for this batch (a kdcache bug)")
+            out[arg] = rows[stored]
         return out
 
 

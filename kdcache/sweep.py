@@ -1,0 +1,350 @@
+"""``kdcache sweep``: train many students from one store in one pass over the data.
+
+A sweep is a list of runs (``NAME:LOSS[:key=value,...]``) times a list of
+init seeds; each (run, init seed) pair is one student, which ends bitwise
+identical to ``kdcache distill STORE ... --loss LOSS --loss-opt ... --init-seed
+N`` with the same other options, and writes the same run directory,
+``OUT/NAME-sN/`` (``run.json``, ``metrics.jsonl``, ``steps.jsonl``,
+``checkpoint.pt``, ``final.pt``, ``summary.json``); ``distill --resume`` on it
+is accepted. ``OUT/leaderboard.md`` and ``OUT/leaderboard.csv`` rank them.
+
+What is shared, and why the result is still each single run's:
+
+* ONE DataLoader per epoch renders each batch once. Every student of a sweep
+  trains at the teacher's rendering, with the same batch size, data-order
+  seed, view policy and window, so every single run would render the same
+  batches in the same order.
+* ONE reader reads each batch's cached rows once: the logits and the union of
+  the per-row statistics the runs' losses declare. Each student is handed
+  exactly its own loss's statistics from them.
+* Each student has its own :class:`~kdcache.engine.Engine` (optimizers,
+  schedules, logs, checkpoint), stepped with the engine's public
+  ``begin_epoch`` / ``train_step`` / ``end_epoch``.
+* Each student has its own random generators (torch, CUDA, numpy, python):
+  it is built right after seeding with its init seed, exactly as distill
+  builds it (student, then any extra networks such as SLKD's), and its
+  generator states are restored before each of its steps and saved after, so
+  dropout draws what the single run would draw. The DataLoader draws from a
+  private generator, never from the global one.
+
+A killed sweep resumes with ``--resume``: each student continues from its own
+last saved epoch (students may stop at different epochs; one that is ahead
+skips the epochs it already trained).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from kdcache import losses
+from kdcache.data import open_data
+from kdcache.distill import (
+    DistillConfig,
+    DistillResult,
+    _DistillTask,
+    _prepare_run_dir,
+    finish_run,
+    parse_loss_opts,
+    run_record,
+)
+from kdcache.engine import Engine, LoopSettings, OptimConfig, RunFiles, capture_rng, eval_loader, restore_rng
+from kdcache.engine import seed_everything, write_json_atomic
+from kdcache.engine.config import require_int
+from kdcache.engine.records import write_text_atomic
+from kdcache.errors import RunError, UsageError
+from kdcache.loader import DEFAULT_WINDOW, CachedBatches, epoch_plan
+from kdcache.logit_sources import CachedLogits
+from kdcache.prefetch import prefetch
+from kdcache.progress import console, make_progress, rate_text
+from kdcache.views import ViewDataset
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One ``--run NAME:LOSS[:key=value,...]``: a loss and its options, trained once per init seed."""
+
+    name: str
+    loss: str
+    loss_opts: dict[str, Any] = field(default_factory=dict)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``text`` on commas outside brackets and quotes (``grid=[1,2,4],lam=0.5`` is two items)."""
+    items, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse_run(text: str) -> SweepRun:
+    """``NAME:LOSS[:key=value,...]`` to a :class:`SweepRun`; values are JSON when they parse, as ``--loss-opt``."""
+    name, _, rest = text.partition(":")
+    loss, _, opts = rest.partition(":")
+    if not name or not loss:
+        raise UsageError(f"--run {text!r} must look like NAME:LOSS[:key=value,...], e.g. kd-t2:kd:temperature=2")
+    if not _NAME.match(name):
+        raise UsageError(f"--run name {name!r} must be letters, digits and _ . + - (it names the run's directory)")
+    if loss not in losses.names():
+        raise UsageError(f"--run {text!r}: unknown loss {loss!r}; valid: {', '.join(losses.names())}")
+    return SweepRun(name=name, loss=loss, loss_opts=parse_loss_opts(_split_top_level(opts)))
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: the runs, the init seeds, and every distill option they share."""
+
+    store: str
+    data: str
+    val_data: str
+    student: str
+    runs: list[SweepRun]
+    init_seeds: list[int]
+    epochs: int
+    out: Path
+    teacher_name: str | None = None
+    batch_size: int = 128
+    workers: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    view_policy: str | None = None
+    window: int = DEFAULT_WINDOW
+    resume: bool = False
+    device: str = "cpu"
+    micro_batch: int = 64
+
+    def student_config(self, run: SweepRun, init_seed: int) -> DistillConfig:
+        """The config of the single ``distill`` run this student equals."""
+        return DistillConfig(
+            data=self.data, val_data=self.val_data, student=self.student, loss=run.loss, epochs=self.epochs,
+            out=Path(self.out) / f"{run.name}-s{init_seed}", store=self.store, teacher_name=self.teacher_name,
+            loss_opts=dict(run.loss_opts), batch_size=self.batch_size, workers=self.workers, optim=self.optim,
+            seed=self.seed, init_seed=init_seed, view_policy=self.view_policy, window=self.window,
+            resume=self.resume, device=self.device, micro_batch=self.micro_batch,
+        )
+
+    def check(self) -> None:
+        """Refuse bad option values, one line each, before anything is read or written."""
+        if not self.runs:
+            raise UsageError("give at least one --run NAME:LOSS[:key=value,...]")
+        names = [r.name for r in self.runs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UsageError(f"--run names must differ (each names a directory); repeated: {', '.join(dup)}")
+        if not self.init_seeds:
+            raise UsageError("give at least one --init-seed N")
+        for s in self.init_seeds:
+            require_int("--init-seed", s, 0)
+        if len(set(self.init_seeds)) != len(self.init_seeds):
+            raise UsageError("--init-seed values must differ (each trains its own students)")
+        for run in self.runs:
+            self.student_config(run, self.init_seeds[0]).check()
+
+
+@dataclass
+class _Student:
+    """One (run, init seed): its config, task, engine and its own random generators."""
+
+    run: SweepRun
+    init_seed: int
+    cfg: DistillConfig
+    task: _DistillTask
+    engine: Engine
+    rng: dict[str, Any]
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    students: list[DistillResult]
+    board: list[dict[str, Any]]
+    seconds: float
+
+
+def _check_out(cfg: SweepConfig) -> None:
+    """Refuse an output that would mix this sweep with other files, before any student directory is made."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; sweep writes a directory, give a directory path")
+    if not cfg.resume and out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} already holds files; pass --resume to continue that sweep, or choose a new --out")
+    if cfg.resume and not (out / "sweep.json").exists():
+        raise RunError(f"--resume: {out} holds no sweep to resume (no sweep.json); drop --resume to start one")
+
+
+def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], CachedLogits, ViewDataset]:
+    """Open the store once, build every student as its single distill run would, prepare its directory."""
+    source = open_data(cfg.data)
+    val_source = open_data(cfg.val_data)
+    if val_source.num_classes != source.num_classes:
+        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    fingerprints = {"data_fingerprint": source.fingerprint(), "val_data_fingerprint": val_source.fingerprint()}
+    # Every loss is resolved and its statistics found before any directory is written.
+    resolved = []
+    base: CachedLogits | None = None
+    for run in cfg.runs:
+        spec = losses.spec(run.loss)
+        hparams = spec.resolve(run.loss_opts)
+        teacher = (CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams) if base is None
+                   else base.for_loss(spec, hparams))
+        base = base or teacher
+        resolved.append((run, spec, hparams, teacher, {
+            "store_manifest_hash": teacher.manifest_hash(), "store_input_hash": teacher.input_hash(),
+            **fingerprints}))
+    if base is None:  # cfg.check() refuses an empty list of runs; this keeps the type checker honest
+        raise UsageError("give at least one --run NAME:LOSS[:key=value,...]")
+    if cfg.view_policy is not None and base.num_views == 1:
+        raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(cfg.out) / "sweep.json", {
+        "kind": "kdcache-sweep", "runs": [{"name": r.name, "loss": r.loss, "loss_opts": r.loss_opts} for r in cfg.runs],
+        "init_seeds": cfg.init_seeds, "students": [f"{r.name}-s{s}" for r in cfg.runs for s in cfg.init_seeds]})
+    settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
+                            optim=cfg.optim)
+    val = eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers)
+    students = []
+    for run, spec, hparams, teacher, inputs in resolved:
+        for init_seed in cfg.init_seeds:
+            scfg = cfg.student_config(run, init_seed)
+            # A student added to a sweep being resumed (or never started) starts fresh.
+            scfg.resume = cfg.resume and (Path(scfg.out) / "run.json").exists()
+            seed_everything(init_seed)  # exactly as distill: seed, then build student and extra networks
+            task = _DistillTask(scfg, spec, hparams, teacher, source, device)
+            record, args = run_record(scfg, dict(inputs), teacher, task, device)
+            _prepare_run_dir(Path(scfg.out), record, scfg.resume)
+            out = Path(scfg.out)
+            files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
+            engine = Engine(task, settings, files, command="distill", args=args, val_loader=val)
+            engine.start(resume=scfg.resume)  # restores the student's saved generators, if any
+            students.append(_Student(run, init_seed, scfg, task, engine, capture_rng()))
+    dataset = ViewDataset(source, base.recipe, base.seed, base.renders(base.render))
+    return students, base, dataset
+
+
+def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
+    """Train every (run, init seed) student from one pass over the data per epoch (see the module docstring)."""
+    cfg.check()
+    _check_out(cfg)
+    device = torch.device(cfg.device)
+    t_start = time.perf_counter()
+    students, base, dataset = _build(cfg, device)
+    rows = base.rows_for([s.task.teacher for s in students])  # logits + the union of per-row statistics
+    first = min(s.engine.start_epoch for s in students)
+    with make_progress(unit="samples", enabled=progress) as bar:
+        for epoch in range(first, cfg.epochs + 1):
+            active = [s for s in students if s.engine.start_epoch <= epoch]
+            plan = epoch_plan(cfg.seed, epoch, len(dataset), base.num_views, cfg.view_policy or "cycle", cfg.window)
+            batches = CachedBatches(rows, plan, cfg.batch_size)
+            side = batches.side()
+            # As Engine.loader: a private generator, so loading never draws from the students' global RNG.
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                pin_memory=device.type == "cuda", generator=torch.Generator())
+            bar_id = bar.add_task(f"epoch {epoch}/{cfg.epochs} ({len(active)} students)", total=len(dataset), rate="")
+            tallies = [s.engine.begin_epoch(epoch) for s in active]
+            t0, seen = time.perf_counter(), 0
+            for batch in loader if cfg.workers else prefetch(loader):
+                cached = next(side)
+                for s, tally in zip(active, tallies, strict=True):
+                    restore_rng(s.rng)
+                    s.engine.train_step(tally, batch, cached)
+                    s.rng = capture_rng()
+                seen += len(batch["label"])
+                bar.update(bar_id, advance=len(batch["label"]),
+                           rate=rate_text(seen, time.perf_counter() - t0, "samples"))
+            bar.remove_task(bar_id)
+            for s, tally in zip(active, tallies, strict=True):
+                restore_rng(s.rng)
+                s.engine.end_epoch(tally, progress=False)
+                s.rng = capture_rng()
+            if progress:
+                best = max(active, key=lambda s: s.engine.history[-1]["val_top1"])
+                console.print(f"epoch {epoch}: {len(active)} students trained; best val top-1 "
+                              f"{best.engine.history[-1]['val_top1']:.2%} ({best.run.name}-s{best.init_seed})")
+    results = [finish_run(Path(s.cfg.out), s.task, s.engine.history, t_start) for s in students]
+    board = leaderboard(students)
+    _write_leaderboard(Path(cfg.out), board)
+    result = SweepResult(out=Path(cfg.out), students=results, board=board, seconds=time.perf_counter() - t_start)
+    # The sweep's report (plots and a page) is written here, once every student has finished.
+    return result
+
+
+def leaderboard(students: list[_Student]) -> list[dict[str, Any]]:
+    """One row per student, best final validation top-1 first (ties: run order, then seed)."""
+    rows = []
+    for i, s in enumerate(students):
+        final = s.engine.history[-1] if s.engine.history else {}
+        rows.append({"student": f"{s.run.name}-s{s.init_seed}", "run": s.run.name, "loss": s.run.loss,
+                     "loss_opts": s.run.loss_opts, "init_seed": s.init_seed, "epochs": final.get("epoch", 0),
+                     "val_top1": final.get("val_top1", math.nan), "val_top5": final.get("val_top5", math.nan),
+                     "train_loss": final.get("train_loss", math.nan), "order": i})
+    rows.sort(key=lambda r: (-r["val_top1"], r["order"]))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+        del r["order"]
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else ""
+    return f"{mean:.2%}{spread}"
+
+
+def _write_leaderboard(out: Path, board: list[dict[str, Any]]) -> None:
+    """``leaderboard.csv`` (one row per student) and ``leaderboard.md`` (students, then runs over seeds)."""
+    columns = ["rank", "student", "run", "loss", "loss_opts", "init_seed", "epochs", "val_top1", "val_top5",
+               "train_loss"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in board:
+        writer.writerow({**r, "loss_opts": " ".join(f"{k}={v}" for k, v in r["loss_opts"].items())})
+    write_text_atomic(out / "leaderboard.csv", buf.getvalue())
+    lines = ["# Sweep leaderboard", "", "| rank | student | loss | options | init seed | epochs | val top-1 | "
+             "val top-5 | train loss |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in board:
+        opts = ", ".join(f"{k}={v}" for k, v in r["loss_opts"].items()) or "defaults"
+        lines.append(f"| {r['rank']} | {r['student']} | {r['loss']} | {opts} | {r['init_seed']} | {r['epochs']} | "
+                     f"{r['val_top1']:.2%} | {r['val_top5']:.2%} | {r['train_loss']:.4f} |")
+    by_run: dict[str, list[float]] = {}
+    for r in board:
+        by_run.setdefault(r["run"], []).append(r["val_top1"])
+    lines += ["", "Per run, over init seeds (mean ± sample standard deviation):", "",
+              "| run | seeds | val top-1 |", "|---|---:|---:|"]
+    for name, values in sorted(by_run.items(), key=lambda kv: -statistics.fmean(kv[1])):
+        lines.append(f"| {name} | {len(values)} | {_mean_std(values)} |")
+    write_text_atomic(out / "leaderboard.md", "\n".join(lines) + "\n")
+
+
+def format_result(result: SweepResult) -> str:
+    """The human summary at the end of ``kdcache sweep``."""
+    if not result.board:
+        return f"sweep {result.out}: no student"
+    top = result.board[0]
+    return (f"sweep {result.out}: {len(result.board)} students in {result.seconds:.0f}s; best {top['student']} "
+            f"val top-1 {top['val_top1']:.2%}; leaderboard in {result.out / 'leaderboard.md'}")
