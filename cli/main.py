@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from kdcache_cli import commands_report as report_cmds
 from kdcache_cli import commands_store as store_cmds
 from kdcache_cli import commands_train as train_cmds
 from kdcache_cli.exits import OneLineErrors
@@ -37,6 +38,7 @@ app.command(epilog=train_cmds.DISTILL_EPILOG)(train_cmds.distill)
 app.command(epilog=train_cmds.SWEEP_EPILOG)(train_cmds.sweep)
 app.command("train-teacher", epilog=train_cmds.TRAIN_TEACHER_EPILOG)(train_cmds.train_teacher)
 app.command(epilog=train_cmds.QUICKSTART_EPILOG)(train_cmds.quickstart)
+app.command(epilog=report_cmds.REPORT_EPILOG)(report_cmds.report)
 
 
 def main() -> None:  # pragma: no cover - console entry

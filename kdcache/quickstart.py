@@ -2,7 +2,8 @@
 
 teacher training -> precompute -> stats -> distill (CE baseline, KD, NKD,
 ISATS from the store) -> KD online (the teacher run live) -> a table of
-accuracy, time and the speed-up of cached over online distillation.
+accuracy, time and the speed-up of cached over online distillation, and a
+``kdcache report`` of the students and the store in ``workdir/report``.
 
 Re-running reuses the teacher and the store in ``workdir`` (both resumable)
 and re-trains the students.
@@ -20,6 +21,7 @@ from kdcache.distill import DistillConfig, distill
 from kdcache.errors import KdcacheError
 from kdcache.precompute import TeacherRequest, precompute
 from kdcache.progress import console
+from kdcache.report import write_report
 from kdcache.stats import compute_stats
 from kdcache.teacher import TeacherConfig, train_teacher
 from kdcache.engine import OptimConfig
@@ -59,6 +61,8 @@ class QuickstartResult:
     teacher_top1: float
     precompute_seconds: float
     rows: list[Row] = field(default_factory=list)
+    report: Path | None = None  # the report page (kdcache report) of the students and the store
+    plot: Path | None = None  # its figure of final accuracy per method
 
     def row(self, method: str, mode: str) -> Row:
         return next(r for r in self.rows if r.method == method and r.mode == mode)
@@ -123,6 +127,9 @@ def run_quickstart(workdir: Path, student_epochs: int | None = None, progress: b
                               optim=optim, seed=SEED), progress=progress)
     result.rows.append(Row("kd", "online", r.final["val_top1"], r.seconds,
                            sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics)))
+    written = write_report([workdir / "runs" / m for m in METHODS] + [out], workdir / "report", store=store,
+                           title="kdcache quickstart")
+    result.report, result.plot = written.page, written.figures["final"]
     return result
 
 
@@ -143,4 +150,6 @@ def format_table(result: QuickstartResult) -> str:
         )
     lines += ["", f"speed-up of cached over online KD: {result.speedup:.2f}x "
                   f"(online runs the teacher every step; cached reads its logits from {result.workdir / 'store.zarr'})"]
+    if result.plot is not None:
+        lines += [f"plot: {result.plot} (accuracy per method); every figure: {result.report}"]
     return "\n".join(lines)

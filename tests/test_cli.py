@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kdcache_cli.main import app
 
-COMMANDS = ["precompute", "info", "verify", "stats", "distill", "train-teacher", "quickstart"]
+COMMANDS = ["precompute", "info", "verify", "stats", "distill", "train-teacher", "quickstart", "report"]
 runner = CliRunner()
 
 

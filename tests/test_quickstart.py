@@ -18,6 +18,9 @@ def test_quickstart_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert result.row("kd", "online").val_top1 > 0.3
     assert result.teacher_top1 > 0.8
     assert "speed-up of cached over online KD" in table
+    # Its report: the plot it prints is a PNG, and the page embeds it.
+    assert result.plot is not None and result.plot.read_bytes()[:4] == b"\x89PNG"
+    assert f"plot: {result.plot}" in table and result.plot.name in result.report.read_text()
     # Re-running reuses the teacher and the (complete) store.
     again = run_quickstart(tmp_path / "qs", student_epochs=1, progress=False)
     assert again.teacher_top1 == result.teacher_top1

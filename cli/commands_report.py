@@ -1,0 +1,40 @@
+"""``kdcache report``: PNG plots and a markdown page of finished (or running) runs and a store's statistics.
+
+The body parses, makes one library call (:func:`kdcache.report.write_report`) and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kdcache_cli.exits import handle_errors
+from kdcache_cli.options import TeacherNameOpt
+
+REPORT_EPILOG = (
+    "Example:\n\n"
+    "    kdcache report runs/ce-s0 runs/ce-s1 runs/kd-s0 runs/kd-s1 --store store.zarr --out report\n\n"
+    "Runs named NAME-sN (as sweep names them) are the seeds of method NAME: the page shows their mean ± std. "
+    "Open OUT/report.md (or the PNGs in OUT)."
+)
+
+
+@handle_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md and the PNG figures.")],
+    runs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Run directories (the --out of distill, or the NAME-sN directories of sweep).",
+        metavar="[RUN_DIR]...", show_default=False)] = None,
+    store: Annotated[Optional[str], typer.Option(
+        "--store", help="Also plot this store's statistics (teacher accuracy per view, ISATS tau* histogram, "
+                        "FGCR class tables); run `kdcache stats STORE` first.", show_default=False)] = None,
+    teacher_name: TeacherNameOpt = None,
+    baseline: Annotated[str, typer.Option(
+        "--baseline", help="Method the table compares against, when present.")] = "ce",
+) -> None:
+    """Plot validation accuracy per epoch, final accuracy per method (± std over seeds) and a store's statistics."""
+    from kdcache.report import format_report, write_report
+
+    typer.echo(format_report(write_report(runs or [], out, store=store, teacher=teacher_name, baseline=baseline)))
