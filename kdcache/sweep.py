@@ -67,6 +67,7 @@ from kdcache.loader import DEFAULT_WINDOW, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits
 from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
+from kdcache.report import report_sweep
 from kdcache.views import ViewDataset
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -290,6 +291,7 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     _write_leaderboard(Path(cfg.out), board)
     result = SweepResult(out=Path(cfg.out), students=results, board=board, seconds=time.perf_counter() - t_start)
     # The sweep's report (plots and a page) is written here, once every student has finished.
+    report_sweep(cfg.out, [Path(s.cfg.out) for s in students], cfg.store, cfg.teacher_name)
     return result
 
 
@@ -347,4 +349,5 @@ def format_result(result: SweepResult) -> str:
         return f"sweep {result.out}: no student"
     top = result.board[0]
     return (f"sweep {result.out}: {len(result.board)} students in {result.seconds:.0f}s; best {top['student']} "
-            f"val top-1 {top['val_top1']:.2%}; leaderboard in {result.out / 'leaderboard.md'}")
+            f"val top-1 {top['val_top1']:.2%}; leaderboard in {result.out / 'leaderboard.md'}; "
+            f"plots in {result.out / 'report' / 'report.md'}")

@@ -138,3 +138,22 @@ def test_bad_input_is_one_line_and_writes_nothing(workdir: Path, tmp_path: Path,
     code, text = run_cli("report", *args, "--out", out)
     assert_one_line_error(code, text, needle, exit_code=exit_code)
     assert out.is_file() if case == "out-is-a-file" else not out.exists()
+
+
+@pytest.mark.parametrize("store", ["store.zarr", "bare.zarr"])
+def test_sweep_writes_its_report(workdir: Path, tmp_path: Path, store: str) -> None:
+    out = tmp_path / "sweep"
+    code, text = run_cli("sweep", workdir / store, "--data", DATA, "--val-data", VAL, "--student", "kdcache:mlp",
+                         "--run", "ce:ce", "--run", "kd:kd:temperature=2", "--init-seed", 0, "--init-seed", 1,
+                         "--epochs", 1, "--out", out)
+    assert code == 0, text
+    page = out / "report" / "report.md"
+    assert f"plots in {page}" in " ".join(text.split())  # the printed line may wrap
+    for name in ("curves.png", "final.png"):
+        assert_png(out / "report" / name)
+    body = page.read_text()
+    assert "| ce | ce | defaults | 2 |" in body and "| kd | kd | temperature=2 | 2 |" in body
+    if store == "store.zarr":
+        assert_png(out / "report" / "tau_star.png")
+    else:  # no statistics: students only, and the page says how to add the store figures
+        assert not (out / "report" / "tau_star.png").exists() and "kdcache stats" in body

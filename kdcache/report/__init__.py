@@ -7,7 +7,7 @@ quickstart`` and ``kdcache sweep`` call it on their own runs.
 
 from __future__ import annotations
 
-from kdcache.report.page import ReportResult, format_report, read_store_stats, write_report
+from kdcache.report.page import ReportResult, format_report, read_store_stats, report_sweep, store_has_stats, write_report
 from kdcache.report.runs import MethodSummary, RunRecord, load_run, load_runs, summarise
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "load_run",
     "load_runs",
     "read_store_stats",
+    "report_sweep",
+    "store_has_stats",
     "summarise",
     "write_report",
 ]

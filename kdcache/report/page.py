@@ -159,6 +159,34 @@ def write_report(
     return result
 
 
+def store_has_stats(path: str | Path, teacher: str | None = None) -> bool:
+    """Whether ``kdcache stats`` has written statistics for the store's teacher (read-only check)."""
+    from kdcache.store import Store
+    from kdcache.store.stat_io import listed
+
+    store = Store.open(path)
+    return bool(listed(store, store.resolve_teacher(teacher)))
+
+
+def report_sweep(out: str | Path, runs: Sequence[str | Path], store: str | Path, teacher: str | None = None,
+                 ) -> ReportResult:
+    """The report ``kdcache sweep`` writes in ``OUT/report``: its students, and the store's statistics if it has them.
+
+    A store without statistics is not an error here (a sweep of CE and KD
+    needs none); the page then has the students only and says how to add
+    the store figures.
+    """
+    with_stats = store_has_stats(store, teacher)
+    result = write_report(runs, Path(out) / "report", store=store if with_stats else None, teacher=teacher,
+                          title=f"kdcache sweep {Path(out).name}")
+    if not with_stats:
+        note = f"the store has no statistics; `kdcache stats {store}` then `kdcache report` adds its figures"
+        result.notes.append(note)
+        with result.page.open("a") as f:
+            f.write(f"\n\nNo store figures: {note}.\n")
+    return result
+
+
 def format_report(result: ReportResult) -> str:
     """What ``kdcache report`` prints: where the page and each figure are."""
     lines = [f"report: {result.page}"]
