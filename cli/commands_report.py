@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from kdcache_cli.exits import handle_errors
-from kdcache_cli.options import TeacherNameOpt
+from kdcache_cli.options import StorageOpt, TeacherNameOpt, use_storage_options
 
 REPORT_EPILOG = (
     "Example:\n\n"
@@ -33,8 +33,10 @@ def report(
     teacher_name: TeacherNameOpt = None,
     baseline: Annotated[str, typer.Option(
         "--baseline", help="Method the table compares against, when present.")] = "ce",
+    storage_option: StorageOpt = None,
 ) -> None:
     """Plot validation accuracy per epoch, final accuracy per method (± std over seeds) and a store's statistics."""
     from kdcache.report import format_report, write_report
 
+    use_storage_options(storage_option)
     typer.echo(format_report(write_report(runs or [], out, store=store, teacher=teacher_name, baseline=baseline)))

@@ -29,11 +29,14 @@ from kdcache_cli.options import (
     Schedule,
     ScheduleOpt,
     SeedOpt,
+    StorageOpt,
+    StoreArg,
     TeacherNameOpt,
     ValDataOpt,
     ViewPolicy,
     WdOpt,
     WorkersOpt,
+    use_storage_options,
     value,
 )
 
@@ -46,7 +49,7 @@ def _optim(optimizer: Optimizer, lr: float, momentum: float, weight_decay: float
                        schedule=value(schedule), epochs=epochs)
 
 
-def store_or_old(store: Path | None, old: Path | None) -> Path | None:
+def store_or_old(store: str | None, old: str | None) -> str | None:
     """The positional STORE, or the deprecated ``--store STORE`` with a one-line note."""
     if old is None:
         return store
@@ -75,8 +78,9 @@ def distill(
     student: Annotated[str, typer.Option("--student", help="Student model spec (as for teachers).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to create (metrics.jsonl, checkpoint.pt, "
                                                     "final.pt, run.json).")],
-    store: Annotated[Optional[Path], typer.Argument(
-        help="Store with the cached teacher logits. Leave out for online mode (--teacher).",
+    store: Annotated[Optional[str], typer.Argument(
+        help="Store with the cached teacher logits (a directory or an s3:// gs:// az:// file:// memory:// URL). "
+             "Leave out for online mode (--teacher).",
         metavar="[STORE]", show_default=False)] = None,
     loss: Annotated[Loss, typer.Option("--loss", help="Distillation loss (docs/losses.md).")] = Loss("kd"),
     loss_opt: Annotated[Optional[list[str]], typer.Option(
@@ -112,11 +116,13 @@ def distill(
                               "or random.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     device: DeviceOpt = Device.cpu,
-    old_store: Annotated[Optional[Path], typer.Option("--store", hidden=True)] = None,
+    old_store: Annotated[Optional[str], typer.Option("--store", hidden=True)] = None,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Train a student from a STORE's cached logits (no teacher inference), or online with --teacher."""
     from kdcache.distill import DistillConfig, distill as run, format_result, parse_loss_opts
 
+    use_storage_options(storage_option)
     store = store_or_old(store, old_store)
     cfg = DistillConfig(
         data=data, val_data=val_data, student=student, loss=value(loss), epochs=epochs, out=out,
@@ -140,8 +146,7 @@ SWEEP_EPILOG = (
 
 @handle_errors(resume="add --resume to the same command to continue every student from its last finished epoch")
 def sweep(
-    store: Annotated[Path, typer.Argument(help="Store with the cached teacher logits.", metavar="STORE",
-                                          show_default=False)],
+    store: StoreArg,
     data: DataOpt,
     val_data: ValDataOpt,
     student: Annotated[str, typer.Option("--student", help="Student model spec (every run trains this model).")],
@@ -169,10 +174,12 @@ def sweep(
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted sweep in --out.")] = False,
     device: DeviceOpt = Device.cpu,
+    storage_option: StorageOpt = None,
 ) -> None:
     """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
     from kdcache.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
 
+    use_storage_options(storage_option)
     cfg = SweepConfig(
         store=str(store), data=data, val_data=val_data, student=student, runs=[parse_run(r) for r in run],
         init_seeds=list(init_seed) if init_seed else [seed], epochs=epochs, out=out, teacher_name=teacher_name,

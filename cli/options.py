@@ -19,17 +19,16 @@ from __future__ import annotations
 
 from enum import Enum
 from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 
-class Encoding(str, Enum):
-    """How logits are stored: float16 (half the bytes) or float32 (exact)."""
-
-    float16 = "float16"
-    float32 = "float32"
+# Free text, not a choice: topk:K and sample:N[@T] carry numbers; kdcache.encodings.parse checks the value.
+EncodingOpt = Annotated[str, typer.Option(
+    "--encoding", help="Logit encoding: float16 (default, half the bytes), float32 (exact), int8 (per-row "
+                       "affine, C+8 B/row), topk:K (K largest logits + exact T=1 tail mass), sample:N[@T] "
+                       "(N draws from the softmax at T; KD at that T only). See docs/encodings.md.")]
 
 
 class Codec(str, Enum):

@@ -10,6 +10,8 @@
 * :class:`CachedRows` streams the rows of one plan from a store: a background
   thread reads the next window's chunks while the current window's rows are
   gathered, so at most two windows (and the chunks they cover) are in memory.
+  On an object store the chunks of a window are fetched concurrently (each GET
+  waits on the network, not the CPU), so the student does not wait on latency.
   Every chunk is read whole and checked against its checksum record before
   a row of it is used: logits, recorded view parameters, per-row statistics.
 * :class:`CachedBatches` hands an epoch to a DataLoader: it is the
@@ -24,6 +26,7 @@ import collections
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,8 @@ from kdcache.store.stat_io import RowStatReader
 
 VIEW_POLICIES = ("cycle", "random")
 DEFAULT_WINDOW = 16384
+# Chunk GETs in flight per window on an object store (a local disk reads them one by one, as before).
+REMOTE_CONCURRENCY = 8
 # Domain tags keep the order and view streams independent of each other and
 # of the augmentation stream (SeedSequence([seed, sample, view])).
 _ORDER_TAG = 0x0D15_0001
@@ -101,8 +106,12 @@ class CachedRows:
     :class:`~kdcache.errors.StoreCorruptError` naming it.
     """
 
-    def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = (), verify: bool = True) -> None:
+    def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = (), verify: bool = True,
+                 concurrency: int | None = None) -> None:
         self.store = store
+        # Chunks read at once within a window: several on an object store (latency-bound GETs; obstore and
+        # hashlib release the GIL), one on a local disk.
+        self.concurrency = concurrency or (REMOTE_CONCURRENCY if store.location.remote else 1)
         self.teacher = teacher
         self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
@@ -136,6 +145,12 @@ class CachedRows:
         keep = {(n, v, j) for n in names for v in needed for j in chunks}
         for key in [k for k in self._cache if k not in keep]:
             del self._cache[key]
+        missing = [k for k in sorted(keep) if k not in self._cache]
+        if self.concurrency > 1 and len(missing) > 1:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing))) as pool:
+                for key, data in zip(missing, pool.map(lambda k: self._readers[k[0]](k[1], k[2], self.verify),
+                                                       missing)):
+                    self._cache[key] = data
         out: dict[str, np.ndarray] = {}
         for name in names:
             per_view = {}

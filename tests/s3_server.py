@@ -2,9 +2,11 @@
 
 moto's standalone server speaks the S3 HTTP API, conditional writes included
 (``If-None-Match: *`` and ``If-Match`` on PutObject), and is what zarr's and
-s3fs's own test suites start. It runs in this process on a thread
-(``ThreadedMotoServer``), on a free port, with dummy credentials; nothing
-outside this machine is contacted. :func:`s3_env` is the environment a
+s3fs's own test suites start. It runs on 127.0.0.1 on a free port, with dummy
+credentials; nothing outside this machine is contacted. In this process on a
+thread (``ThreadedMotoServer``, the tests), or as a subprocess
+(``python -m moto.server``, the benchmark: a server in the client's process
+would compete with the client for the interpreter lock and slow both). :func:`s3_env` is the environment a
 subprocess (a ``kdcache`` command) needs to reach it.
 """
 
@@ -12,6 +14,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,20 +56,52 @@ def _boto_credentials() -> dict[str, str]:
 
 
 @contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """Start moto's server on 127.0.0.1 (a free port), set the environment to reach it, stop it after."""
+def _threaded(port: int) -> Iterator[None]:
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _subprocess(port: int) -> Iterator[None]:
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:  # wait until it answers
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"moto server did not start on port {port}") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def s3_server(subprocess_server: bool = False) -> Iterator[S3Server]:
+    """Start moto's server on 127.0.0.1 (a free port), set the environment to reach it, stop it after."""
+    port = free_port()
     running = S3Server(endpoint=f"http://127.0.0.1:{port}")
+    with (_subprocess if subprocess_server else _threaded)(port):
+        yield from _with_env(running)
+
+
+def _with_env(running: S3Server) -> Iterator[S3Server]:
     saved = {k: os.environ.get(k) for k in running.env()}
     os.environ.update(running.env())
     try:
         yield running
     finally:
-        server.stop()
         for key, old in saved.items():
             if old is None:
                 os.environ.pop(key, None)

@@ -135,8 +135,9 @@ class Location:
         import obstore
         from obstore.exceptions import NotFoundError
 
+        objects = self.objects()  # a bad option is a UsageError of its own, not an unreachable store
         try:
-            result = obstore.get(self.objects(), key)
+            result = obstore.get(objects, key)
             return bytes(result.bytes()), result.meta.get("e_tag")
         except (NotFoundError, FileNotFoundError):  # obstore raises either, by version
             return None
@@ -147,8 +148,9 @@ class Location:
         """The top-level names under the location (objects and prefixes); used only to classify it."""
         import obstore
 
+        objects = self.objects()
         try:
-            listing = obstore.list_with_delimiter(self.objects(), None)
+            listing = obstore.list_with_delimiter(objects, None)
         except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
             raise self.unreachable(exc) from None
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]}
@@ -158,8 +160,9 @@ class Location:
         """Bytes of the objects under ``prefix`` (a listing: for ``kdcache info``, never for progress)."""
         import obstore
 
+        objects = self.objects()
         try:
-            return sum(o["size"] for batch in obstore.list(self.objects(), prefix or None) for o in batch)
+            return sum(o["size"] for batch in obstore.list(objects, prefix or None) for o in batch)
         except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
             raise self.unreachable(exc) from None
 
@@ -167,10 +170,11 @@ class Location:
         """Delete every object under ``prefix/`` (a statistic generation no card lists any more)."""
         import obstore
 
+        objects = self.objects()
         try:
-            paths = [o["path"] for batch in obstore.list(self.objects(), prefix.rstrip("/") + "/") for o in batch]
+            paths = [o["path"] for batch in obstore.list(objects, prefix.rstrip("/") + "/") for o in batch]
             if paths:
-                obstore.delete(self.objects(), paths)
+                obstore.delete(objects, paths)
         except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
             raise self.unreachable(exc) from None
 

@@ -1,0 +1,178 @@
+"""Distill read throughput from an object store (a local S3 server) against the same store on local disk.
+
+What is measured is what a cached ``kdcache distill`` epoch does to a store:
+:class:`kdcache.loader.CachedRows` over an :func:`kdcache.loader.epoch_plan`
+(window shuffle, one view per sample, ``--view-policy cycle`` and ``random``),
+every chunk of logits and recorded view parameters read whole, checked against
+its checksum record, gathered into batches and decoded to float32 tensors:
+rows per second delivered to the training step. Each repeat opens the store
+afresh (no chunk is trusted from an earlier repeat), and the readers of one
+repeat run back to back, so the ratios are taken under the same machine load.
+
+Readers compared, on the same bytes:
+
+* ``local``: the store directory on local disk (zarr ``LocalStore``);
+  (moto runs as a separate process, as a real S3 endpoint would);
+* ``s3 obstore``: the store on moto's S3 server through ``zarr.storage.ObjectStore``
+  (obstore), with the window's chunks fetched 8 at a time (what kdcache uses);
+* ``s3 obstore x1``: the same, one chunk at a time (what the concurrency buys);
+* ``s3 fsspec``: the store through ``zarr.storage.FsspecStore`` (s3fs), 8 at a time.
+
+The student's step rate (samples/s of forward, backward and SGD step of
+``kdcache:mlp``, the fastest student kdcache ships, at batch 128 on 28x28x1
+inputs) is measured alongside: the store must deliver rows faster than that.
+
+    python benchmarks/bench_remote.py              # N=50,000, C=100, 2 views, 5 repeats
+    python benchmarks/bench_remote.py --quick      # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kdcache.loader import CachedRows, epoch_plan  # noqa: E402
+from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord, default_chunk_rows  # noqa: E402
+from kdcache.views import load_recipe  # noqa: E402
+from tests.s3_server import s3_server  # noqa: E402
+
+
+def make_store(path: Path, n: int, c: int, v: int, seed: int = 0) -> None:
+    """A complete float16 store of model-like logits with recorded view parameters (a real recipe's)."""
+    rows = default_chunk_rows(c, n, 2, 64)
+    recipe = load_recipe("fashion-mnist")
+    p = len(recipe.param_names())
+    store = Store.create(
+        path,
+        dataset=DatasetRecord(spec="synthetic", name="synthetic", split=None, num_samples=n, num_classes=c,
+                              channels=1, fingerprint="sha256:bench"),
+        labels=np.zeros(n, np.int64),
+        views=ViewsRecord(seed=0, num_views=v, recipe=recipe.to_dict(), recipe_hash=recipe.hash(),
+                          param_names=recipe.param_names(), chunk_rows=rows),
+    )
+    store.add_teacher("t", TeacherCard(spec="bench", num_classes=c, in_channels=1, render={}, encoding="float16",
+                                       codec="none", micro_batch=64, input_size=[28, 28]))
+    rng = np.random.default_rng(seed)
+    grid = ChunkGrid(n, rows)
+    for view in range(v):
+        for j in range(grid.num_chunks):
+            a, b = grid.bounds(j)
+            x = rng.normal(0, 2, size=(b - a, c)).astype(np.float32)
+            x[np.arange(b - a), rng.integers(0, c, b - a)] += 12  # one large target logit, as a teacher emits
+            store.write_chunk("t", view, j, x.astype(np.float16), rng.integers(0, 4, (b - a, p), dtype=np.int32))
+    store.set_card("t", store.card("t").replace(status="complete"))
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy every file of the local store to the object store, key = relative path."""
+    import obstore
+    from kdcache.store import locate
+
+    objects = locate(url).objects()
+    for root, _dirs, files in os.walk(local):
+        for name in files:
+            full = Path(root, name)
+            obstore.put(objects, full.relative_to(local).as_posix(), full.read_bytes())
+
+
+def rows_per_second(open_store, plan_args: dict, batch: int, concurrency: int | None) -> float:
+    """One epoch of the distill read pattern through CachedRows: rows/s delivered as float32 batches."""
+    store = open_store()
+    plan = epoch_plan(**plan_args)
+    rows = CachedRows(store, "t", concurrency=concurrency)
+    t0 = time.perf_counter()
+    seen = 0
+    for b in rows.iterate(plan, batch):
+        seen += int(b["teacher_logits"].shape[0])
+    return seen / (time.perf_counter() - t0)
+
+
+def student_rate(batch: int, steps: int) -> float:
+    """Training samples/s of kdcache:mlp (forward, KD-like loss, backward, SGD step) at ``batch``."""
+    from kdcache.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=100, in_channels=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, t = torch.randn(batch, 1, 28, 28), torch.randn(batch, 100)
+    for _ in range(3):  # warm-up
+        loss = torch.nn.functional.kl_div(model(x).log_softmax(1), t.softmax(1), reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = torch.nn.functional.kl_div(model(x).log_softmax(1), t.softmax(1), reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=50_000)
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--views", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="N=10,000, 3 repeats")
+    args = ap.parse_args()
+    if args.quick:
+        args.samples, args.repeats = 10_000, 3
+    torch.set_num_threads(1)
+    from zarr.storage import FsspecStore
+
+    with tempfile.TemporaryDirectory() as tmp, s3_server(subprocess_server=True) as server:
+        server.make_bucket("bench")
+        local = Path(tmp, "store.zarr")
+        url = "s3://bench/store.zarr"
+        make_store(local, args.samples, args.classes, args.views)
+        upload(local, url)
+        size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+        grid = Store.open(local).grid
+        print(f"store: N={args.samples:,} C={args.classes} V={args.views} float16, {grid.chunk_rows} rows/chunk, "
+              f"{size / 1e6:.1f} MB; batch {args.batch}; {args.repeats} repeats; moto S3 on {server.endpoint}")
+
+        def fsspec_store() -> Store:
+            s = Store.open(url)
+            group = zarr.open_group(FsspecStore.from_url(url, storage_options={"endpoint_url": server.endpoint},
+                                                          read_only=True), mode="r")
+            return Store(s.location, group, writable=False, manifest=s.manifest)
+
+        readers = {
+            "local": (lambda: Store.open(local), None),
+            "s3 obstore": (lambda: Store.open(url), None),
+            "s3 obstore x1": (lambda: Store.open(url), 1),
+            "s3 fsspec": (fsspec_store, 8),
+        }
+        step = statistics.median(student_rate(128, 30) for _ in range(3))
+        for policy in ("cycle", "random"):
+            plan_args = {"seed": 0, "epoch": 1, "num_samples": args.samples, "num_views": args.views,
+                         "policy": policy}
+            results: dict[str, list[float]] = {name: [] for name in readers}
+            for _ in range(args.repeats):
+                for name, (opener, conc) in readers.items():
+                    results[name].append(rows_per_second(opener, plan_args, args.batch, conc))
+            med = {name: statistics.median(v) for name, v in results.items()}
+            print(f"\n--view-policy {policy}: rows/s (median of {args.repeats}; min-max)")
+            for name, values in results.items():
+                print(f"  {name:<15} {med[name]:>12,.0f}   ({min(values):,.0f}-{max(values):,.0f})   "
+                      f"{med[name] / med['local']:.2f}x local   {med[name] / step:.1f}x student step rate")
+        print(f"\nstudent step rate (kdcache:mlp, batch 128, 1 thread): {step:,.0f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
