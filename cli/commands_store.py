@@ -19,7 +19,7 @@ from kdcache_cli.options import (
     DataOpt,
     Device,
     DeviceOpt,
-    Encoding,
+    EncodingOpt,
     OldTeacherNameOpt,
     RecipeOpt,
     StorageOpt,
@@ -68,8 +68,7 @@ def precompute(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per teacher batch (rounded to the "
                                                                  "micro-batch).", min=1)] = 256,
     workers: WorkersOpt = 0,
-    encoding: Annotated[Encoding, typer.Option("--encoding", help="Logit encoding: float16 (half the bytes) "
-                                                                  "or float32 (exact).")] = Encoding.float16,
+    encoding: EncodingOpt = "float16",
     codec: Annotated[Codec, typer.Option("--codec", help="Chunk compression: none (fastest), zstd or "
                                                          "blosc-zstd (smaller, slower).")] = Codec.none,
     chunk_rows: Annotated[Optional[int], typer.Option("--chunk-rows", help="Rows per chunk (default: ~4 MB "
@@ -91,7 +90,7 @@ def precompute(
     ]
     result = run(
         data=data, teachers=requests, views=views, seed=seed, out=out, recipe=recipe, batch_size=batch_size,
-        workers=workers, encoding=value(encoding), codec=value(codec), chunk_rows=chunk_rows, device=value(device),
+        workers=workers, encoding=encoding, codec=value(codec), chunk_rows=chunk_rows, device=value(device),
         random_init=random_init, progress=True,
     )
     typer.echo(format_summary(result))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from kdcache import encodings
 from kdcache.data import DataSource, open_data
 from kdcache.errors import NonFiniteLogitsError, StoreError, StoreMismatchError, UsageError
 from kdcache.models import build_model, check_output_width, run_model, state_dict_sha256
@@ -30,7 +31,6 @@ from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.store import (
     CODECS,
-    ENCODINGS,
     ChunkWriter,
     DatasetRecord,
     Store,
@@ -199,13 +199,13 @@ def _check_arguments(views: int, batch_size: int, workers: int, encoding: str, c
         (isinstance(micro_batch, int) and micro_batch >= 1, f"the micro-batch must be at least 1 (got {micro_batch})"),
         (chunk_rows is None or (isinstance(chunk_rows, int) and chunk_rows >= 1),
          f"--chunk-rows must be at least 1 (got {chunk_rows})"),
-        (encoding in ENCODINGS, f"--encoding must be one of {', '.join(ENCODINGS)} (got {encoding!r})"),
         (codec in CODECS, f"--codec must be one of {', '.join(CODECS)} (got {codec!r})"),
         (bool(teachers), "give at least one --teacher"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    encodings.parse(encoding)  # one line naming the encodings when it is not one
 
 
 def _resolve_recipe(name: str | None, source: DataSource) -> Recipe:
@@ -255,6 +255,10 @@ def precompute(
     if kind == "store":
         Store.open(out_path)  # an unreadable store (other format version) is refused before any work
     source = open_data(data)
+    encoding = encodings.parse(encoding).spec  # canonical spelling, recorded in the card
+    too_many = encodings.parse(encoding).check(source.num_classes)
+    if too_many:
+        raise UsageError(too_many)
     rec = _resolve_recipe(recipe, source)
     dev = torch.device(device)
     # Rows are scored in micro-batches aligned to chunk starts; a user batch is a
@@ -293,12 +297,18 @@ def precompute(
     result = PrecomputeResult(store=out_path)
     with writer_lock(out_path):
         store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
-                                np.dtype(encoding).itemsize, micro_batch)
+                                _itemsize(encoding), micro_batch)
         for name, card, model in prepared:
             result.teachers.append(
                 _run_teacher(store, name, card, model, source, rec, batch_size, workers, dev, progress)
             )
     return result
+
+
+def _itemsize(encoding: str) -> int:
+    """Bytes per class that size a new store's chunks: the float's width, 2 for the compact encodings
+    (a chunk then decodes to about as many rows as a float16 chunk holds)."""
+    return 4 if encoding == "float32" else 2
 
 
 def _check_platform(store: Store, name: str, card: TeacherCard) -> None:
@@ -357,8 +367,16 @@ def _run_teacher(
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    dtype = np.dtype(card.encoding)
-    writer = ChunkWriter(lambda v, j, logits, params: store.write_chunk(name, v, j, logits, params))
+    enc = encodings.parse(card.encoding)
+    seed = store.views.seed
+
+    def encode_and_write(v: int, j: int, logits: np.ndarray, params: np.ndarray | None) -> None:
+        # Encoded on the writer thread, overlapping the next chunk's scoring (kdcache.encodings).
+        a, b = grid.bounds(j)
+        rows = encodings.Rows(seed=seed, view=v, samples=np.arange(a, b), teacher=name)
+        store.write_chunk(name, v, j, enc.encode(logits, rows), params)
+
+    writer = ChunkWriter(encode_and_write)
     t0 = time.perf_counter()
     done_rows = 0
     chunk_logits: list[np.ndarray] = []
@@ -388,7 +406,7 @@ def _run_teacher(
                 start, stop = grid.bounds(j)
                 if filled == stop - start:
                     params = None if recorded[v, j] else np.concatenate(chunk_params).astype(np.int32)
-                    writer.put(v, j, np.concatenate(chunk_logits).astype(dtype), params)
+                    writer.put(v, j, np.concatenate(chunk_logits).astype(np.float32), params)
                     chunk_logits, chunk_params, filled = [], [], 0
                     current = next(chunk_iter, None)
                 done_rows += logits.shape[0]

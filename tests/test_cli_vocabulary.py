@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kdcache_cli.main import app
-from kdcache_cli.options import Codec, Device, Encoding, Loss, Optimizer, Schedule, ViewPolicy, recipe_presets
+from kdcache_cli.options import Codec, Device, Loss, Optimizer, Schedule, ViewPolicy, recipe_presets
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
 
 TRAINING = {"--optimizer": Optimizer, "--schedule": Schedule, "--device": Device}
 CHOICES: dict[str, dict[str, type[Enum]]] = {
-    "precompute": {"--encoding": Encoding, "--codec": Codec, "--device": Device},
+    "precompute": {"--codec": Codec, "--device": Device},  # --encoding is free text: tests/test_encodings.py
     "distill": {"--loss": Loss, "--view-policy": ViewPolicy, **TRAINING},
     "train-teacher": TRAINING,
 }
@@ -62,13 +62,12 @@ def test_choices_are_the_librarys_names() -> None:
     from kdcache import losses
     from kdcache.engine import OPTIMIZERS, SCHEDULES
     from kdcache.loader import VIEW_POLICIES
-    from kdcache.store import CODECS, ENCODINGS
+    from kdcache.store import CODECS
     from kdcache.views import list_presets
 
     def values(enum: type[Enum]) -> list[str]:
         return [str(m.value) for m in enum]
 
-    assert values(Encoding) == list(ENCODINGS)
     assert values(Codec) == list(CODECS)
     assert values(Optimizer) == list(OPTIMIZERS)
     assert values(Schedule) == list(SCHEDULES)

@@ -17,11 +17,23 @@ def store_info(path: str | Path) -> dict[str, Any]:
     teachers = {}
     for name in store.teacher_names():
         card = store.card(name).to_dict()
-        logits = store.logits(name)
+        enc = store.encoding(name)
+        # Every stored part of the encoding (float16/float32: the one `logits` array).
+        parts = {}
+        for part, node in store.part_nodes(name):
+            arr = store.group[node]
+            parts[part.name] = {"node": node, "shape": list(arr.shape), "dtype": str(arr.dtype),
+                                "chunks": list(arr.chunks)}
+        on_disk = store.logits_bytes(name)
         teachers[name] = {
             **card,
-            "logits": {"shape": list(logits.shape), "dtype": str(logits.dtype), "chunks": list(logits.chunks)},
-            "bytes_on_disk": store.logits_bytes(name),
+            "logits": {"shape": [store.num_views, store.num_samples, card["num_classes"]],
+                       "dtype": "float32" if not enc.lossless_dense else parts["logits"]["dtype"],
+                       "decoded_from": enc.spec},
+            "parts": parts,
+            "bytes_on_disk": on_disk,
+            "bytes_per_view": on_disk / max(1, store.num_views),
+            "bytes_per_row": enc.row_bytes(card["num_classes"]),  # before any codec
             "stats": describe(store, name),
         }
     m = store.manifest
@@ -59,6 +71,8 @@ def format_info(info: dict[str, Any]) -> str:
             f"teacher    {name}: {t['spec']} [{t['status']}] logits {tuple(t['logits']['shape'])} "
             f"{t['encoding']} ({t['codec']}), {t['bytes_on_disk'] / 1e6:.2f} MB{acc_text}"
         )
+        lines.append(f"           {t['bytes_per_view'] / 1e6:.3f} MB per view on disk; {t['bytes_per_row']} B "
+                     f"per (view, sample) row before the codec; parts: {', '.join(t['parts'])}")
         if t.get("weights_sha256"):
             lines.append(f"           weights {t.get('weights')} (sha256 {t['weights_sha256']})")
         if t.get("program_sha256"):

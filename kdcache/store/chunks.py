@@ -17,7 +17,8 @@ import zarr
 from kdcache import __version__
 from kdcache.errors import StoreError
 
-ENCODINGS = ("float16", "float32")
+# The --encoding forms (kdcache.encodings.parse reads them; docs/encodings.md).
+ENCODINGS = ("float16", "float32", "int8", "topk:K", "sample:N[@T]")
 CODECS = ("none", "zstd", "blosc-zstd")
 # Chunks of about this many bytes: big enough that a zarr call (~1 ms) is
 # amortised over thousands of rows, small enough to buffer a few in RAM.
@@ -92,11 +93,16 @@ def default_chunk_rows(num_classes: int, num_samples: int, itemsize: int, multip
     return int(math.ceil(rows / multiple) * multiple)
 
 
-def checksum(array: np.ndarray) -> int:
-    """A 64-bit BLAKE2b digest of an array's bytes (C order), never 0 (0 means 'not written')."""
-    data = np.ascontiguousarray(array)
-    # Hash the array's memory in place (no copy); an empty array has no buffer to view.
-    digest = hashlib.blake2b(memoryview(data).cast("B") if data.size else b"", digest_size=8).digest()
+def checksum(*arrays: np.ndarray) -> int:
+    """A 64-bit BLAKE2b digest of arrays' bytes (each C order, one after the other), never 0 (0 means
+    'not written'). One array is the record of a float16/float32 chunk; an encoding stored in several
+    parts (int8, topk, sample) is hashed part after part in the order docs/store-format.md lists."""
+    h = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        data = np.ascontiguousarray(array)
+        # Hash the array's memory in place (no copy); an empty array has no buffer to view.
+        h.update(memoryview(data).cast("B") if data.size else b"")
+    digest = h.digest()
     value = int.from_bytes(digest, "little")
     return value or 1
 

@@ -31,13 +31,13 @@ def check_chunks(store: Store, names: list[str]) -> tuple[int, list[str]]:
                 problems.append(f"{where} was never written (interrupted run?)")
                 continue
             try:
-                chunk = store.read_logits_chunk(name, v, j, verify=False)
+                parts = store.read_encoded_chunk(name, v, j, verify=False)  # every part of its encoding
             except (ValueError, OSError, RuntimeError) as exc:  # undecodable bytes
                 problems.append(f"{where} cannot be read: {exc}")
                 continue
-            if checksum(chunk) != int(sums[v, j]):
+            if checksum(*parts.values()) != int(sums[v, j]):
                 problems.append(f"{where}: checksum mismatch (corrupted)")
-            elif not np.isfinite(chunk).all():
+            elif not all(np.isfinite(p).all() for p in parts.values() if p.dtype.kind == "f"):
                 problems.append(f"{where}: holds NaN/Inf")
         if store.card(name).status != "complete":
             problems.append(f"teacher {name} is not complete (status {store.card(name).status})")

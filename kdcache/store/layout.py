@@ -41,6 +41,11 @@ def logits(teacher: str) -> str:
     return f"teachers/{teacher}/logits"
 
 
+def part(teacher: str, name: str) -> str:
+    """The array of one part of a teacher's encoding (``logits`` for float16/float32; docs/store-format.md)."""
+    return f"teachers/{teacher}/{name}"
+
+
 def logit_checksums(teacher: str) -> str:
     return f"teachers/{teacher}/checksums"
 

@@ -27,7 +27,8 @@ import numpy as np
 import zarr
 
 from kdcache import __version__
-from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError
+from kdcache import encodings
+from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError, UsageError
 from kdcache.store import layout
 from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
@@ -318,10 +319,21 @@ class Store:
     def logit_checksums(self, teacher: str) -> zarr.Array:
         return self._array(layout.logit_checksums(teacher))
 
+    def encoding(self, teacher: str) -> encodings.Encoding:
+        """The encoding teacher ``teacher``'s logits are stored in (its card's ``encoding``)."""
+        return encodings.parse(self.card(teacher).encoding)
+
+    def part_nodes(self, teacher: str) -> list[tuple[encodings.Part, str]]:
+        """Each stored part of ``teacher``'s encoding with its node, in checksum order."""
+        card = self.card(teacher)
+        return [(p, layout.part(teacher, p.name)) for p in encodings.parse(card.encoding).parts(card.num_classes)]
+
     def logits_bytes(self, teacher: str) -> int:
+        """Bytes on disk of ``teacher``'s encoded logits (every part)."""
+        nodes = [node for _, node in self.part_nodes(teacher)]
         if self.location.local is None:
-            return self.location.size(layout.logits(teacher) + "/")
-        return dir_size(layout.on_disk(self.location.local, layout.logits(teacher)))
+            return sum(self.location.size(node + "/") for node in nodes)
+        return sum(dir_size(layout.on_disk(self.location.local, node)) for node in nodes)
 
     def disk_bytes(self) -> int:
         local = self.location.local
@@ -360,7 +372,7 @@ class Store:
         data = decode(where, read, self.path)
         if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
             return data
-        if checksum(data) != record:
+        if (checksum(*data.values()) if isinstance(data, dict) else checksum(data)) != record:
             raise StoreCorruptError(
                 f"{where} does not match its checksum (corrupted); run `kdcache verify {self.path}`, "
                 "then re-run the same `kdcache precompute` to rewrite it"
@@ -369,8 +381,40 @@ class Store:
             self._seen[key] = (before, record)
         return data
 
-    def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> np.ndarray:
-        """Chunk ``chunk`` of view ``view`` (rows, C) in the stored dtype, checked against its record."""
+    def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]:
+        """The stored parts of one chunk of ``teacher`` ({part: (rows, ...) array}), checked against its record.
+
+        Parts of a multi-part encoding are hashed on every read (a chunk is
+        several files, so the one-file signature that spares float16 chunks a
+        second hash does not apply).
+        """
+        start, stop = self.grid.bounds(chunk)
+        nodes = self.part_nodes(teacher)
+        arrays = [(p.name, self._array(node)) for p, node in nodes]
+
+        def read() -> dict[str, np.ndarray]:
+            return {name: np.asarray(arr[view, start:stop]) for name, arr in arrays}
+
+        if not verify:
+            return read()
+        record = self._record(layout.logit_checksums(teacher), view, chunk)
+        index = (view, chunk, 0) if len(nodes) == 1 and nodes[0][0].trailing else None
+        return self._verified(nodes[0][1], read, record, view, chunk, index)
+
+    def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True,
+                          temperature: float = 1.0, tail: str = "temperature") -> np.ndarray:
+        """Chunk ``chunk`` of view ``view`` as dense (rows, C) logits, checked against its record.
+
+        float16/float32 come back in the stored dtype; other encodings are
+        decoded (float32) by their documented rule, at ``temperature`` for
+        ``topk`` (``tail``: ``temperature``-aware or ``constant`` fill) and as
+        pseudo-logits at the stored temperature for ``sample`` (docs/encodings.md).
+        """
+        card = self.card(teacher)
+        enc = encodings.parse(card.encoding)
+        if not enc.lossless_dense:
+            parts = self.read_encoded_chunk(teacher, view, chunk, verify)
+            return enc.decode(parts, card.num_classes, temperature=temperature, tail=tail)
         start, stop = self.grid.bounds(chunk)
         arr = self.logits(teacher)
         if not verify:
@@ -388,8 +432,10 @@ class Store:
         return self._verified(layout.VIEW_PARAMS, lambda: np.asarray(arr[view, start:stop]),
                               self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
 
-    def write_chunk(self, teacher: str, view: int, chunk: int, logits: np.ndarray, params: np.ndarray | None) -> None:
-        """Write one chunk of logits (already encoded) and, for a new view set, its params.
+    def write_chunk(self, teacher: str, view: int, chunk: int, logits: np.ndarray | dict[str, np.ndarray],
+                    params: np.ndarray | None) -> None:
+        """Write one chunk of logits (already encoded: one float array, or the encoding's parts) and, for a
+        new view set, its params.
 
         Each array's record goes after its data: a chunk without one is redone
         on resume, and an OSError names the chunk's file.
@@ -401,9 +447,11 @@ class Store:
             if params is not None:
                 self.params()[view, start:stop] = params
                 self.view_checksums()[view, chunk] = checksum(params)
-            node = layout.logits(teacher)
-            self.logits(teacher)[view, start:stop] = logits
-            self.logit_checksums(teacher)[view, chunk] = checksum(logits)
+            parts = logits if isinstance(logits, dict) else {"logits": logits}
+            for name, data in parts.items():
+                node = layout.part(teacher, name)
+                self._array(node)[view, start:stop] = data
+            self.logit_checksums(teacher)[view, chunk] = checksum(*parts.values())
         except OSError as exc:
             raise naming(layout.chunk_file(Path(str(self.path)), node, view, chunk, 0), exc) from exc
         except object_errors(self.location) as exc:
@@ -412,17 +460,20 @@ class Store:
     def add_teacher(self, name: str, card: TeacherCard) -> None:
         """Create the arrays of a new teacher, then record its card (status ``writing``)."""
         self._require_writable()
-        if card.encoding not in ENCODINGS:
-            raise StoreError(f"unknown encoding {card.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        try:
+            enc = encodings.parse(card.encoding)
+        except UsageError:
+            raise StoreError(f"unknown encoding {card.encoding!r}; choose one of {', '.join(ENCODINGS)}") from None
         grid = self.grid
         try:
             # overwrite: arrays of a teacher whose card was never written are leftovers, not data.
-            self.group.create_array(
-                layout.logits(name), shape=(self.num_views, grid.num_samples, card.num_classes),
-                chunks=(1, grid.chunk_rows, card.num_classes), dtype=card.encoding,
-                # NaN, never 0: a chunk that was never written cannot pass for logits.
-                fill_value=np.nan, compressors=compressors(card.codec), overwrite=True,
-            )
+            for part in enc.parts(card.num_classes):
+                self.group.create_array(
+                    layout.part(name, part.name), shape=(self.num_views, grid.num_samples, *part.trailing),
+                    chunks=(1, grid.chunk_rows, *part.trailing), dtype=part.dtype,
+                    # float parts fill with NaN, never 0: a chunk never written cannot pass for logits.
+                    fill_value=part.fill, compressors=compressors(card.codec), overwrite=True,
+                )
             self.group.create_array(layout.logit_checksums(name), shape=(self.num_views, grid.num_chunks),
                                     chunks=(1, 1), dtype="uint64", fill_value=0, compressors=None, overwrite=True)
         except OSError as exc:
@@ -439,7 +490,7 @@ class Store:
                 pending.append((v, j))
                 continue
             try:
-                intact = checksum(self.read_logits_chunk(teacher, v, j, verify=False)) == int(sums[v, j])
+                intact = checksum(*self.read_encoded_chunk(teacher, v, j, verify=False).values()) == int(sums[v, j])
             except UNDECODABLE:
                 intact = False  # cut short: zarr cannot even decode it
             if not intact:

@@ -1,0 +1,107 @@
+"""What every logit encoding provides: its zarr parts, encode, decode, and its byte cost.
+
+An encoding turns a chunk of raw float32 teacher logits (rows, C) into a few
+arrays ("parts"), each stored as its own zarr array under the teacher's node
+with chunks ``(1, R, ...)`` (one view, R rows), and turns those parts back into
+what a loss reads: dense logits (``kind == "dense"``), or for a sampled
+encoding dense *pseudo-logits* ``T·log q̂`` whose softmax at the stored
+temperature T is the sampled probability estimate (``kind == "probabilities"``).
+The exact byte layout of every part is the contract of ``docs/store-format.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# log-probability given to a class an encoding holds nothing for: exp(-1000) is an exact 0 in
+# float32 and float64 at every temperature >= 1/8, yet the value stays finite (0·log 0 = 0 in the losses).
+EMPTY_LOG_PROB = -1000.0
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stored array of an encoding: ``teachers/<name>/<name>`` of shape (V, N, *trailing)."""
+
+    name: str
+    trailing: tuple[int, ...]
+    dtype: str
+    fill: Any
+
+    def row_bytes(self) -> int:
+        return int(np.prod(self.trailing, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Which (view, samples) of which store and teacher a chunk of logits is (sampled encodings draw from it)."""
+
+    seed: int
+    view: int
+    samples: np.ndarray  # (rows,) sample index of every row
+    teacher: str
+
+
+class Encoding(ABC):
+    """A logit encoding, parsed from its spec string (``float16``, ``int8``, ``topk:32``, ``sample:64@4``)."""
+
+    spec: str
+    kind: str = "dense"  # "dense": decodes to logits; "probabilities": to probabilities at `temperature`
+    temperature: float | None = None  # the temperature a "probabilities" encoding was drawn at
+
+    @abstractmethod
+    def parts(self, num_classes: int) -> list[Part]:
+        """The stored arrays, in checksum order."""
+
+    @abstractmethod
+    def encode(self, logits: np.ndarray, rows: Rows) -> dict[str, np.ndarray]:
+        """Encode float32 logits (rows, C) into ``{part name: (rows, *trailing) array}``."""
+
+    @abstractmethod
+    def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
+               tail: str = "temperature") -> np.ndarray:
+        """Dense (rows, C) logits (or pseudo-logits) from the stored parts."""
+
+    def check(self, num_classes: int) -> str | None:
+        """Why this encoding cannot store ``num_classes`` classes (a message), or None."""
+        return None
+
+    def row_bytes(self, num_classes: int) -> int:
+        """Stored bytes per (view, sample) row, before any codec."""
+        return sum(p.row_bytes() for p in self.parts(num_classes))
+
+    @property
+    def lossless_dense(self) -> bool:
+        """Whether the stored values are the logits themselves (float16/float32)."""
+        return False
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def id_dtype(num_classes: int) -> str:
+    """Class ids fit uint16 below 65,535 classes (65,535 marks an empty slot); int32 beyond."""
+    return "uint16" if num_classes < 65535 else "int32"
+
+
+def empty_id(num_classes: int) -> int:
+    return int(np.iinfo(np.dtype(id_dtype(num_classes))).max)
+
+
+def teacher_words(teacher: str) -> list[int]:
+    """Two 32-bit words identifying a teacher name (for generators keyed by the teacher)."""
+    digest = hashlib.sha256(teacher.encode("utf-8")).digest()
+    return [int.from_bytes(digest[0:4], "little"), int.from_bytes(digest[4:8], "little")]
+
+
+def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log Σ exp(x) along ``axis`` in float64; rows of all -inf give -inf (no warning)."""
+    m = np.max(x, axis=axis, keepdims=True)
+    safe = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - safe), axis=axis, keepdims=True)) + safe
+    return np.squeeze(out, axis=axis)

@@ -1,0 +1,96 @@
+"""``sample:N[@T]``: N class ids drawn from the teacher's softmax at temperature T, stored as ids + counts.
+
+The draw of row (sample i, view v) of teacher ``name`` in a store with seed
+``s`` uses its own generator, numpy ``PCG64(SeedSequence([s, i, v, w0, w1, TAG]))``
+with ``(w0, w1)`` the first 8 bytes of SHA-256(name) as two little-endian
+uint32 and ``TAG = 0x5A4D_0001``, and draws the counts with
+``Generator.multinomial(N, softmax(z/T))`` (float64). The draw therefore
+replays: the same row gives the same ids whatever the chunking, the order of
+work, or whether it was made by ``precompute`` or ``convert``.
+
+Layout: fixed slots. ``S = min(N, C)`` slots per row: ``sample_ids`` (S,)
+uint16 (int32 from 65,535 classes) holding the drawn ids ascending, then the
+empty-slot marker (the dtype's largest value); ``sample_counts`` (S,) uint8
+(uint16 when N > 255) holding each id's count, 0 in empty slots. The counts
+of a row sum to N. ``q̂ = counts / N`` is an unbiased estimate of
+``softmax(z/T)``.
+
+Fixed slots vs ragged (ids + counts + per-row offsets): a ragged layout stores
+only the distinct ids (about ``Σ_c 1 − (1 − q_c)^N``: a handful for a
+confident teacher at T=1, many more at T=4) but has no fixed chunk shape, so
+a chunk could not be read or checksummed as one zarr block and a row's
+position would depend on every row before it. Fixed slots keep the store's
+chunk grid and cost ``3·S`` bytes a row; the empty slots are constant bytes,
+which ``--codec zstd`` removes almost entirely.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows, empty_id, id_dtype, logsumexp, teacher_words
+
+SAMPLE_TAG = 0x5A4D_0001
+
+
+def row_generator(seed: int, sample: int, view: int, teacher: str) -> np.random.Generator:
+    """The generator of one row's draw (see the module docstring)."""
+    words = [int(seed), int(sample), int(view), *teacher_words(teacher), SAMPLE_TAG]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
+
+
+class SampleEncoding(Encoding):
+    """N draws from softmax(z/T), stored as distinct ids with counts in S = min(N, C) fixed slots."""
+
+    kind = "probabilities"
+
+    def __init__(self, n: int, temperature: float) -> None:
+        self.n = int(n)
+        self.temperature = float(temperature)
+        self.spec = f"sample:{self.n}@{self.temperature:g}"
+
+    def slots(self, num_classes: int) -> int:
+        return min(self.n, num_classes)
+
+    def parts(self, num_classes: int) -> list[Part]:
+        s = self.slots(num_classes)
+        return [Part("sample_ids", (s,), id_dtype(num_classes), empty_id(num_classes)),
+                Part("sample_counts", (s,), "uint8" if self.n <= 255 else "uint16", 0)]
+
+    def target(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution drawn from: softmax(z/T) in float64, (rows, C)."""
+        z = np.asarray(logits, dtype=np.float32).astype(np.float64) / self.temperature
+        return np.exp(z - logsumexp(z)[:, None])
+
+    def encode(self, logits: np.ndarray, rows: Rows) -> dict[str, np.ndarray]:
+        q = self.target(logits)
+        num_classes = q.shape[1]
+        s = self.slots(num_classes)
+        ids = np.full((q.shape[0], s), empty_id(num_classes), dtype=id_dtype(num_classes))
+        counts = np.zeros((q.shape[0], s), dtype="uint8" if self.n <= 255 else "uint16")
+        for r, sample in enumerate(rows.samples):
+            p = q[r] / q[r].sum()  # multinomial checks Σp ≤ 1 to 1e-12; float64 round-off can exceed it
+            drawn = row_generator(rows.seed, int(sample), rows.view, rows.teacher).multinomial(self.n, p)
+            hit = np.flatnonzero(drawn)
+            ids[r, : len(hit)] = hit
+            counts[r, : len(hit)] = drawn[hit]
+        return {"sample_ids": ids, "sample_counts": counts}
+
+    def probabilities(self, parts: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+        """``q̂ = counts / N`` as a dense (rows, C) float32 array."""
+        ids = parts["sample_ids"].astype(np.int64)
+        counts = parts["sample_counts"].astype(np.float32)
+        used = counts > 0
+        out = np.zeros((ids.shape[0], num_classes + 1), dtype=np.float32)
+        # Empty slots go to a spare column that is dropped.
+        np.put_along_axis(out, np.where(used, ids, num_classes), counts / np.float32(self.n), axis=1)
+        return out[:, :num_classes]
+
+    def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
+               tail: str = "temperature") -> np.ndarray:
+        """Pseudo-logits ``T·log q̂`` (T the stored temperature; undrawn classes ``T·(−1000)``), so that
+        softmax(pseudo / T) is exactly q̂ for a loss reading the teacher at T."""
+        q = self.probabilities(parts, num_classes)
+        with np.errstate(divide="ignore"):
+            logq = np.where(q > 0, np.log(q), EMPTY_LOG_PROB)
+        return (self.temperature * logq).astype(np.float32)

@@ -1,0 +1,112 @@
+"""``topk:K``: the K largest logits with their ids, the row's log-sum-exp and tail log-partitions.
+
+Parts (docs/store-format.md, "Encodings"), per row:
+
+* ``topk_ids`` (K,) uint16 (int32 from 65,535 classes): the K largest logits'
+  class ids, largest first (ties: the lower id first);
+* ``topk_values`` (K,) float16: those logits, rounded to nearest;
+* ``lse`` () float32: ``log Σ_c exp(z_c)`` over ALL classes (float64 sums);
+* ``tail_lse`` (4,) float32: ``A_R(β) = log Σ_{j∉top} exp(β·z_j)`` at
+  β = 1, 1/2, 1/4, 1/8 (:data:`BETAS`), the tail's log-partition.
+
+The tail mass at T=1 is ``M = exp(tail_lse[0] − lse)``, exact to float32
+(computed in float64 from the float32 logits). :meth:`TopKEncoding.decode` is
+the documented dense-rebuild rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows, empty_id, id_dtype, logsumexp
+
+BETAS = (1.0, 0.5, 0.25, 0.125)
+TAILS = ("temperature", "constant")
+
+
+def tail_log_partition(tail_lse: np.ndarray, tail_count: int, beta: float) -> np.ndarray:
+    """``A_R(β)`` per row, interpolated from the stored points.
+
+    A_R is convex in β with ``A_R(0) = log(C − K)``; between the stored points
+    (and between 0 and 1/8) it is interpolated linearly in β, which
+    over-estimates it slightly (a chord lies above a convex function); above
+    β = 1 (T < 1) the last segment is extended.
+    """
+    xs = np.array((0.0,) + tuple(sorted(BETAS)))
+    cols = [np.full(tail_lse.shape[0], math.log(tail_count))] + [
+        tail_lse[:, BETAS.index(b)].astype(np.float64) for b in sorted(BETAS)]
+    ys = np.stack(cols, axis=1)
+    i = int(np.clip(np.searchsorted(xs, beta, side="right") - 1, 0, len(xs) - 2))
+    w = (beta - xs[i]) / (xs[i + 1] - xs[i])
+    return ys[:, i] + w * (ys[:, i + 1] - ys[:, i])
+
+
+class TopKEncoding(Encoding):
+    """K largest logits + ids + log-sum-exp + tail log-partitions (see the module docstring)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = int(k)
+        self.spec = f"topk:{self.k}"
+
+    def check(self, num_classes: int) -> str | None:
+        if not 1 <= self.k < num_classes:
+            return f"topk:K needs 1 <= K < C = {num_classes} (got K={self.k}); use float16 to keep every class"
+        return None
+
+    def parts(self, num_classes: int) -> list[Part]:
+        k = self.k
+        return [Part("topk_ids", (k,), id_dtype(num_classes), empty_id(num_classes)),
+                Part("topk_values", (k,), "float16", np.nan),
+                Part("lse", (), "float32", np.nan),
+                Part("tail_lse", (len(BETAS),), "float32", np.nan)]
+
+    def encode(self, logits: np.ndarray, rows: Rows) -> dict[str, np.ndarray]:
+        z = np.asarray(logits, dtype=np.float32)
+        z64 = z.astype(np.float64)
+        # Stable sort of −z: ties keep the lower class id first, so the top set is a function of the row.
+        ids = np.argsort(-z64, axis=1, kind="stable")[:, : self.k]
+        tail = z64.copy()
+        np.put_along_axis(tail, ids, -np.inf, axis=1)
+        return {
+            "topk_ids": ids.astype(id_dtype(z.shape[1])),
+            "topk_values": np.take_along_axis(z, ids, axis=1).astype(np.float16),
+            "lse": logsumexp(z64).astype(np.float32),
+            "tail_lse": np.stack([logsumexp(b * tail) for b in BETAS], axis=1).astype(np.float32),
+        }
+
+    def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
+               tail: str = "temperature") -> np.ndarray:
+        """The dense-rebuild rule: the top K logits as stored, every other class one constant ``c``.
+
+        ``c`` (per row) is chosen so that the rebuilt row's tail mass is right:
+
+        * at T=1 (and with ``tail="constant"`` at every T):
+          ``c = log M − log(1 − M) + LSE(v) − log(C − K)`` with ``M = exp(tail_lse[0] − lse)``,
+          so softmax(rebuilt) gives the tail exactly mass M and each top class
+          ``(1 − M)·softmax(v)_i`` (the stored top-K probabilities, to the
+          float16 rounding of the values);
+        * at T ≠ 1 with ``tail="temperature"``: ``c = T·(Â_R(1/T) − log(C − K))``
+          with Â_R interpolated from the stored points, so softmax(rebuilt / T)
+          gives the tail the mass it has at T (exactly at T = 2, 4, 8).
+        """
+        ids = parts["topk_ids"].astype(np.int64)
+        v = parts["topk_values"].astype(np.float32)
+        n = num_classes - self.k
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}")
+        if tail == "constant" or temperature == 1.0:
+            log_m = parts["tail_lse"][:, 0].astype(np.float64) - parts["lse"].astype(np.float64)
+            log_m = np.minimum(log_m, -1e-12)  # M < 1: the top-1 class alone holds at least 1/C
+            with np.errstate(divide="ignore"):
+                c = log_m - np.log(-np.expm1(log_m)) + logsumexp(v.astype(np.float64)) - math.log(n)
+        else:
+            beta = 1.0 / float(temperature)
+            c = (tail_log_partition(parts["tail_lse"], n, beta) - math.log(n)) / beta
+        # An underflowed tail (M = 0) stays finite: far enough below the top that exp(·/T) is 0.
+        floor = v.max(axis=1).astype(np.float64) + EMPTY_LOG_PROB
+        c = np.maximum(np.nan_to_num(c, nan=-np.inf, neginf=-np.inf), floor).astype(np.float32)
+        out = np.repeat(c[:, None], num_classes, axis=1)
+        np.put_along_axis(out, ids, v, axis=1)
+        return out
