@@ -70,6 +70,8 @@ ADAPTED: dict[str, dict[str, object]] = {
     "fgcr": {"tau": 2},
     "slkd": {"temperature": 2, "a": 0.5, "b": 0.5},
 }
+# In the order they run: the table first, the costliest (SLKD) last.
+PHASES = ("teacher", "stores", "students", "encodings", "views", "slkd", "report")
 # The encodings compared on KD and NKD (adapted settings).
 ENCODINGS = ("int8", "topk:3", "sample:16@1")
 
@@ -157,10 +159,9 @@ class Pipeline:
             shutil.copytree(self.workdir / "store16.zarr", grid_store)
             (self.workdir / "done" / "copy-grid4").write_text("copied\n")
         self.step("stats-store16-grid4", ["stats", "store16-grid4.zarr", *sum((["--grid", str(g)] for g in ADAPTED_GRID), [])])
-        for k in K_VALUES:
-            self.store(k, f"store{k}")
 
-    def train(self, group: str, store: str | None, students: list[Student], extra: list[str] | None = None) -> None:
+    def train(self, group: str, store: str | None, students: list[Student], extra: list[str] | None = None,
+              seeds: tuple[int, ...] = SEEDS) -> None:
         """Train ``students`` x SEEDS from ``store`` (or online with ``extra``) into runs/GROUP/NAME-sSEED."""
         extra = extra or []
         common = ["--data", DATA, "--val-data", VAL, "--student", STUDENT, "--epochs", str(self.epochs),
@@ -171,11 +172,13 @@ class Pipeline:
             for s in students:
                 opts = ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in s.opts.items())
                 runs += ["--run", f"{s.name}:{s.loss}" + (f":{opts}" if opts else "")]
-            seeds = sum((["--init-seed", str(n)] for n in SEEDS), [])
-            self.step(f"sweep-{group}", ["sweep", store, *common, "--seed", "0", *runs, *seeds, "--out", str(out)])
+            seed_opts = sum((["--init-seed", str(n)] for n in seeds), [])
+            resume = ["--resume"] if (out / "sweep.json").exists() else []
+            self.step(f"sweep-{group}", ["sweep", store, *common, "--seed", "0", *runs, *seed_opts, *resume,
+                                         "--out", str(out)])
             return
         for s in students:
-            for seed in SEEDS:
+            for seed in seeds:
                 run_dir = out / f"{s.name}-s{seed}"
                 opts = sum((["--loss-opt", f"{k}={json.dumps(v, separators=(',', ':'))}"] for k, v in s.opts.items()), [])
                 # With --init-seed the data order stays that of --seed 0 (as in a sweep); without it
@@ -194,12 +197,33 @@ class Pipeline:
         return self._init_seed
 
     def students(self) -> None:
-        self.train("main", "store16.zarr", main_students())
+        """The table: every method (SLKD last, see slkd()), 3 init seeds; then KD online for cached vs online."""
+        self.train("main", "store16.zarr", [r for r in main_students() if r.loss != "slkd"])
         self.train("isats-grid4", "store16-grid4.zarr", [Student("isats-10cls", "isats", ADAPTED["isats"])])
-        for k in K_VALUES:
-            self.train(f"k{k}", f"store{k}.zarr", [Student("kd-10cls", "kd", ADAPTED["kd"])])
+        # Cached vs online: with a float32 store the two are the same computation, so one seed
+        # shows it (bitwise-equal metrics) and measures the time; the cached side is main/kd-10cls-s0.
         self.train("online", None, [Student("kd-10cls", "kd", ADAPTED["kd"])],
-                   ["--teacher", TEACHER, "--weights", "teacher.pt", "--views", str(VIEWS), "--view-seed", str(STORE_SEED)])
+                   ["--teacher", TEACHER, "--weights", "teacher.pt", "--views", str(VIEWS),
+                    "--view-seed", str(STORE_SEED)], seeds=(0,))
+        # The same student as a plain cached distill run: its time against online's, and its
+        # metrics against the sweep's main/kd-10cls-s0 (a sweep student equals its distill run).
+        use_sweep, self.use_sweep = self.use_sweep, False
+        self.train("cached", "store16.zarr", [Student("kd-10cls", "kd", ADAPTED["kd"])], seeds=(0,))
+        self.use_sweep = use_sweep
+
+    def views(self) -> None:
+        """Accuracy vs K: stores of K = 1, 2, 4, 8 views (the first K views of the K=16 store), KD,
+        a random view per sample and epoch (with cycle, K >= epochs would all be the same run)."""
+        for k in K_VALUES:
+            self.store(k, f"store{k}")
+        for k in (*K_VALUES, VIEWS):
+            self.train(f"k{k}", f"store{k}.zarr", [Student("kd-10cls", "kd", ADAPTED["kd"])],
+                       ["--view-policy", "random"] if k > 1 else [])
+
+    def slkd(self) -> None:
+        """SLKD last: each student trains two extra networks of the teacher's architecture (cnn_small),
+        about 30x the work of an MLP student's step."""
+        self.train("slkd", "store16.zarr", [r for r in main_students() if r.loss == "slkd"])
 
     def encodings(self) -> None:
         if not self.has_command("convert"):
@@ -212,32 +236,114 @@ class Pipeline:
                        [Student("kd-10cls", "kd", ADAPTED["kd"]), Student("nkd-10cls", "nkd", ADAPTED["nkd"])])
 
     def report(self) -> None:
-        if not self.has_command("report"):
-            self.note("SKIP report: this kdcache has no report command")
+        """``kdcache report`` per group of runs, then the tables and the accuracy-vs-K plot of docs/results.md."""
+        if self.dry_run:
             return
-        groups = sorted(p for p in (self.workdir / "runs").glob("*") if p.is_dir())
+        runs_root = self.workdir / "runs"
+        groups = sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.exists() else []
         for g in groups:
             runs = sorted(str(p) for p in g.iterdir() if (p / "metrics.jsonl").exists())
             if runs:
                 store = ["--store", "store16.zarr"] if g.name == "main" else []
-                subprocess.run(["kdcache", "report", *runs, *store, "--out", str(self.workdir / "report" / g.name)],
-                               cwd=self.workdir, env=self.env, check=False)
+                self.step(f"report-{g.name}", ["report", *runs, *store, "--out", str(self.workdir / "report" / g.name)])
+                (self.workdir / "done" / f"report-{g.name}").unlink(missing_ok=True)  # redrawn on every run
+        (self.workdir / "tables.md").write_text(tables(self.workdir))
+        self.note(f"tables in {self.workdir / 'tables.md'}")
+
+
+def _group_runs(directory: Path) -> dict[str, list[float]]:
+    """Final val top-1 of every run under ``directory``, grouped by name without the -sN suffix."""
+    from kdcache.report import load_runs, summarise
+
+    if not directory.is_dir():
+        return {}
+    runs = [p for p in sorted(directory.iterdir()) if (p / "metrics.jsonl").exists()]
+    good = []
+    for p in runs:
+        if (p / "metrics.jsonl").read_text().strip():
+            good.append(p)
+    return {s.group: s.finals for s in summarise(load_runs(good))} if good else {}
+
+
+def _pm(values: list[float] | None) -> str:
+    if not values:
+        return "missing"
+    import statistics
+
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f} (n={len(values)})"
+
+
+def _delta(values: list[float] | None, base: list[float] | None) -> str:
+    if not values or not base:
+        return ""
+    import statistics
+
+    return f"{100 * (statistics.fmean(values) - statistics.fmean(base)):+.2f}"
+
+
+def tables(workdir: Path) -> str:
+    """The markdown tables of docs/results.md, from the run directories (missing runs say so)."""
+    main = {**_group_runs(workdir / "runs" / "main"), **_group_runs(workdir / "runs" / "isats-grid4"),
+            **_group_runs(workdir / "runs" / "slkd")}
+    ce = main.get("ce")
+    out = ["| method | documented defaults | vs CE | adapted to 10 classes | vs CE | adapted settings |",
+           "|---|---|---|---|---|---|",
+           f"| ce | {_pm(ce)} | | | | |", f"| tf_nkd | {_pm(main.get('tf_nkd'))} | {_delta(main.get('tf_nkd'), ce)} | | | |"]
+    for m in DEFAULTS:
+        d, a = main.get(f"{m}-default"), main.get(f"{m}-10cls")
+        opts = ", ".join(f"{k}={v}" for k, v in ADAPTED[m].items())
+        out.append(f"| {m} | {_pm(d)} | {_delta(d, ce)} | {_pm(a)} | {_delta(a, ce)} | {opts} |")
+    out += ["", "| K (cached views) | KD (10-class settings), final top-1 |", "|---|---|"]
+    points: dict[int, list[float]] = {}
+    for k in (*K_VALUES, VIEWS):
+        v = _group_runs(workdir / "runs" / f"k{k}").get("kd-10cls")
+        out.append(f"| {k} | {_pm(v)} |")
+        if v:
+            points[k] = v
+    if points:
+        from kdcache.report.plots import accuracy_vs_views
+
+        (workdir / "figures").mkdir(exist_ok=True)
+        accuracy_vs_views(points, workdir / "figures" / "accuracy_vs_k.png", "KD, T=2, 0.5/0.5")
+    out += ["", "| run | final top-1 | seconds | samples/s (mean of epochs) |", "|---|---|---|---|"]
+    for label, d in (("cached (distill from store16)", workdir / "runs" / "cached" / "kd-10cls-s0"),
+                     ("online (teacher run live)", workdir / "runs" / "online" / "kd-10cls-s0"),
+                     ("cached, in the main sweep", workdir / "runs" / "main" / "kd-10cls-s0")):
+        if (d / "summary.json").exists():
+            summary = json.loads((d / "summary.json").read_text())
+            rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            rate = sum(r["samples_per_s"] for r in rows) / len(rows)
+            out.append(f"| {label} | {100 * rows[-1]['val_top1']:.2f} | {summary.get('seconds', float('nan')):.0f} | "
+                       f"{rate:,.0f} |")
+        else:
+            out.append(f"| {label} | missing | | |")
+    enc_rows = []
+    for enc in ENCODINGS:
+        tag = enc.replace(":", "").replace("@", "at")
+        got = _group_runs(workdir / "runs" / f"enc-{tag}")
+        if got:
+            enc_rows.append(f"| {enc} | {_pm(got.get('kd-10cls'))} | {_pm(got.get('nkd-10cls'))} |")
+    if enc_rows:
+        out += ["", "| encoding | KD (10-class) | NKD (10-class) |", "|---|---|---|",
+                f"| float32 (store16) | {_pm(main.get('kd-10cls'))} | {_pm(main.get('nkd-10cls'))} |", *enc_rows]
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", type=Path, required=True, help="where the teacher, stores, runs and logs go")
-    p.add_argument("--epochs", type=int, default=5, help="student epochs (docs/results.md says why 5)")
+    p.add_argument("--epochs", type=int, default=4, help="student epochs (docs/results.md says why 4)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per command (the machine is shared)")
     p.add_argument("--sweep", choices=("auto", "always", "never"), default="auto",
                    help="train the students of one store in one kdcache sweep (auto: when the command exists)")
-    p.add_argument("--phase", choices=("all", "teacher", "stores", "students", "encodings", "report"), default="all")
+    p.add_argument("--phase", choices=("all", *PHASES), default="all")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = p.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(a.workdir.resolve(), a.epochs, a.sweep, a.dry_run, a.threads)
     pipe.note(f"pipeline start: epochs={a.epochs} sweep={'yes' if pipe.use_sweep else 'no'} phase={a.phase}")
-    for phase in ("teacher", "stores", "students", "encodings", "report"):
+    for phase in PHASES:
         if a.phase in ("all", phase):
             getattr(pipe, phase)()
     pipe.note("pipeline end")
