@@ -48,14 +48,22 @@ VIEWS = 16
 K_VALUES = (1, 2, 4, 8)  # plus the K=16 store
 SEEDS = (0, 1, 2)
 STORE_SEED = 0
-ADAPTED_GRID = (1, 2, 3, 4)
+ADAPTED_GRID = (4, 5, 6, 8)
 
 # Each method with its documented defaults (docs/methods.md, tuned for CIFAR-100)
 # and with settings adapted to 10 classes: where the method's authors publish an
 # ImageNet setting (lower temperature, more weight on CE) we take it; the KD
 # family (KD, LA, DTD, SLKD) takes T=2, 0.5/0.5, as the quickstart does; DKD's
-# warm-up is scaled to the number of epochs; ATS / ISATS / FGCR lower their
-# temperatures so that a 10-class target is not flattened to near uniform.
+# warm-up is scaled to the number of epochs; FGCR lowers its temperature so a
+# 10-class target is not flattened. ATS and ISATS are different: their label
+# column is divided by the HIGHER temperature, so wherever the runner-up logit
+# exceeds (tau2/tau1) x the label logit the target's argmax is a wrong class.
+# On this teacher's first cached view that happens on 14% (ATS 4,3), 43% (2,1)
+# and 8% (6,5) of the rows the teacher gets right (ISATS: 17% with the default
+# grid, 10% with grid 4..8). So their 10-class settings are the points of the
+# authors' own search (tau1 in 1..6, tau2 in 1..5, tau1 - tau2 in [1, 2];
+# ISATS: the default grid without its lowest temperatures) that flip the
+# fewest correct rows, measured on the training store before any student.
 DEFAULTS: dict[str, dict[str, object]] = {
     m: {} for m in ("kd", "dkd", "nkd", "la", "dtd", "ats", "isats", "fgcr", "slkd")
 }
@@ -65,7 +73,7 @@ ADAPTED: dict[str, dict[str, object]] = {
     "nkd": {"gamma": 1.5, "temperature": 1},
     "la": {"temperature": 2, "ce_weight": 0.5, "kd_weight": 0.5},
     "dtd": {"base_temperature": 2, "beta": 0.4},
-    "ats": {"tau1": 2, "tau2": 1},
+    "ats": {"tau1": 6, "tau2": 5},
     "isats": {"grid": list(ADAPTED_GRID)},
     "fgcr": {"tau": 2},
     "slkd": {"temperature": 2, "a": 0.5, "b": 0.5},
@@ -152,13 +160,13 @@ class Pipeline:
         self.store(VIEWS, "store16")
         self.step("stats-store16", ["stats", "store16.zarr", "--tau0", "3", "--tau0", "1"])
         # One ISATS grid per store: the adapted grid gets a byte copy of the K=16 store.
-        grid_store = self.workdir / "store16-grid4.zarr"
-        if not (self.workdir / "done" / "copy-grid4").exists() and not self.dry_run:
+        grid_store = self.workdir / "store16-grid4to8.zarr"
+        if not (self.workdir / "done" / "copy-grid4to8").exists() and not self.dry_run:
             if grid_store.exists():
                 shutil.rmtree(grid_store)
             shutil.copytree(self.workdir / "store16.zarr", grid_store)
-            (self.workdir / "done" / "copy-grid4").write_text("copied\n")
-        self.step("stats-store16-grid4", ["stats", "store16-grid4.zarr", *sum((["--grid", str(g)] for g in ADAPTED_GRID), [])])
+            (self.workdir / "done" / "copy-grid4to8").write_text("copied\n")
+        self.step("stats-store16-grid4to8", ["stats", "store16-grid4to8.zarr", *sum((["--grid", str(g)] for g in ADAPTED_GRID), [])])
 
     def train(self, group: str, store: str | None, students: list[Student], extra: list[str] | None = None,
               seeds: tuple[int, ...] = SEEDS) -> None:
@@ -199,7 +207,7 @@ class Pipeline:
     def students(self) -> None:
         """The table: every method (SLKD last, see slkd()), 3 init seeds; then KD online for cached vs online."""
         self.train("main", "store16.zarr", [r for r in main_students() if r.loss != "slkd"])
-        self.train("isats-grid4", "store16-grid4.zarr", [Student("isats-10cls", "isats", ADAPTED["isats"])])
+        self.train("isats-grid4to8", "store16-grid4to8.zarr", [Student("isats-10cls", "isats", ADAPTED["isats"])])
         # Cached vs online: with a float32 store the two are the same computation, so one seed
         # shows it (bitwise-equal metrics) and measures the time; the cached side is main/kd-10cls-s0.
         self.train("online", None, [Student("kd-10cls", "kd", ADAPTED["kd"])],
@@ -284,7 +292,7 @@ def _delta(values: list[float] | None, base: list[float] | None) -> str:
 
 def tables(workdir: Path) -> str:
     """The markdown tables of docs/results.md, from the run directories (missing runs say so)."""
-    main = {**_group_runs(workdir / "runs" / "main"), **_group_runs(workdir / "runs" / "isats-grid4"),
+    main = {**_group_runs(workdir / "runs" / "main"), **_group_runs(workdir / "runs" / "isats-grid4to8"),
             **_group_runs(workdir / "runs" / "slkd")}
     ce = main.get("ce")
     out = ["| method | documented defaults | vs CE | adapted to 10 classes | vs CE | adapted settings |",
