@@ -118,6 +118,9 @@ def distill(
     device: DeviceOpt = Device.cpu,
     old_store: Annotated[Optional[str], typer.Option("--store", hidden=True)] = None,
     storage_option: StorageOpt = None,
+    allow_approximate_encoding: Annotated[bool, typer.Option(
+        "--allow-approximate-encoding", help="Train on a store encoding the loss cannot use exactly (e.g. a "
+                                             "sample:N@T store with a non-KD loss), with a warning.")] = False,
 ) -> None:
     """Train a student from a STORE's cached logits (no teacher inference), or online with --teacher."""
     from kdcache.distill import DistillConfig, distill as run, format_result, parse_loss_opts
@@ -130,6 +133,7 @@ def distill(
         views=views, recipe=recipe, loss_opts=parse_loss_opts(loss_opt or []), batch_size=batch_size,
         workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed,
         init_seed=init_seed, view_seed=view_seed, view_policy=value(view_policy), resume=resume, device=value(device),
+        allow_approximate_encoding=allow_approximate_encoding,
     )
     typer.echo(format_result(run(cfg)))
 

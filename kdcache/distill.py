@@ -100,6 +100,8 @@ class DistillConfig:
     device: str = field(default="cpu", metadata=MAY_CHANGE)
     micro_batch: int = 64
 
+    # Train on an encoding the loss cannot use exactly (a sample store with DKD, ...), with a warning.
+    allow_approximate_encoding: bool = False
     @property
     def online(self) -> bool:
         return self.teacher is not None
@@ -210,7 +212,8 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
                   device: torch.device, progress: bool) -> tuple[LogitSource, dict[str, Any]]:
     """The logit source of this mode, and what the run record says about its input."""
     if cfg.store is not None:
-        cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams)
+        cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams,
+                              allow_approximate=cfg.allow_approximate_encoding)
         return cached, {"store_manifest_hash": cached.manifest_hash(),
                         "store_input_hash": cached.input_hash()}
     # What the loss declares it cannot do without (an optional statistic is computed from the batch).

@@ -107,17 +107,20 @@ class CachedRows:
     """
 
     def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = (), verify: bool = True,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, decode_temperature: float = 1.0) -> None:
         self.store = store
         # Chunks read at once within a window: several on an object store (latency-bound GETs; obstore and
         # hashlib release the GIL), one on a local disk.
         self.concurrency = concurrency or (REMOTE_CONCURRENCY if store.location.remote else 1)
         self.teacher = teacher
+        # The temperature a topk store is decoded for (the loss's; kdcache.encodings.consume).
+        self.decode_temperature = decode_temperature
         self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
         # name -> read(view, chunk, verify): one verified chunk of each per-row array a batch carries.
         self._readers: dict[str, Callable[[int, int, bool], np.ndarray]] = {
-            "teacher_logits": lambda v, j, check: store.read_logits_chunk(teacher, v, j, check),
+            "teacher_logits": lambda v, j, check: store.read_logits_chunk(teacher, v, j, check,
+                                                                          temperature=decode_temperature),
             "params": store.read_params_chunk,
             **{name: reader.read_chunk for name, reader in self.stat_readers.items()},
         }

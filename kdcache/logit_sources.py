@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +30,14 @@ import torch
 
 from kdcache import losses
 from kdcache.data import DataSource
+from kdcache.encodings.consume import check_consumption
 from kdcache.errors import KdcacheError, StoreMismatchError
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing
 from kdcache.store import Store
+from kdcache.store.location import Location
 from kdcache.progress import console
 from kdcache.views import Recipe, Render, resolve_recipe
 
@@ -102,9 +105,11 @@ class CachedLogits(LogitSource):
     store lacks is left to the loss, which then computes it from the batch.
     """
 
-    def __init__(self, store_path: str, name: str | None, source: DataSource, spec: losses.LossSpec,
-                 hparams: dict[str, Any]) -> None:
+    def __init__(self, store_path: str | os.PathLike[str] | Location, name: str | None, source: DataSource,
+                 spec: losses.LossSpec | None = None, hparams: dict[str, Any] | None = None,
+                 allow_approximate: bool = False) -> None:
         self.store = Store.open(store_path)  # read-only: distill can never change a store
+        self.allow_approximate = allow_approximate  # --allow-approximate-encoding (kdcache.encodings.consume)
         self.name = self.store.require_complete(name)
         check_store_matches_data(self.store, source, self.name)
         self.seed = self.store.views.seed
@@ -128,15 +133,27 @@ class CachedLogits(LogitSource):
     def rows_for(self, sources: Sequence[CachedLogits]) -> CachedRows:
         """One reader of the logits and the union of the per-row statistics ``sources`` declare."""
         names = list(dict.fromkeys(name for s in sources for name in s.row_arg))
-        return CachedRows(self.store, self.name, names)
+        temperatures = {s.decode_temperature for s in sources}
+        # One reader serves every run: a topk store is decoded at their common temperature, else at T=1.
+        return CachedRows(self.store, self.name, names,
+                          decode_temperature=temperatures.pop() if len(temperatures) == 1 else 1.0)
 
-    def _serve(self, spec: losses.LossSpec, hparams: dict[str, Any]) -> None:
-        """Load the statistics ``spec`` declares: static ones now, per-row ones with each batch."""
+    def _serve(self, spec: losses.LossSpec | None, hparams: dict[str, Any] | None) -> None:
+        """Load the statistics ``spec`` declares (none without a spec): static ones now, per-row ones with each batch."""
         card = self.store.card(self.name)
         self.static: dict[str, torch.Tensor] = {}
         self.row_arg: dict[str, str] = {}  # stored per-row statistic -> loss keyword
         self._read: dict[str, Any] = {}  # what this run reads, for input_hash
         listed = card.stats
+        self.decode_temperature = 1.0
+        if spec is None:
+            self.rows = CachedRows(self.store, self.name, [])
+            return
+        # Refuse an encoding the loss cannot use exactly (one line), or warn when allowed anyway.
+        self.decode_temperature, warning = check_consumption(self.store.encoding(self.name), spec, hparams,
+                                                             self.allow_approximate)
+        if warning:
+            console.print(f"[yellow]{warning}")
         for arg, wanted in spec.store_stats(hparams).items():
             provider = for_loss_arg(arg)
             fix = (f"run `kdcache stats {self.store.path} --teacher-name {self.name}"
@@ -153,7 +170,7 @@ class CachedLogits(LogitSource):
             else:
                 self.static[arg] = value
                 self._read[provider.name]["served"] = hashlib.sha256(value.numpy().tobytes()).hexdigest()
-        self.rows = CachedRows(self.store, self.name, list(self.row_arg))
+        self.rows = CachedRows(self.store, self.name, list(self.row_arg), decode_temperature=self.decode_temperature)
 
     def epoch_batches(self, plan: EpochPlan, batch_size: int) -> tuple[CachedBatches, Iterator[Any]]:
         batches = CachedBatches(self.rows, plan, batch_size)

@@ -108,6 +108,13 @@ class LossSpec:
             hyper-parameters (``epoch``, ``tau_star``, ``class_table``,
             ``slt_logits``).
         summary: one line for listings.
+        teacher_temperature: the hyper-parameter holding the temperature the
+            teacher is read at (``"temperature"`` for KD); a ``topk`` store is
+            decoded for it (docs/encodings.md). None: temperature 1.
+        linear_teacher: the teacher enters the loss's gradient only linearly
+            through ``σ(t; T)`` at that temperature (KD, SLKD), so an unbiased
+            sample of that distribution (a ``sample:N@T`` store) gives an
+            unbiased gradient; every other method needs dense logits.
     """
 
     name: str
@@ -120,6 +127,8 @@ class LossSpec:
     extra_networks_arg: str | None = None
     call_inputs: tuple[str, ...] = ()
     summary: str = ""
+    teacher_temperature: str | None = None
+    linear_teacher: bool = False
     parsers: dict[str, Parser] = field(default_factory=dict, repr=False, compare=False)
     finalize: Finalizer | None = field(default=None, repr=False, compare=False)
 
@@ -164,6 +173,26 @@ class LossSpec:
             for stat, info in self.stats.items()
         }
 
+    def read_temperature(self, hparams: Mapping[str, Any] | None = None) -> float:
+        """The temperature the teacher is read at under ``hparams`` (1 when the method declares none)."""
+        if self.teacher_temperature is None:
+            return 1.0
+        return float(self.resolve(hparams)[self.teacher_temperature])
+
+    def accepts(self, kind: str, temperature: float | None, hparams: Mapping[str, Any] | None = None) -> bool:
+        """Whether an encoding of ``kind`` ("dense" or "probabilities" drawn at ``temperature``) is exact
+        for this method: dense logits always; probabilities only for a linear teacher term at that T."""
+        if not self.needs_teacher or kind == "dense":
+            return True
+        return self.linear_teacher and temperature is not None and float(temperature) == self.read_temperature(hparams)
+
+    def accepted_encodings(self, hparams: Mapping[str, Any] | None = None) -> str:
+        """The encodings this method consumes exactly, as a user reads them."""
+        if not self.needs_teacher:
+            return "any (it reads no teacher)"
+        dense = "float16, float32, int8, topk:K"
+        return f"{dense}, sample:N@{self.read_temperature(hparams):g}" if self.linear_teacher else dense
+
     def config(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """JSON-able named configuration ``{"name": ..., "configuration": {...}}`` for run records."""
         resolved = self.resolve(hparams)
@@ -184,6 +213,8 @@ def register(
     extra_networks: int = 0,
     extra_networks_arg: str | None = None,
     finalize: Finalizer | None = None,
+    teacher_temperature: str | None = None,
+    linear_teacher: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Register a loss implementation under ``name``; raises if the name is taken.
 
@@ -210,6 +241,10 @@ def register(
             raise TypeError(f"{name}: every keyword-only hyper-parameter needs a default and a parser")
         if not set(call_inputs) <= set(kwonly):
             raise TypeError(f"{name}: call inputs {call_inputs} must be keyword-only parameters")
+        if teacher_temperature is not None and teacher_temperature not in defaults:
+            raise TypeError(f"{name}: teacher_temperature {teacher_temperature!r} must be a hyper-parameter")
+        if linear_teacher and teacher_temperature is None:
+            raise TypeError(f"{name}: a linear teacher term is linear in σ(t; T): name T's hyper-parameter")
         if bool(extra_networks) != (extra_networks_arg is not None) or (
             extra_networks_arg is not None and extra_networks_arg not in call_inputs
         ):
@@ -233,6 +268,8 @@ def register(
             extra_networks_arg=extra_networks_arg,
             call_inputs=tuple(call_inputs),
             summary=summary,
+            teacher_temperature=teacher_temperature,
+            linear_teacher=linear_teacher,
             parsers=dict(parsers),
             finalize=finalize,
         )

@@ -29,6 +29,7 @@ def asymmetric_kd(s: Tensor, t: Tensor, y: Tensor, tau_label: Any, tau_other: An
 
 @register(
     "ats",
+    teacher_temperature="tau2",
     parsers={"tau1": positive, "tau2": positive, "student_temperature": positive, "lam": fraction},
     summary="Asymmetric temperature scaling: higher teacher T on the label class (docs/methods.md, ATS)",
 )

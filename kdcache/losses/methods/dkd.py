@@ -22,6 +22,7 @@ def _parse_epoch(epoch: object) -> int:
 
 @register(
     "dkd",
+    teacher_temperature="temperature",
     parsers={
         "alpha": non_negative,
         "beta": non_negative,

@@ -22,6 +22,7 @@ def _dtd_finalize(hp: dict[str, Any]) -> dict[str, Any]:
 
 @register(
     "dtd",
+    teacher_temperature="base_temperature",
     parsers={
         "variant": choice("flsw", "cwsm"),
         "base_temperature": positive,

@@ -46,6 +46,7 @@ def _parse_class_table(table: object, classes: int, like: Tensor) -> Tensor:
 
 @register(
     "fgcr",
+    teacher_temperature="tau",
     parsers={"tau": positive, "alpha": fraction, "student_temperature": positive, "lam": fraction, "tau0": optional(positive)},
     call_inputs=("class_table",),
     finalize=_fgcr_finalize,

@@ -21,6 +21,7 @@ def kd_term(s: Tensor, t: Tensor, temperature: float) -> Tensor:
 
 @register(
     "kd",
+    teacher_temperature="temperature", linear_teacher=True,
     parsers={"temperature": positive, "ce_weight": non_negative, "kd_weight": non_negative},
     summary="Hinton KD, KL form (docs/methods.md, KD)",
 )

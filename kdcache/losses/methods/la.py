@@ -24,6 +24,7 @@ def _la_finalize(hp: dict[str, Any]) -> dict[str, Any]:
 
 @register(
     "la",
+    teacher_temperature="temperature",
     parsers={
         "temperature": positive,
         "ce_weight": non_negative,

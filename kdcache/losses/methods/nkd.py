@@ -11,6 +11,7 @@ from kdcache.losses._registry import non_negative, positive, register
 
 @register(
     "nkd",
+    teacher_temperature="temperature",
     parsers={"gamma": non_negative, "temperature": positive},
     summary="Normalized KD: teacher-weighted target term + non-target cross-entropy (docs/methods.md, NKD)",
 )

@@ -14,6 +14,7 @@ from kdcache.losses.methods.kd import kd_term
 
 @register(
     "slkd",
+    teacher_temperature="temperature", linear_teacher=True,
     parsers={
         "temperature": positive,
         "a": non_negative,
