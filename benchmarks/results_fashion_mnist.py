@@ -255,7 +255,7 @@ class Pipeline:
                 store = ["--store", "store16.zarr"] if g.name == "main" else []
                 self.step(f"report-{g.name}", ["report", *runs, *store, "--out", str(self.workdir / "report" / g.name)])
                 (self.workdir / "done" / f"report-{g.name}").unlink(missing_ok=True)  # redrawn on every run
-        (self.workdir / "tables.md").write_text(tables(self.workdir))
+        (self.workdir / "tables.md").write_text(tables(self.workdir) + "\n" + target_flips(self.workdir / "store16.zarr"))
         self.note(f"tables in {self.workdir / 'tables.md'}")
 
 
@@ -288,6 +288,46 @@ def _delta(values: list[float] | None, base: list[float] | None) -> str:
     import statistics
 
     return f"{100 * (statistics.fmean(values) - statistics.fmean(base)):+.2f}"
+
+
+def target_flips(store_path: Path) -> str:
+    """How often an ATS / ISATS / FGCR target's argmax is a wrong class where the teacher is right (view 0).
+
+    Read through kdcache's verified store reader. The ATS target is written
+    out here as docs/methods.md states it (one softmax of the row divided
+    element-wise by tau1 at the label and tau2 elsewhere); tau* comes from the
+    library's own search (kdcache.losses.isats_tau_star).
+    """
+    import torch
+
+    from kdcache import losses
+    from kdcache.store import Store
+
+    store = Store.open(store_path)
+    name = store.require_complete(None)
+    t = torch.cat([torch.from_numpy(store.read_logits_chunk(name, 0, j)).double()
+                   for j in range(store.grid.num_chunks)])
+    y = torch.from_numpy(store.labels()).long()
+    right = t.argmax(1) == y
+
+    def asym(tl: object, to: object) -> torch.Tensor:
+        taus = torch.as_tensor(to, dtype=t.dtype).reshape(-1, 1).expand_as(t).clone()
+        taus.scatter_(1, y[:, None], torch.as_tensor(tl, dtype=t.dtype).reshape(-1, 1).expand(len(y), 1))
+        return torch.softmax(t / taus, dim=1)
+
+    rows = ["| target | mean target probability of the label | correct teacher rows whose target argmax is wrong |",
+            "|---|---|---|"]
+    cases: list[tuple[str, torch.Tensor]] = [(f"KD T={T:g}", torch.softmax(t / T, 1)) for T in (4.0, 2.0)]
+    cases += [(f"ATS tau1={a:g}, tau2={b:g}", asym(a, b)) for a, b in ((4.0, 3.0), (2.0, 1.0), (6.0, 5.0))]
+    for grid in ((1, 2, 3, 4, 5, 6, 8), ADAPTED_GRID):
+        tau = losses.isats_tau_star(t, y, [float(g) for g in grid])
+        cases.append((f"ISATS grid {list(grid)}", asym(tau + 1, tau)))
+    for flip in cases:
+        label, p = flip
+        wrong = float(((p.argmax(1) != y) & right).double().mean())
+        rows.append(f"| {label} | {float(p.gather(1, y[:, None]).mean()):.3f} | {100 * wrong:.1f}% |")
+    return (f"Teacher rows of view 0 of {store_path.name} ({len(y):,} rows, teacher right on "
+            f"{100 * float(right.double().mean()):.2f}%):\n\n" + "\n".join(rows) + "\n")
 
 
 def tables(workdir: Path) -> str:
