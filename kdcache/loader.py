@@ -10,8 +10,10 @@
 * :class:`CachedRows` streams the rows of one plan from a store: a background
   thread reads the next window's chunks while the current window's rows are
   gathered, so at most two windows (and the chunks they cover) are in memory.
-  On an object store the chunks of a window are fetched concurrently (each GET
-  waits on the network, not the CPU), so the student does not wait on latency.
+  On an object store the chunks of the current window and of the next
+  ``REMOTE_LOOKAHEAD`` windows are fetched concurrently on a thread pool (each
+  GET waits on the network, not the CPU), so the student does not wait on
+  request latency; memory then holds those windows' chunks too.
   Every chunk is read whole and checked against its checksum record before
   a row of it is used: logits, recorded view parameters, per-row statistics.
 * :class:`CachedBatches` hands an epoch to a DataLoader: it is the
@@ -26,7 +28,7 @@ import collections
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +41,10 @@ from kdcache.store.stat_io import RowStatReader
 
 VIEW_POLICIES = ("cycle", "random")
 DEFAULT_WINDOW = 16384
-# Chunk GETs in flight per window on an object store (a local disk reads them one by one, as before).
+# Chunk GETs in flight on an object store, and how many windows ahead they reach (a local disk reads
+# a window's chunks one by one when the window is read, as before).
 REMOTE_CONCURRENCY = 8
+REMOTE_LOOKAHEAD = 2
 # Domain tags keep the order and view streams independent of each other and
 # of the augmentation stream (SeedSequence([seed, sample, view])).
 _ORDER_TAG = 0x0D15_0001
@@ -109,12 +113,12 @@ class CachedRows:
     def __init__(self, store: Store, teacher: str, row_stats: Sequence[str] = (), verify: bool = True,
                  concurrency: int | None = None, decode_temperature: float = 1.0) -> None:
         self.store = store
+        # The temperature a topk store is decoded for (the loss's; kdcache.encodings.consume).
+        self.decode_temperature = decode_temperature
         # Chunks read at once within a window: several on an object store (latency-bound GETs; obstore and
         # hashlib release the GIL), one on a local disk.
         self.concurrency = concurrency or (REMOTE_CONCURRENCY if store.location.remote else 1)
         self.teacher = teacher
-        # The temperature a topk store is decoded for (the loss's; kdcache.encodings.consume).
-        self.decode_temperature = decode_temperature
         self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
         # name -> read(view, chunk, verify): one verified chunk of each per-row array a batch carries.
@@ -125,6 +129,23 @@ class CachedRows:
             **{name: reader.read_chunk for name, reader in self.stat_readers.items()},
         }
         self._cache: dict[tuple[str, int, int], np.ndarray] = {}
+        # Chunk reads in flight on the pool (object stores only), by (name, view, chunk).
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[tuple[str, int, int], Future[np.ndarray]] = {}
+
+    def _keys(self, start: int, stop: int, views: np.ndarray) -> set[tuple[str, int, int]]:
+        """(name, view, chunk) of every chunk the plan's samples [start, stop) read."""
+        needed = [int(v) for v in np.unique(views[start:stop])]
+        chunks = list(self.store.grid.covering(start, stop))
+        return {(n, v, j) for n in self._readers for v in needed for j in chunks}
+
+    def _prefetch(self, keys: list[tuple[str, int, int]]) -> None:
+        """Start reading ``keys`` (in this order) on the pool, unless cached or already in flight."""
+        if self._pool is None:
+            return
+        for key in keys:
+            if key not in self._cache and key not in self._pending:
+                self._pending[key] = self._pool.submit(self._readers[key[0]], key[1], key[2], self.verify)
 
     def _chunk(self, name: str, view: int, chunk: int) -> np.ndarray:
         key = (name, view, chunk)
@@ -132,28 +153,35 @@ class CachedRows:
             self._cache[key] = self._readers[name](view, chunk, self.verify)
         return self._cache[key]
 
-    def _read_window(self, start: int, stop: int, views: np.ndarray) -> dict[str, np.ndarray]:
+    def _read_window(self, start: int, stop: int, views: np.ndarray,
+                     ahead: Sequence[tuple[int, int]] = ()) -> dict[str, np.ndarray]:
         """The rows the plan uses in samples [start, stop): {name: (rows, ...) tensor}.
 
         Row r holds sample start+r in the view the plan gives it. Whole chunks
         are read and verified; the chunks of this window stay cached (a chunk
         larger than a window then serves the next window it covers) and all
-        others are dropped, so memory is bounded by one window's chunks.
+        others are dropped, so memory is bounded by one window's chunks, plus
+        on an object store those of the windows ``ahead`` ([start, stop) of
+        the next ones), whose reads are started here.
         """
         grid = self.store.grid
         window_views = views[start:stop]
         needed = [int(v) for v in np.unique(window_views)]
         chunks = list(grid.covering(start, stop))
         names = list(self._readers)
-        keep = {(n, v, j) for n in names for v in needed for j in chunks}
+        current = self._keys(start, stop, views)
+        later = [sorted(self._keys(a, b, views)) for a, b in ahead] if self._pool is not None else []
+        keep = current.union(*map(set, later))
         for key in [k for k in self._cache if k not in keep]:
             del self._cache[key]
-        missing = [k for k in sorted(keep) if k not in self._cache]
-        if self.concurrency > 1 and len(missing) > 1:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing))) as pool:
-                for key, data in zip(missing, pool.map(lambda k: self._readers[k[0]](k[1], k[2], self.verify),
-                                                       missing)):
-                    self._cache[key] = data
+        for key in [k for k in self._pending if k not in keep]:
+            self._pending.pop(key).cancel()
+        self._prefetch(sorted(current))
+        for keys in later:
+            self._prefetch(keys)
+        for key in sorted(current):  # in a fixed order: the first failing chunk is the one reported
+            if key in self._pending:
+                self._cache[key] = self._pending.pop(key).result()
         out: dict[str, np.ndarray] = {}
         for name in names:
             per_view = {}
@@ -192,14 +220,21 @@ class CachedRows:
         loaded: queue.Queue[tuple[int, dict[str, np.ndarray]] | BaseException] = queue.Queue(maxsize=1)
         stop_reading = threading.Event()
 
+        def bounds(w: int) -> tuple[int, int]:
+            return w * window, min((w + 1) * window, num_samples)
+
         def reader() -> None:
             try:
-                for w in windows:
+                for i, w in enumerate(windows):
                     if stop_reading.is_set():
                         return
-                    loaded.put((w, self._read_window(w * window, min((w + 1) * window, num_samples), plan.views)))
+                    ahead = [bounds(u) for u in windows[i + 1 : i + 1 + REMOTE_LOOKAHEAD]]
+                    loaded.put((w, self._read_window(*bounds(w), plan.views, ahead)))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 loaded.put(exc)
+
+        if self.concurrency > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kdcache-get")
 
         thread = threading.Thread(target=reader, name="kdcache-reader", daemon=True)
         thread.start()
@@ -231,6 +266,10 @@ class CachedRows:
                 except queue.Empty:
                     pass
             self._cache.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+            self._pending.clear()
 
 
 class CachedBatches:
