@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from kdcache import __version__, losses
+from kdcache.api import assemble
 from kdcache.data import DataSource, open_data
 from kdcache.engine import (
     MAY_CHANGE,
@@ -99,9 +100,9 @@ class DistillConfig:
     resume: bool = field(default=False, metadata=MAY_CHANGE)
     device: str = field(default="cpu", metadata=MAY_CHANGE)
     micro_batch: int = 64
-
     # Train on an encoding the loss cannot use exactly (a sample store with DKD, ...), with a warning.
     allow_approximate_encoding: bool = False
+
     @property
     def online(self) -> bool:
         return self.teacher is not None
@@ -195,17 +196,14 @@ class _DistillTask:
         return self.teacher.epoch_batches(plan, batch_size)
 
     def step(self, batch: dict[str, Any], rows: Any, epoch: int) -> dict[str, torch.Tensor]:
-        dev = self.device
-        x = batch["images"][0].to(dev, non_blocking=True)
-        y = batch["label"].to(dev, non_blocking=True)
-        t_logits = self.teacher.logits(batch, rows).to(dev, non_blocking=True)
-        kwargs: dict[str, Any] = {k: v.to(dev) if torch.is_tensor(v) else v
-                                  for k, v in self.teacher.call_inputs(rows).items()}
+        # The same batch a user's own loop gets from kdcache.open_store(...).batches(...).
+        b = assemble(batch, rows, self.teacher).to(self.device, non_blocking=True)
+        kwargs: dict[str, Any] = dict(b.loss_inputs)
         if self.spec.needs_epoch:
             kwargs["epoch"] = epoch
         if self.extras:
-            kwargs[self.spec.extra_networks_arg] = [net(x) for net in self.extras]
-        return self.spec.fn(self.student(x), t_logits, y, **self.hparams, **kwargs)
+            kwargs[self.spec.extra_networks_arg] = [net(b.images) for net in self.extras]
+        return self.spec.fn(self.student(b.images), b.teacher_logits, b.labels, **self.hparams, **kwargs)
 
 
 def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec, hparams: dict[str, Any],

@@ -1,0 +1,198 @@
+"""Cached distillation in your own training loop: :func:`open_store` and the batches of an epoch.
+
+``kdcache distill`` is one loop over these pieces; a plain PyTorch (or
+Lightning) loop can use them directly (``docs/api.md`` shows a whole loop)::
+
+    store = kdcache.open_store("store.zarr")                  # checked against the data it was made from
+    loss = kdcache.losses.spec("nkd")
+    hp = loss.resolve({"temperature": 1})
+    for epoch in range(1, epochs + 1):
+        for b in store.batches(epoch, batch_size=128, seed=0, loss="nkd", loss_opts=hp):
+            parts = loss.fn(model(b.images), b.teacher_logits, b.labels, **hp, **b.loss_inputs)
+            ...
+
+What a batch holds, and why it is the teacher's computation without the
+teacher: ``images`` are the student's rendering of exactly the views the
+teacher scored (rendered from the parameters the store recorded, never drawn
+again from a seed), ``teacher_logits`` are the stored logits of those views,
+and ``loss_inputs`` are the store statistics the loss declares
+(:attr:`kdcache.losses.LossSpec.stats`), under the keywords the loss takes.
+The epoch's order and views are a pure function of ``(seed, epoch)``, the
+same as ``distill --seed``'s. Every chunk read is checked against its
+checksum; the store is opened read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from kdcache import losses
+from kdcache.data import DataSource, open_data
+from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
+from kdcache.logit_sources import CachedLogits, LogitSource
+from kdcache.engine.config import require_choice, require_int
+from kdcache.store import Store
+from kdcache.store.location import Location, locate
+from kdcache.views import Recipe, Render, ViewDataset, eval_dataset
+
+__all__ = ["CachedStore", "DistillBatch", "EpochLoader", "open_store"]
+
+
+@dataclass(frozen=True)
+class DistillBatch:
+    """One batch for a distillation step.
+
+    Attributes:
+        images: ``(B, C, H, W)`` float32, the student's rendering of each view.
+        labels: ``(B,)`` int64 class labels.
+        teacher_logits: ``(B, num_classes)`` float32 teacher logits of those same views.
+        loss_inputs: the statistics the loss declares, by keyword (e.g. ``{"tau_star": (B,)}`` for
+            ISATS, ``{"class_table": (C, C)}`` for FGCR); pass them as ``**b.loss_inputs``.
+        samples: ``(B,)`` dataset indices; views: ``(B,)`` the view of each sample.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+    loss_inputs: dict[str, Any] = field(default_factory=dict)
+    samples: torch.Tensor | None = None
+    views: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> DistillBatch:
+        """This batch with every tensor on ``device``."""
+        def move(v: Any) -> Any:
+            return v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+
+        return replace(self, images=move(self.images), labels=move(self.labels),
+                       teacher_logits=move(self.teacher_logits),
+                       loss_inputs={k: move(v) for k, v in self.loss_inputs.items()},
+                       samples=move(self.samples), views=move(self.views))
+
+
+def assemble(batch: dict[str, Any], rows: dict[str, torch.Tensor] | None, teacher: LogitSource) -> DistillBatch:
+    """A :class:`DistillBatch` from a collated view batch and its cached rows (``distill`` builds its steps' too)."""
+    return DistillBatch(images=batch["images"][0], labels=batch["label"], teacher_logits=teacher.logits(batch, rows),
+                        loss_inputs=teacher.call_inputs(rows), samples=batch.get("sample"), views=batch.get("view"))
+
+
+class EpochLoader(DataLoader):
+    """One epoch of :class:`DistillBatch` es: a ``torch.utils.data.DataLoader`` over the store's views.
+
+    It renders views in ``num_workers`` processes like any DataLoader (with
+    its own generator: iterating never draws from torch's global one, which
+    your model's initialisation and dropout use) and reads the cached rows of
+    each batch in the main process, in lockstep. ``len()`` is the number of
+    batches. Iterating again replays the same epoch.
+    """
+
+    def __init__(self, dataset: ViewDataset, batches: CachedBatches, teacher: CachedLogits, *, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
+        super().__init__(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                         generator=torch.Generator())
+        self._cached = batches
+        self._teacher = teacher
+
+    def __iter__(self) -> Iterator[DistillBatch]:  # type: ignore[override]
+        side = self._cached.side()
+        for batch in super().__iter__():
+            yield assemble(batch, next(side), self._teacher)
+
+
+class CachedStore:
+    """A store's teacher, opened read-only for training (see :func:`open_store`).
+
+    Attributes: ``num_samples``, ``num_classes``, ``num_views``, ``in_channels`` (of the rendered
+    images), ``seed`` (of the views), ``recipe`` and ``render`` (how views are rendered),
+    ``teacher`` (the teacher's card: spec, weights' hash, how it was trained), ``source`` (the data).
+    """
+
+    def __init__(self, teacher: CachedLogits, source: DataSource) -> None:
+        self._teacher = teacher
+        self.source = source
+        self.num_samples = len(source)
+        self.num_classes = source.num_classes
+        self.num_views: int = teacher.num_views
+        self.seed: int = teacher.seed
+        self.recipe: Recipe = teacher.recipe
+        self.render: Render = teacher.render
+        self.in_channels: int = teacher.render.channels or source.channels
+        self.teacher: dict[str, Any] = teacher.card
+        self.dataset = ViewDataset(source, teacher.recipe, teacher.seed, teacher.renders(teacher.render))
+        self._served: dict[str, CachedLogits] = {}
+
+    def for_loss(self, loss: str | None, loss_opts: Mapping[str, Any] | None = None) -> CachedLogits:
+        """The teacher serving the statistics ``loss`` declares (checked present in the store now)."""
+        if loss is None:
+            return self._teacher
+        spec = losses.spec(loss)
+        hparams = spec.resolve(loss_opts)
+        key = json.dumps(spec.config(hparams), sort_keys=True)
+        if key not in self._served:  # statistics are loaded once, not once per epoch
+            self._served[key] = self._teacher.for_loss(spec, hparams)
+        return self._served[key]
+
+    def batches(self, epoch: int, *, batch_size: int = 128, seed: int = 0, loss: str | None = None,
+                loss_opts: Mapping[str, Any] | None = None, view_policy: str = "cycle",
+                window: int = DEFAULT_WINDOW, num_workers: int = 0, pin_memory: bool = False) -> EpochLoader:
+        """The batches of ``epoch`` (1-based), in the order and views ``kdcache distill --seed SEED`` uses.
+
+        ``loss`` / ``loss_opts`` choose which statistics each batch carries
+        (:attr:`DistillBatch.loss_inputs`); without ``loss`` a batch carries none. ``view_policy``
+        ``cycle`` shows view ``(epoch-1) mod V`` of every sample, ``random`` draws one per sample.
+        """
+        require_int("epoch", epoch, 1)
+        require_int("batch_size", batch_size, 1)
+        require_int("seed", seed, 0)
+        require_int("window", window, 1)
+        require_int("num_workers", num_workers, 0)
+        require_choice("view_policy", view_policy, VIEW_POLICIES)
+        teacher = self.for_loss(loss, loss_opts)
+        plan = epoch_plan(seed, epoch, self.num_samples, self.num_views, view_policy, window)
+        return EpochLoader(self.dataset, CachedBatches(teacher.rows, plan, batch_size), teacher,
+                           num_workers=num_workers, pin_memory=pin_memory)
+
+
+    def eval_batches(self, data: str | DataSource, *, batch_size: int = 256,
+                     num_workers: int = 0) -> DataLoader:
+        """``(images, labels)`` batches of validation ``data``, rendered as ``distill`` evaluates.
+
+        The recipe's evaluation geometry (e.g. imagenet: resize, centre crop), at the size and
+        normalisation the student trains at, in dataset order.
+        """
+        require_int("batch_size", batch_size, 1)
+        source = open_data(data) if isinstance(data, str) else data
+        dataset = eval_dataset(source, self.recipe, self.render)
+        n = len(source)
+        keys = [list(range(b, min(b + batch_size, n))) for b in range(0, n, batch_size)]
+        return DataLoader(dataset, batch_sampler=keys, num_workers=num_workers, collate_fn=_image_label,
+                          generator=torch.Generator())
+
+
+def _image_label(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = default_collate(items)
+    return batch["images"][0], batch["label"]
+
+
+def open_store(path_or_url: str | os.PathLike[str], data: str | DataSource | None = None, *,
+               teacher_name: str | None = None, storage_options: Mapping[str, str] | None = None) -> CachedStore:
+    """Open a store (a directory, or an ``s3://`` ``gs://`` ``az://`` ``file://`` URL) for training.
+
+    ``data`` is the dataset the views are rendered from (a spec such as ``"embedded"`` or an opened
+    :class:`~kdcache.data.DataSource`); by default the spec the store was made from. It is checked
+    against the store (samples, classes, content fingerprint); a mismatch raises
+    :class:`~kdcache.errors.StoreMismatchError`. ``teacher_name`` picks a teacher when the store
+    holds several; ``storage_options`` are object-store settings (as ``--storage-option``).
+    """
+    target: str | os.PathLike[str] | Location = (locate(str(path_or_url), storage_options) if storage_options
+                                                  else path_or_url)
+    if data is None:
+        data = Store.open(target).dataset.spec
+    source = open_data(data) if isinstance(data, str) else data
+    return CachedStore(CachedLogits(target, teacher_name, source), source)
