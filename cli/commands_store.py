@@ -173,6 +173,27 @@ STATS_EPILOG = "Example:\n\n    kdcache stats store.zarr --tau0 3 --tau0 2\n\n" 
 
 
 @handle_errors
+CONVERT_EPILOG = ("Example:\n\n    kdcache convert store.zarr --teacher-name cnn --encoding topk:32 --as cnn_top32\n\n"
+                  "Interrupted? Run the same command again: it resumes from the completed chunks.")
+
+
+@handle_errors
+def convert(
+    store: StoreArg,
+    encoding: EncodingOpt,
+    teacher_name: TeacherNameOpt = None,
+    new_name: Annotated[Optional[str], typer.Option(
+        "--as", help="Name of the new teacher entry (default: NAME_<encoding>, e.g. cnn_topk32).",
+        show_default=False)] = None,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Re-encode a cached teacher into a new teacher entry on the same views, without running the teacher."""
+    from kdcache.convert import convert as run, format_convert
+
+    use_storage_options(storage_option)
+    typer.echo(format_convert(run(store, teacher=teacher_name, encoding=encoding, new_name=new_name)))
+
+
 def stats(
     store: StoreArg,
     teacher_name: TeacherNameOpt = None,

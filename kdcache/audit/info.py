@@ -34,7 +34,9 @@ def store_info(path: str | Path) -> dict[str, Any]:
             "bytes_on_disk": on_disk,
             "bytes_per_view": on_disk / max(1, store.num_views),
             "bytes_per_row": enc.row_bytes(card["num_classes"]),  # before any codec
-            "stats": describe(store, name),
+            # Each statistic with the logits it was computed from (the densest source, see kdcache.stats).
+            "stats": {k: {**v, **({"source": card["stats"][k]["source"]} if "source" in card["stats"].get(k, {})
+                                  else {})} for k, v in describe(store, name).items()},
         }
     m = store.manifest
     views = m.views.to_dict()

@@ -49,6 +49,27 @@ def _options(tau0: Sequence[float], grid: Sequence[float]) -> StatsOptions:
     return StatsOptions(tau0=tuple(tau0s), grid=tuple(grid_f))
 
 
+def densest_source(store: Store, name: str) -> tuple[str, str]:
+    """The teacher whose logits ``name``'s statistics are computed from, and how the card records it.
+
+    A float16/float32 teacher is its own source. A compact encoding made by
+    ``kdcache convert`` from a float teacher still in the store is computed
+    from that teacher (the same logits, before the encoding lost anything);
+    otherwise from its own decoded rows (a topk rebuild at T=1, a sample's
+    pseudo-logits), which the record says.
+    """
+    card = store.card(name)
+    enc = store.encoding(name)
+    if enc.lossless_dense:
+        return name, f"{name} ({card.encoding})"
+    src = card.extra_dict().get("converted_from")
+    if (isinstance(src, str) and src in store.teacher_names() and store.card(src).status == "complete"
+            and store.encoding(src).lossless_dense):
+        return src, f"{src} ({store.card(src).encoding}), the teacher {name} was converted from"
+    how = "pseudo-logits of the sample" if enc.kind == "probabilities" else "dense rebuild at T=1"
+    return name, f"{name} ({card.encoding}, {how})"
+
+
 def compute_stats(
     path: str | Path,
     *,
@@ -65,9 +86,10 @@ def compute_stats(
     with writer_lock(store_path):
         store = Store.open(store_path, mode="r+")
         name = store.require_complete(teacher)
+        read_from, source = densest_source(store, name)
         labels_all = store.labels()
         ctx = StatContext(store=store, teacher=name, num_views=store.num_views, num_samples=store.num_samples,
-                          num_classes=int(store.logits(name).shape[2]), labels=labels_all)
+                          num_classes=store.card(name).num_classes, labels=labels_all)
         before = store.card(name).stats
         writer = StatWriter(store, name)
         accs = {n: p.start(ctx, options, before.get(n)) for n, p in providers().items()}
@@ -79,13 +101,14 @@ def compute_stats(
             done = 0
             for v, j in store.iter_chunks():
                 start, stop = grid_obj.bounds(j)
-                t = torch.from_numpy(store.read_logits_chunk(name, v, j).astype(np.float32))
+                t = torch.from_numpy(store.read_logits_chunk(read_from, v, j).astype(np.float32))
                 y = torch.from_numpy(labels_all[start:stop])
                 for acc in accs.values():
                     acc.update(v, j, t, y)
                 done += stop - start
                 bar.update(task, advance=stop - start, rate=rate_text(done, time.perf_counter() - t_start, "rows"))
-        entries = {n: acc.finish(writer) for n, acc in accs.items()}
+        # Each entry records the logits it was computed from (docs/encodings.md, "Statistics").
+        entries = {n: {**acc.finish(writer), "source": source} for n, acc in accs.items()}
         writer.publish(entries)
     tau_acc = accs.get("isats_tau")
     return StatsResult(
