@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdcache import encodings
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
 from kdcache.models import run_model, sha256_file
@@ -136,7 +137,9 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
     n = store.num_samples
     chosen = [(int(rng.integers(n)), int(rng.integers(store.num_views))) for _ in range(pairs)]
     micro, grid = card.micro_batch, store.grid
-    dtype = np.dtype(card.encoding)
+    enc = encodings.parse(card.encoding)
+    # Compact encodings are compared as their float16-precision decode; their parts bit for bit.
+    dtype = np.dtype(card.encoding if enc.lossless_dense else "float16")
     # The replay runs on the CPU; it is compared with where this teacher was scored.
     now = platform_record("cpu")
     then, source_name = (card.platform, "teacher card") if card.platform else (store.manifest.versions, "manifest")
@@ -152,17 +155,21 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         j = sample // grid.chunk_rows
         chunk_start, chunk_stop = grid.bounds(j)
         params = store.read_params_chunk(view, j)  # the record, never the seed
-        stored = store.read_logits_chunk(teacher, view, j)[sample - chunk_start]
+        r = sample - chunk_start
+        stored_parts = {k: p[r : r + 1] for k, p in store.read_encoded_chunk(teacher, view, j).items()}
+        stored = enc.decode(stored_parts, card.num_classes)[0]
         # Rebuild the micro-batch the row was scored in: aligned to its chunk start.
         mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
         mb_stop = min(mb_start + micro, chunk_stop)
         x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
         recomputed = run_model(model, x, micro_batch=micro)[sample - mb_start].numpy()
-        encoded = recomputed.astype(dtype)
-        diff = np.abs(recomputed.astype(np.float64) - stored.astype(np.float64))
+        mine = enc.encode(recomputed[None].astype(np.float32),
+                          encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]), teacher=teacher))
+        encoded = enc.decode(mine, card.num_classes)[0]
+        diff = np.abs((recomputed if enc.lossless_dense else encoded).astype(np.float64) - stored.astype(np.float64))
         result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded.astype(np.float64) - stored).max()))
         agree += int(recomputed.argmax() == stored.argmax())
-        bitwise = encoded.tobytes() == stored.tobytes()
+        bitwise = all(mine[k].tobytes() == stored_parts[k].tobytes() for k in mine)
         result.bitwise &= bitwise
         tol = _half_ulp(stored, dtype) + RELATIVE_SLACK * max(1.0, float(np.abs(stored).max()))
         result.tolerance_exceeded = max(result.tolerance_exceeded, float((diff / tol).max()))
