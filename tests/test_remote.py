@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import obstore
 import pytest
 
 from kdcache.loader import CachedRows, epoch_plan
+from kdcache.errors import StoreCorruptError
 from kdcache.store import LOCK_NAME, Store, locate
+from kdcache.store.stat_io import node_names
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.s3_server import S3Server, free_port, s3_server
 
@@ -95,8 +98,6 @@ def test_concurrent_remote_reads_give_the_local_batches(s3_store: str, local_sto
 
 
 def test_a_corrupted_object_is_named(server: S3Server, tmp_path: Path) -> None:
-    import obstore
-
     url = "s3://kdcache-test/stores/corrupt.zarr"
     assert run_cli(*precompute_args(url))[0] == 0
     objects = locate(url).objects()
@@ -129,15 +130,38 @@ def test_bad_endpoint_missing_bucket_and_bad_options_are_one_line(server: S3Serv
     assert_one_line_error(code, text, "unsupported store URL scheme 'ftp'", exit_code=2)
 
 
-def test_memory_url(tmp_path: Path) -> None:
+def test_memory_url_and_statistic_generations(tmp_path: Path) -> None:
     url = "memory://kdcache-test/m.zarr"
     code, text = run_cli(*precompute_args(url))
     assert code == 0, text
     code, text = run_cli("verify", url)
     assert code == 0 and "OK" in text, text
-    code, text = run_cli("stats", url)
-    assert code == 0, text
-    assert Store.open(url).card("tiny").stats
+    for _ in range(3):  # each run writes a generation; the third removes the first (objects deleted)
+        code, text = run_cli("stats", url)
+        assert code == 0, text
+    store = Store.open(url)
+    listed = {entry["node"] for entry in store.card("tiny").stats.values()}
+    nodes = set(node_names(store, "tiny"))
+    assert listed <= nodes and len(nodes) == 2 * len(listed)
+    assert not any(o["path"].startswith("teachers/tiny/stats/isats_tau/")
+                   for batch in obstore.list(store.location.objects(), "teachers/tiny/stats/") for o in batch)
+
+
+def test_an_object_store_hashes_every_read(tmp_path: Path) -> None:
+    """A local reader trusts a chunk file it verified while inode/size/mtime hold; an object has no such
+    signature, so a chunk replaced after a first verified read is caught on the next read."""
+    url = "memory://kdcache-test/rehash.zarr"
+    assert run_cli(*precompute_args(url))[0] == 0
+    store = Store.open(url)
+    good = store.read_logits_chunk("tiny", 0, 1)
+    objects = store.location.objects()
+    key = "teachers/tiny/logits/c/0/1/0"
+    raw = bytearray(obstore.get(objects, key).bytes())
+    raw[0] ^= 0x01
+    obstore.put(objects, key, bytes(raw))
+    with pytest.raises(StoreCorruptError, match="view 0 chunk 1"):
+        store.read_logits_chunk("tiny", 0, 1)
+    assert good.shape == (64, 5)
 
 
 def test_file_url_is_a_local_directory_with_flock(tmp_path: Path, local_store: Path) -> None:

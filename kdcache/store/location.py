@@ -8,11 +8,13 @@ URLs are opened through zarr's own :class:`zarr.storage.ObjectStore` over
 
 Why obstore and not fsspec: zarr reaches object stores through either
 ``FsspecStore`` (s3fs/gcsfs/adlfs) or ``ObjectStore`` (obstore, Rust). In the
-distill access pattern (whole chunks, one view after another, decoded) from a
-local S3 server, ObjectStore read 2-3 times more rows per second than
-FsspecStore (``benchmarks/bench_remote.py``, ``docs/performance.md``), and
-obstore gives the conditional writes (create-if-absent, update-if-etag) the
-writer lease needs on S3, GCS, Azure and memory alike, with one library.
+distill access pattern (verified whole chunks, gathered and decoded) from a
+local S3 server, ObjectStore delivered 1.2x (one view per epoch, steady state)
+to 3x (a random view per sample, or a first epoch) the rows per second of
+FsspecStore on the same bytes (``benchmarks/bench_remote.py``,
+``docs/performance.md``), and obstore gives the conditional writes
+(create-if-absent, update-if-etag) the writer lease needs on S3, GCS, Azure and
+memory alike, with one library.
 
 Credentials and endpoints come from each service's standard environment
 variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
