@@ -79,7 +79,7 @@ ADAPTED: dict[str, dict[str, object]] = {
     "slkd": {"temperature": 2, "a": 0.5, "b": 0.5},
 }
 # In the order they run: the table first, the costliest (SLKD) last.
-PHASES = ("teacher", "stores", "students", "encodings", "views", "slkd", "report")
+PHASES = ("teacher", "stores", "students", "views", "encodings", "slkd", "report")
 # The encodings compared on KD and NKD (adapted settings).
 ENCODINGS = ("int8", "topk:3", "sample:16@2")  # sample at KD's 10-class temperature (T=2)
 
