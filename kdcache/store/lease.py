@@ -81,15 +81,21 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease or raise :class:`StoreBusyError` naming its holder and when it expires."""
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
+        from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
         self._started = time.time()
         now = time.time()
         try:
             self.etag = self._put(self._body(now), "create")
         except (AlreadyExistsError, PreconditionError):
-            self._take_over()
-        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined by the location
+            try:
+                self._take_over()
+            except (AlreadyExistsError, PreconditionError):  # another writer created or took it meanwhile
+                again = self.location.read(LEASE_NAME)
+                raise StoreBusyError(_busy_line(self.location, _parse(again[0]) if again else {})) from None
+            except BaseError as exc:
+                raise self.location.unreachable(exc) from None
+        except BaseError as exc:
             raise self.location.unreachable(exc) from None
         self.expires = now + self.ttl
         _HELD[self.location.url] = self
@@ -131,7 +137,10 @@ class Lease:
                 self.expires = now + self.ttl
                 return True
             except Exception as exc:  # noqa: BLE001 - any failure to renew means we may not write on
-                current = self.location.read(LEASE_NAME) if _precondition(exc) else None
+                try:
+                    current = self.location.read(LEASE_NAME) if _precondition(exc) else None
+                except StoreError:  # unreachable now: say who holds it when we can, stop either way
+                    current = None
                 holder = _parse(current[0]) if current else {}
                 who = f"{holder.get('owner', 'another writer')[:12]} on {holder.get('host', '?')} " \
                       f"(pid {holder.get('pid', '?')})" if holder else "another writer"
