@@ -179,6 +179,9 @@ def sweep(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted sweep in --out.")] = False,
     device: DeviceOpt = Device.cpu,
     storage_option: StorageOpt = None,
+    allow_approximate_encoding: Annotated[bool, typer.Option(
+        "--allow-approximate-encoding", help="Train on a store encoding a run's loss cannot use exactly, with a "
+                                             "warning (as distill's).")] = False,
 ) -> None:
     """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
     from kdcache.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
@@ -189,6 +192,7 @@ def sweep(
         init_seeds=list(init_seed) if init_seed else [seed], epochs=epochs, out=out, teacher_name=teacher_name,
         batch_size=batch_size, workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs),
         seed=seed, view_policy=value(view_policy), resume=resume, device=value(device),
+        allow_approximate_encoding=allow_approximate_encoding,
     )
     typer.echo(format_result(run_sweep(cfg)))
 

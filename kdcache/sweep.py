@@ -138,6 +138,7 @@ class SweepConfig:
     resume: bool = False
     device: str = "cpu"
     micro_batch: int = 64
+    allow_approximate_encoding: bool = False
 
     def student_config(self, run: SweepRun, init_seed: int) -> DistillConfig:
         """The config of the single ``distill`` run this student equals."""
@@ -147,6 +148,7 @@ class SweepConfig:
             loss_opts=dict(run.loss_opts), batch_size=self.batch_size, workers=self.workers, optim=self.optim,
             seed=self.seed, init_seed=init_seed, view_policy=self.view_policy, window=self.window,
             resume=self.resume, device=self.device, micro_batch=self.micro_batch,
+            allow_approximate_encoding=self.allow_approximate_encoding,
         )
 
     def check(self) -> None:
@@ -211,7 +213,8 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
     for run in cfg.runs:
         spec = losses.spec(run.loss)
         hparams = spec.resolve(run.loss_opts)
-        teacher = (CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams) if base is None
+        teacher = (CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams,
+                                allow_approximate=cfg.allow_approximate_encoding) if base is None
                    else base.for_loss(spec, hparams))
         base = base or teacher
         resolved.append((run, spec, hparams, teacher, {
@@ -227,7 +230,8 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
         "init_seeds": cfg.init_seeds, "students": [f"{r.name}-s{s}" for r in cfg.runs for s in cfg.init_seeds]})
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
                             optim=cfg.optim)
-    val = eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers)
+    val = _shared_val(eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers),
+                      len(val_source))
     students = []
     for run, spec, hparams, teacher, inputs in resolved:
         for init_seed in cfg.init_seeds:
@@ -247,6 +251,25 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
     return students, base, dataset
 
 
+# Validation batches are rendered once for all students while they fit in this many bytes.
+VAL_CACHE_BYTES = 512 * 2**20
+
+
+def _shared_val(loader: DataLoader, num_samples: int) -> Any:
+    """The validation batches, rendered once and kept for every student and epoch when they are small.
+
+    Evaluation only iterates its loader, and validation rendering has no randomness, so the kept
+    batches are the very tensors each student's single run would render; a large validation set
+    (over ``VAL_CACHE_BYTES``) is rendered again per student instead of held in memory.
+    """
+    batches = iter(loader)
+    first = next(batches, None)
+    if first is None or first["images"][0][0].element_size() * first["images"][0][0].numel() * num_samples \
+            > VAL_CACHE_BYTES:
+        return loader
+    return [first, *batches]
+
+
 def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     """Train every (run, init seed) student from one pass over the data per epoch (see the module docstring)."""
     cfg.check()
@@ -254,14 +277,20 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     device = torch.device(cfg.device)
     t_start = time.perf_counter()
     students, base, dataset = _build(cfg, device)
-    rows = base.rows_for([s.task.teacher for s in students])  # logits + the union of per-row statistics
+    # One reader of the logits and the union of the per-row statistics per decode temperature: a topk
+    # store is decoded at each loss's own temperature, as its single run decodes it (dense stores: one).
+    groups: dict[float, list[_Student]] = {}
+    for s in students:
+        groups.setdefault(getattr(s.task.teacher, "decode_temperature", 1.0), []).append(s)
+    readers = [(base.rows_for([s.task.teacher for s in group]), {id(s) for s in group}) for group in groups.values()]
     first = min(s.engine.start_epoch for s in students)
     with make_progress(unit="samples", enabled=progress) as bar:
         for epoch in range(first, cfg.epochs + 1):
             active = [s for s in students if s.engine.start_epoch <= epoch]
             plan = epoch_plan(cfg.seed, epoch, len(dataset), base.num_views, cfg.view_policy or "cycle", cfg.window)
-            batches = CachedBatches(rows, plan, cfg.batch_size)
+            batches = CachedBatches(readers[0][0], plan, cfg.batch_size)
             side = batches.side()
+            others = [(r.iterate(plan, cfg.batch_size), members) for r, members in readers[1:]]
             # As Engine.loader: a private generator, so loading never draws from the students' global RNG.
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", generator=torch.Generator())
@@ -270,14 +299,18 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             t0, seen = time.perf_counter(), 0
             for batch in loader if cfg.workers else prefetch(loader):
                 cached = next(side)
+                extra = [(next(rows_of), members) for rows_of, members in others]
                 for s, tally in zip(active, tallies, strict=True):
+                    rows = next((r for r, members in extra if id(s) in members), cached)
                     restore_rng(s.rng)
-                    s.engine.train_step(tally, batch, cached)
+                    s.engine.train_step(tally, batch, rows)
                     s.rng = capture_rng()
                 seen += len(batch["label"])
                 bar.update(bar_id, advance=len(batch["label"]),
                            rate=rate_text(seen, time.perf_counter() - t0, "samples"))
             bar.remove_task(bar_id)
+            for rows_of, _members in others:
+                rows_of.close()  # stops its read-ahead thread
             for s, tally in zip(active, tallies, strict=True):
                 restore_rng(s.rng)
                 s.engine.end_epoch(tally, progress=False)

@@ -161,14 +161,29 @@ def test_an_existing_sweep_needs_resume_and_resume_needs_a_sweep(store: Path, sw
     assert_one_line_error(code, text, "no sweep to resume")
 
 
-def test_a_killed_sweep_resumes_to_the_bits_of_an_uninterrupted_one(store: Path, swept: Path,
-                                                                     tmp_path: Path) -> None:
-    out = tmp_path / "killed"
-    slow = "import:tests.sweep_models:slow_dropout_net"  # the same network, slow enough to be killed
-    args = sweep_args(store, out, student=slow)
-    kill_part_way(args, out / "kd-t2-s1" / "metrics.jsonl", after_epochs=1, fraction=0.5,
-                  final=out / "leaderboard.md", clean=lambda: shutil.rmtree(out, ignore_errors=True))
-    code, text = run_cli(*args, "--resume")
+def test_a_sweep_stopped_between_students_resumes_each_from_its_own_epoch(
+        store: Path, swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stopped (Ctrl-C) in epoch 2's end after 3 of the 6 students saved it: on --resume those 3 skip
+    # epoch 2 while the others train it again, and every student ends as in an uninterrupted sweep.
+    from kdcache.engine import Engine
+
+    out = tmp_path / "stopped"
+    original = Engine.end_epoch
+    ended: list[int] = []
+
+    def end_epoch(self: Engine, tally, progress: bool = True):  # type: ignore[no-untyped-def]
+        if tally.epoch == 2 and len([e for e in ended if e == 2]) == 3:
+            raise KeyboardInterrupt
+        ended.append(tally.epoch)
+        return original(self, tally, progress)
+
+    monkeypatch.setattr(Engine, "end_epoch", end_epoch)
+    code, text = run_cli(*sweep_args(store, out))
+    assert code == 130, text
+    epochs = sorted(len(read_jsonl(d / "metrics.jsonl")) for d in out.iterdir() if d.is_dir())
+    assert epochs == [1, 1, 1, 2, 2, 2]
+    monkeypatch.setattr(Engine, "end_epoch", original)
+    code, text = run_cli(*sweep_args(store, out, "--resume"))
     assert code == 0, text
     for name in RUNS:
         for seed in SEEDS:
@@ -177,3 +192,50 @@ def test_a_killed_sweep_resumes_to_the_bits_of_an_uninterrupted_one(store: Path,
                                 torch.load(swept / student / "final.pt", weights_only=True))
             assert without_timings(read_jsonl(out / student / "metrics.jsonl")) == \
                 without_timings(read_jsonl(swept / student / "metrics.jsonl"))
+            assert (out / student / "steps.jsonl").read_text() == (swept / student / "steps.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_bits_of_an_uninterrupted_one(store: Path, swept: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    slow = "import:tests.sweep_models:slow_dropout_net"  # the same network, slow enough to be killed
+    # Two of the three runs: a sweep's student does not depend on which other students it trains beside.
+    runs = ("kd-t2", "isats")
+    args = ["sweep", store, "--student", slow, *COMMON, *(a for n in runs for a in ("--run", RUNS[n][0])),
+            *(a for s in SEEDS for a in ("--init-seed", s)), "--out", out]
+    kill_part_way(args, out / "kd-t2-s1" / "metrics.jsonl", after_epochs=1, fraction=0.5,
+                  final=out / "leaderboard.md", clean=lambda: shutil.rmtree(out, ignore_errors=True))
+    code, text = run_cli(*args, "--resume")
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "report") == \
+        sorted(f"{n}-s{s}" for n in runs for s in SEEDS)
+    for name in runs:
+        for seed in SEEDS:
+            student = f"{name}-s{seed}"
+            assert_same_tensors(torch.load(out / student / "final.pt", weights_only=True),
+                                torch.load(swept / student / "final.pt", weights_only=True))
+            assert without_timings(read_jsonl(out / student / "metrics.jsonl")) == \
+                without_timings(read_jsonl(swept / student / "metrics.jsonl"))
+
+
+def test_runs_decoding_a_topk_store_at_their_own_temperatures_equal_their_single_runs(tmp_path: Path) -> None:
+    # A topk store is decoded at each loss's temperature: two KD temperatures need two readings.
+    store = tmp_path / "topk.zarr"
+    code, text = run_cli("precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "2",
+                         "--seed", "11", "--recipe", RECIPE, "--out", store, "--chunk-rows", "64",
+                         "--encoding", "topk:2")
+    assert code == 0, text
+    common = ["--student", STUDENT, "--data", DATA, "--val-data", VAL, "--epochs", "1", "--batch-size", "64"]
+    code, text = run_cli("sweep", store, *common, "--run", "t1:kd:temperature=1", "--run", "t4:kd:temperature=4",
+                         "--init-seed", 3, "--out", tmp_path / "sweep")
+    assert code == 0, text
+    finals = []
+    for name, t in (("t1", 1), ("t4", 4)):
+        code, text = run_cli("distill", store, *common, "--loss", "kd", "--loss-opt", f"temperature={t}",
+                             "--init-seed", 3, "--out", tmp_path / name)
+        assert code == 0, text
+        assert (tmp_path / "sweep" / f"{name}-s3" / "steps.jsonl").read_text() == \
+            (tmp_path / name / "steps.jsonl").read_text()
+        finals.append(torch.load(tmp_path / name / "final.pt", weights_only=True))
+        assert_same_tensors(torch.load(tmp_path / "sweep" / f"{name}-s3" / "final.pt", weights_only=True), finals[-1])
