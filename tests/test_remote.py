@@ -18,7 +18,7 @@ import obstore
 import pytest
 
 from kdcache.loader import CachedRows, epoch_plan
-from kdcache.errors import StoreCorruptError
+from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import LOCK_NAME, Store, locate
 from kdcache.store.stat_io import node_names
 from tests.cli_helpers import assert_one_line_error, run_cli
@@ -174,3 +174,15 @@ def test_file_url_is_a_local_directory_with_flock(tmp_path: Path, local_store: P
     assert np.array_equal(Store.open(out).logits("tiny")[:], Store.open(local_store).logits("tiny")[:])
     code, text = run_cli("verify", f"file://{out}")
     assert code == 0, text
+
+
+def test_an_endpoint_lost_mid_read_is_one_line(tmp_path: Path) -> None:
+    """A store opened, then its server gone: the next chunk read is one StoreError line, not a traceback."""
+    with s3_server() as other:
+        other.make_bucket("kdcache-gone")
+        url = "s3://kdcache-gone/g.zarr"
+        assert run_cli(*precompute_args(url))[0] == 0
+        store = Store.open(url)
+        store.read_logits_chunk("tiny", 0, 0)
+    with pytest.raises(StoreError, match="cannot reach the object store"):
+        store.read_logits_chunk("tiny", 0, 1)

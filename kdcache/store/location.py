@@ -129,6 +129,7 @@ class Location:
             raise StoreError(f"{self} is a local directory, not an object store")
         if "store" not in self._cache:
             self._cache["store"] = _make_objects(self.url, dict(self.options))
+            self._cache["endpoint"] = _endpoint(dict(self.options))  # as it was when the client was made
         return self._cache["store"]
 
     # ------------------------------------------------------------------ objects (remote only)
@@ -191,7 +192,7 @@ class Location:
                 or "accessdenied" in lowered or "signature" in lowered:
             return StoreError(f"{self}: access denied ({text[:120]}); check the credentials "
                               "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --storage-option)")
-        endpoint = dict(self.options).get("endpoint") or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+        endpoint = self._cache.get("endpoint") or _endpoint(dict(self.options)) or "the default endpoint"
         return StoreError(f"{self}: cannot reach the object store at {endpoint} ({type(exc).__name__}: "
                           f"{text[:120]}); check AWS_ENDPOINT_URL or --storage-option endpoint=URL")
 
@@ -228,6 +229,12 @@ def locate(target: str | os.PathLike[str] | Location, options: Mapping[str, str]
     return Location(url=text.rstrip("/"), local=None, options=tuple(sorted({**_COMMAND_OPTIONS, **opts}.items())))
 
 
+def _endpoint(options: Mapping[str, str]) -> str:
+    """The S3 endpoint a client made now would use: the option, else the environment ('' for the default)."""
+    return options.get("endpoint") or options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL") \
+        or os.environ.get("AWS_ENDPOINT") or ""
+
+
 def _make_objects(url: str, options: dict[str, str]) -> Any:
     """An obstore store for ``url``: environment first (obstore reads it), ``options`` on top."""
     from obstore.store import MemoryStore, from_url
@@ -238,8 +245,7 @@ def _make_objects(url: str, options: dict[str, str]) -> Any:
     options = {k: v for k, v in options.items() if k != LEASE_OPTION}
     client = {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}
     config = {k: v for k, v in options.items() if k not in _CLIENT_OPTIONS}
-    endpoint = config.get("endpoint") or config.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL") \
-        or os.environ.get("AWS_ENDPOINT") or ""
+    endpoint = _endpoint(config)
     if endpoint.startswith("http://") and "allow_http" not in client:
         client["allow_http"] = "true"  # an http:// endpoint was named explicitly (a local server)
     try:

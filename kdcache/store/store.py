@@ -44,8 +44,10 @@ from kdcache.views import Recipe
 UNDECODABLE = (ValueError, RuntimeError, TypeError)
 
 
-def decode(where: str, read: Any, root: Path) -> Any:
-    """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``."""
+def decode(where: str, read: Any, root: Path | Location) -> Any:
+    """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``
+    (and, on an object store, a failed request as one line naming the store and its endpoint)."""
+    remote = object_errors(root) if isinstance(root, Location) else ()
     try:
         return read()
     except UNDECODABLE as exc:
@@ -53,6 +55,8 @@ def decode(where: str, read: Any, root: Path) -> Any:
             f"{where} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); the store is damaged: "
             f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
         ) from None
+    except remote as exc:
+        raise root.unreachable(exc) from None  # type: ignore[union-attr]
 
 
 class Store:
