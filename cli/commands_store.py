@@ -21,6 +21,8 @@ from kdcache_cli.options import (
     DeviceOpt,
     EncodingOpt,
     OldTeacherNameOpt,
+    Precision,
+    PrecisionOpt,
     RecipeOpt,
     StorageOpt,
     StoreArg,
@@ -75,8 +77,10 @@ def precompute(
                                                                            "chunks).", min=1)] = None,
     device: DeviceOpt = Device.cpu,
     storage_option: StorageOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Run each teacher **once** over every (view, sample) and store its raw logits."""
+    from kdcache.distributed import is_main
     from kdcache.precompute import TeacherRequest, format_summary, precompute as run
 
     use_storage_options(storage_option)
@@ -91,9 +95,10 @@ def precompute(
     result = run(
         data=data, teachers=requests, views=views, seed=seed, out=out, recipe=recipe, batch_size=batch_size,
         workers=workers, encoding=encoding, codec=value(codec), chunk_rows=chunk_rows, device=value(device),
-        random_init=random_init, progress=True,
+        random_init=random_init, progress=True, precision=value(precision),
     )
-    typer.echo(format_summary(result))
+    if is_main():  # under torchrun, one summary for the job
+        typer.echo(format_summary(result))
 
 
 INFO_EPILOG = "Example:\n\n    kdcache info store.zarr\n\n    kdcache info store.zarr --json"

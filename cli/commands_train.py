@@ -25,12 +25,15 @@ from kdcache_cli.options import (
     MomentumOpt,
     Optimizer,
     OptimizerOpt,
+    Precision,
+    PrecisionOpt,
     RecipeOpt,
     Schedule,
     ScheduleOpt,
     SeedOpt,
     StorageOpt,
     StoreArg,
+    SyncBnOpt,
     TeacherNameOpt,
     ValDataOpt,
     ViewPolicy,
@@ -121,9 +124,12 @@ def distill(
     allow_approximate_encoding: Annotated[bool, typer.Option(
         "--allow-approximate-encoding", help="Train on a store encoding the loss cannot use exactly (e.g. a "
                                              "sample:N@T store with a non-KD loss), with a warning.")] = False,
+    sync_bn: SyncBnOpt = False,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Train a student from a STORE's cached logits (no teacher inference), or online with --teacher."""
     from kdcache.distill import DistillConfig, distill as run, format_result, parse_loss_opts
+    from kdcache.distributed import is_main
 
     use_storage_options(storage_option)
     store = store_or_old(store, old_store)
@@ -133,9 +139,11 @@ def distill(
         views=views, recipe=recipe, loss_opts=parse_loss_opts(loss_opt or []), batch_size=batch_size,
         workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed,
         init_seed=init_seed, view_seed=view_seed, view_policy=value(view_policy), resume=resume, device=value(device),
-        allow_approximate_encoding=allow_approximate_encoding,
+        allow_approximate_encoding=allow_approximate_encoding, sync_bn=sync_bn, precision=value(precision),
     )
-    typer.echo(format_result(run(cfg)))
+    result = run(cfg)
+    if is_main():  # under torchrun, one summary for the job
+        typer.echo(format_result(result))
 
 
 SWEEP_EPILOG = (
@@ -224,17 +232,22 @@ def train_teacher(
     weight_decay: WdOpt = 5e-4,
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.cpu,
+    sync_bn: SyncBnOpt = False,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Train a teacher (CE, label smoothing or RegT); how it was trained is recorded in its card."""
+    from kdcache.distributed import is_main
     from kdcache.teacher import TeacherConfig, train_teacher as run
 
     result = run(TeacherConfig(
         data=data, val_data=val_data, model=model, epochs=epochs, out=out, recipe=recipe,
         label_smoothing=label_smoothing, regt=regt, batch_size=batch_size, workers=workers,
         optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs), seed=seed, device=value(device),
+        sync_bn=sync_bn, precision=value(precision),
     ))
-    typer.echo(f"teacher saved to {result.out}: val top-1 {result.val_top1:.2%}, top-5 {result.val_top5:.2%} "
-               f"({result.seconds:.0f}s)")
+    if is_main():  # under torchrun, one summary for the job
+        typer.echo(f"teacher saved to {result.out}: val top-1 {result.val_top1:.2%}, top-5 {result.val_top5:.2%} "
+                   f"({result.seconds:.0f}s)")
 
 
 QUICKSTART_EPILOG = "Example:\n\n    kdcache quickstart --out kdcache-quickstart"

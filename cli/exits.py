@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -94,17 +95,61 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
             try:
                 return func(*args, **kwargs)
             except UsageError as exc:
-                fail(str(exc), EXIT_USAGE)
+                _rank_fail(str(exc), EXIT_USAGE, usage=True)
             except KdcacheError as exc:
-                fail(str(exc), EXIT_ERROR)
+                _rank_fail(str(exc), EXIT_ERROR)
             except OSError as exc:
-                fail(describe_os_error(exc), EXIT_ERROR)
+                _rank_fail(describe_os_error(exc), EXIT_ERROR)
+            except RuntimeError as exc:
+                if not _lost_peer(exc):
+                    raise
+                # Not an error line of its own: the rank that failed printed the cause.
+                typer.echo(f"kdcache: {_peer_note()}", err=True)
+                raise typer.Exit(EXIT_ERROR) from None
             except KeyboardInterrupt:
                 fail(f"interrupted; what was finished is saved: {resume}", EXIT_INTERRUPTED)
+            finally:
+                _leave_job()
 
         return wrapper  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _rank_fail(message: str, code: int, usage: bool = False) -> NoReturn:
+    """``fail`` for one rank of a torchrun job: the rank that hit the error prints it (named), an
+    option error only once (rank 0); in a single process exactly ``fail``."""
+    if "kdcache.distributed" not in sys.modules:  # never joined a job: no torch import for an error line
+        fail(message, code)
+    from kdcache.distributed import error_line, record_failure
+
+    line = error_line(message, usage)
+    if line is None:
+        raise typer.Exit(code)
+    record_failure(line)
+    fail(line, code)
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank of the job went away."""
+    if "kdcache.distributed" not in sys.modules:
+        return False
+    from kdcache.distributed import lost_peer
+
+    return lost_peer(exc)
+
+
+def _peer_note() -> str:
+    from kdcache.distributed import current
+
+    return f"rank {current().rank} stopped: another rank of this torchrun job ended first (its error line says why)"
+
+
+def _leave_job() -> None:
+    if "kdcache.distributed" in sys.modules:
+        from kdcache.distributed import shutdown
+
+        shutdown()
 
 
 class OneLineErrors(TyperGroup):
@@ -126,7 +171,8 @@ class OneLineErrors(TyperGroup):
             ctx = getattr(exc, "ctx", None)
             where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix says nothing
-            typer.echo(f"error: {message}{where}", err=True)
+            if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun every rank parsed the same line
+                typer.echo(f"error: {message}{where}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:  # end of input at a prompt
             typer.echo("error: aborted", err=True)

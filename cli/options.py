@@ -60,6 +60,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 def _loss_names() -> list[str]:
     # The registry is the one list of losses; importing it costs a torch import, paid once per CLI start.
     from kdcache import losses
@@ -137,3 +143,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation and
                                                      "of the views unless --view-seed).", min=0)]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where models run (pick a GPU with "
                                                             "CUDA_VISIBLE_DEVICES).")]
+SyncBnOpt = Annotated[bool, typer.Option(
+    "--sync-bn", help="Under torchrun: BatchNorm statistics over the whole global batch (SyncBatchNorm), so "
+                      "N ranks follow the 1-process run.")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="Numerics of the network's forward pass: fp32, or bf16/fp16 under autocast (recorded; "
+                        "the bits differ between precisions).")]

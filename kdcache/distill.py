@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdcache import __version__, losses
+from kdcache import __version__, distributed, losses
 from kdcache.api import assemble
 from kdcache.data import DataSource, open_data
 from kdcache.engine import (
@@ -49,6 +49,7 @@ from kdcache.engine import (
     write_json_atomic,
 )
 from kdcache.engine.config import require_choice, require_int
+from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.records import fsync_dir
 from kdcache.engine.state import determinism
 from kdcache.errors import RunError, UsageError
@@ -102,6 +103,9 @@ class DistillConfig:
     micro_batch: int = 64
     # Train on an encoding the loss cannot use exactly (a sample store with DKD, ...), with a warning.
     allow_approximate_encoding: bool = False
+    # Under torchrun: BatchNorm over the global batch (the world size may change on resume, so may this).
+    sync_bn: bool = field(default=False, metadata=MAY_CHANGE)
+    precision: str = "fp32"  # autocast of forward passes: fp32 (none), bf16, fp16
 
     @property
     def online(self) -> bool:
@@ -131,6 +135,7 @@ class DistillConfig:
                 require_int("--view-seed", self.view_seed, 0)
         if self.view_policy is not None:
             require_choice("--view-policy", self.view_policy, VIEW_POLICIES)
+        require_choice("--precision", self.precision, tuple(PRECISIONS))
         self.optim.check(self.epochs)
 
 
@@ -182,6 +187,7 @@ class _DistillTask:
             self.extras.append(net.to(device).train())
         self.modules: dict[str, nn.Module] = {"student": self.student,
                                               **{f"extra{i}": n for i, n in enumerate(self.extras)}}
+        self.forward = self.modules  # what the step calls: the engine puts DDP wrappers here under torchrun
         self.dataset = ViewDataset(source, teacher.recipe, teacher.seed, teacher.renders(self.render))
         self.cfg, self.spec, self.hparams, self.teacher = cfg, spec, hparams, teacher
         self.num_samples = len(source)
@@ -202,8 +208,9 @@ class _DistillTask:
         if self.spec.needs_epoch:
             kwargs["epoch"] = epoch
         if self.extras:
-            kwargs[self.spec.extra_networks_arg] = [net(b.images) for net in self.extras]
-        return self.spec.fn(self.student(b.images), b.teacher_logits, b.labels, **self.hparams, **kwargs)
+            kwargs[self.spec.extra_networks_arg] = [self.forward[f"extra{i}"](b.images)
+                                                    for i in range(len(self.extras))]
+        return self.spec.fn(self.forward["student"](b.images), b.teacher_logits, b.labels, **self.hparams, **kwargs)
 
 
 def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec, hparams: dict[str, Any],
@@ -275,12 +282,16 @@ def run_record(cfg: DistillConfig, inputs: dict[str, Any], teacher: LogitSource,
     record = {"kind": "kdcache-distill", "args": recorded_args(cfg), "identity": identity_args(cfg), **inputs,
               "teacher": teacher.card, "student": task.student_card, "versions": library_versions(),
               "determinism": determinism(device),
+              "distributed": {"world_size": distributed.current().world, "sync_bn": cfg.sync_bn,
+                              "precision": cfg.precision},
               "kdcache": __version__}
     return record, args
 
 
 def finish_run(out: Path, task: _DistillTask, history: list[dict[str, Any]], t_start: float) -> DistillResult:
-    """Write ``final.pt`` and ``summary.json`` (atomically) once every epoch is trained."""
+    """Write ``final.pt`` and ``summary.json`` (atomically) once every epoch is trained (rank 0 under torchrun)."""
+    if not distributed.is_main():
+        return DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
     atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
     fsync_dir(out)
     result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
@@ -292,12 +303,12 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     """Train a student with ``cfg.loss`` from a store (or a live teacher); see the module docstring."""
     cfg.check()
     cfg = with_init_seed(cfg)
+    _ctx, device = distributed.init(cfg.device)  # under torchrun: join the job; cuda -> cuda:LOCAL_RANK
     spec = losses.spec(cfg.loss)
     hparams = spec.resolve(cfg.loss_opts)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
-    device = torch.device(cfg.device)
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
     if val_source.num_classes != source.num_classes:
@@ -312,9 +323,11 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     # The data's content, not only its spec, is part of the run: a changed dataset is refused on resume.
     inputs.update(data_fingerprint=source.fingerprint(), val_data_fingerprint=val_source.fingerprint())
     record, args = run_record(cfg, inputs, teacher, task, device)
-    _prepare_run_dir(out, record, cfg.resume)
+    if distributed.is_main():
+        _prepare_run_dir(out, record, cfg.resume)
+    distributed.barrier()  # the run directory exists (or was checked) before any rank trains
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
-                            optim=cfg.optim)
+                            optim=cfg.optim, sync_bn=cfg.sync_bn, precision=cfg.precision)
     val = eval_loader(val_source, teacher.recipe, task.render, max(cfg.batch_size, 256), cfg.workers)
     files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
     engine = Engine(task, settings, files, command=COMMAND, args=args, val_loader=val)

@@ -7,10 +7,20 @@ whole by a background thread while the next chunk is scored. A chunk's
 checksum record is written after the chunk itself; a rerun of the same command
 skips every chunk whose record still matches its bytes, which makes an
 interrupted run resumable and its result identical to an uninterrupted one.
+
+Under ``torchrun`` (:mod:`kdcache.distributed`) the same command runs as N
+ranks: rank 0 creates or opens the store, holds its writer lock and adds the
+teacher; after a barrier every rank scores its strided share of the pending
+chunks (``pending[rank::N]``, in the store's (view, chunk) order) and writes
+them with their checksum records; after a second barrier rank 0 marks the
+teacher complete. A chunk is scored in the same micro-batches whoever scores
+it, so the store's bits do not depend on N, and progress lives in the checksum
+records, so a killed job resumes with any N.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -23,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from kdcache import encodings
+from kdcache import distributed, encodings
 from kdcache.data import DataSource, open_data
 from kdcache.errors import NonFiniteLogitsError, StoreError, StoreMismatchError, UsageError
 from kdcache.models import build_model, check_output_width, run_model, state_dict_sha256
@@ -48,6 +58,7 @@ from kdcache.store import (
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,7 @@ def precompute(
     device: str = "cpu",
     random_init: bool = False,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> PrecomputeResult:
     """Run each teacher once over ``views`` replayable views of ``data`` into the store ``out``.
 
@@ -241,8 +253,14 @@ def precompute(
     program or weights included, is refused with the list of differences.
     ``random_init`` allows a ``kdcache:``/``torchvision:`` teacher without
     weights (an untrained network, on purpose; recorded in its card).
+    ``precision`` runs the teacher under autocast (``bf16``/``fp16``) or not
+    (``fp32``); it is recorded in the card and part of the teacher's identity.
+    Under torchrun the work is split over the ranks (see the module docstring).
     """
     _check_arguments(views, batch_size, workers, encoding, codec, micro_batch, chunk_rows, teachers)
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    ctx, dev = distributed.init(device)
     out_path = store_target(out)  # a local directory (absolute), or an object-store Location
     kind = probe(out_path)
     if kind == "file":
@@ -260,7 +278,6 @@ def precompute(
     if too_many:
         raise UsageError(too_many)
     rec = _resolve_recipe(recipe, source)
-    dev = torch.device(device)
     # Rows are scored in micro-batches aligned to chunk starts; a user batch is a
     # whole number of them so batch boundaries never move a row inside one.
     batch_size = max(micro_batch, (batch_size // micro_batch) * micro_batch)
@@ -285,22 +302,29 @@ def precompute(
         card = TeacherCard.from_dict({
             **built, "render": render.to_dict(), "input_size": [int(h), int(w)], "encoding": encoding,
             "codec": codec, "micro_batch": micro_batch, "random_init": bool(built.get("random_init", False)),
-            "platform": platform_record(str(dev)),
+            "platform": platform_record(str(dev)), "precision": precision,
         })
         prepared.append((name, card, model.to(dev)))
 
     try:
-        if isinstance(out_path, Path):  # an object store has no directories to make
+        if isinstance(out_path, Path) and ctx.is_main:  # an object store has no directories to make
             out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(out_path)) from exc
     result = PrecomputeResult(store=out_path)
-    with writer_lock(out_path):
-        store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
-                                _itemsize(encoding), micro_batch)
+    # Only rank 0 takes the lock (or lease): the other ranks write disjoint chunks under it.
+    with writer_lock(out_path) if ctx.is_main else contextlib.nullcontext():
+        store = None
+        if ctx.is_main:
+            store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
+                                    _itemsize(encoding), micro_batch)
+        distributed.barrier()  # the store exists before the other ranks open it
+        if store is None:
+            store = Store.open(out_path, mode="r+")
         for name, card, model in prepared:
             result.teachers.append(
-                _run_teacher(store, name, card, model, source, rec, batch_size, workers, dev, progress)
+                _run_teacher(store, name, card, model, source, rec, batch_size, workers, dev,
+                             progress and ctx.is_main)
             )
     return result
 
@@ -342,10 +366,21 @@ def _run_teacher(
 ) -> TeacherSummary:
     # Long because it is one pipeline (render -> score -> buffer to chunk -> write); its parts are
     # the loader (_ChunkKeys), the scoring loop below, and the store's ChunkWriter.
-    _start_teacher(store, name, card)
-    pending, redone = store.pending_chunks(name)
-    if pending:
-        _check_platform(store, name, card)
+    ctx = distributed.current()
+    pending: list[tuple[int, int]] = []
+    redone = 0
+    recorded = np.zeros(0, dtype=bool)
+    if ctx.is_main:
+        _start_teacher(store, name, card)
+        pending, redone = store.pending_chunks(name)
+        if pending:
+            _check_platform(store, name, card)
+        # The views are recorded by the first teacher; every other one renders the recorded params.
+        recorded = store.recorded_views()
+    # One reading of the store's state, by rank 0, before any rank writes: every rank splits the same list.
+    pending, redone, recorded = distributed.broadcast((pending, redone, recorded))
+    if not ctx.is_main:
+        store = Store.open(store.location, mode="r+")  # now with the teacher rank 0 added
     total_rows = store.num_views * store.num_samples
     grid = store.grid
     micro_batch = card.micro_batch
@@ -355,12 +390,11 @@ def _run_teacher(
     if pending and len(pending) < store.num_views * grid.num_chunks:
         console.print(f"resuming {name!r}: {total_rows - rows_pending:,} of {total_rows:,} rows already stored")
 
-    # The views are recorded by the first teacher; every other one renders the recorded params.
-    recorded = store.recorded_views()
+    mine = distributed.shard(pending)  # strided: chunks cost the same, so ranks finish together
     dataset = ViewDataset(source, recipe, store.views.seed, [Render.from_dict(card.render)])
     loader = DataLoader(
         dataset,
-        batch_sampler=_ChunkKeys(store, pending, recorded, batch_size),
+        batch_sampler=_ChunkKeys(store, mine, recorded, batch_size),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init if workers else None,
@@ -381,15 +415,18 @@ def _run_teacher(
     done_rows = 0
     chunk_logits: list[np.ndarray] = []
     chunk_params: list[np.ndarray] = []
-    chunk_iter = iter(pending)
+    chunk_iter = iter(mine)
     current = next(chunk_iter, None)
     filled = 0
+    job_rows = distributed.Counter(f"precompute/{name}/rows")  # the whole job's rows, for rank 0's bar
+    autocast = PRECISIONS[card.precision or "fp32"]
     try:
         with make_progress(enabled=progress) as bar:
             task = bar.add_task(f"precompute {name}", total=rows_pending, rate="")
             for batch in (loader if workers else prefetch(loader)):
                 images = batch["images"][0].to(device, non_blocking=True)
-                logits = run_model(model, images, micro_batch=micro_batch).cpu()
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    logits = run_model(model, images, micro_batch=micro_batch).float().cpu()
                 finite = torch.isfinite(logits).all(dim=1)
                 if not bool(finite.all()):
                     bad = int((~finite).nonzero()[0, 0])
@@ -410,14 +447,19 @@ def _run_teacher(
                     chunk_logits, chunk_params, filled = [], [], 0
                     current = next(chunk_iter, None)
                 done_rows += logits.shape[0]
-                bar.update(task, advance=logits.shape[0], rate=rate_text(done_rows, time.perf_counter() - t0, "views"))
+                everyone = job_rows.add(logits.shape[0])
+                bar.update(task, completed=everyone, rate=rate_text(everyone, time.perf_counter() - t0, "views"))
     finally:
         writer.close()
+    store.sync()  # each rank flushes what it wrote (on a shared filesystem, from its own node)
+    distributed.barrier()  # every rank's chunks and records are written
     seconds = time.perf_counter() - t0
-
-    store.sync()
-    accuracy = teacher_accuracy(store, name)
-    store.set_card(name, store.card(name).replace(status="complete", finished=utc_now(), accuracy_per_view=accuracy))
+    done_rows = int(distributed.all_sum([done_rows])[0])
+    if ctx.is_main:
+        accuracy = teacher_accuracy(store, name)
+        store.set_card(name, store.card(name).replace(status="complete", finished=utc_now(),
+                                                      accuracy_per_view=accuracy))
+    accuracy = distributed.broadcast(accuracy if ctx.is_main else None)
     return TeacherSummary(
         name=name,
         accuracy_per_view=accuracy,

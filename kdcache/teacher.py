@@ -11,6 +11,7 @@ whole training state goes to ``OUT.state.pt`` and the logs to
 ``OUT.metrics.jsonl`` / ``OUT.steps.jsonl``. Running the same command again
 continues from the state, bit for bit; the finished checkpoint replaces the
 state. A checkpoint or state that another command wrote is never overwritten.
+Under torchrun it trains data-parallel through the engine (rank 0 writes).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcache import losses
+from kdcache import distributed, losses
 from kdcache.data import DataSource, open_data
 from kdcache.engine import (
     MAY_CHANGE,
@@ -39,7 +40,8 @@ from kdcache.engine import (
     recorded_args,
     seed_everything,
 )
-from kdcache.engine.config import diff_args, require_int, require_number
+from kdcache.engine.config import diff_args, require_choice, require_int, require_number
+from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.records import fsync_dir
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
@@ -72,6 +74,8 @@ class TeacherConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = field(default="cpu", metadata=MAY_CHANGE)
+    sync_bn: bool = field(default=False, metadata=MAY_CHANGE)  # under torchrun (the world size may change too)
+    precision: str = "fp32"  # autocast of forward passes: fp32 (none), bf16, fp16
 
     def check(self) -> None:
         """Refuse bad option values with one line each (before anything is read or written)."""
@@ -80,6 +84,7 @@ class TeacherConfig:
         require_int("--workers", self.workers, 0)
         require_int("--seed", self.seed, 0)
         self.optim.check(self.epochs)
+        require_choice("--precision", self.precision, tuple(PRECISIONS))
         require_number("--label-smoothing", self.label_smoothing, minimum=0.0, below=1.0)
         if self.regt is not None:
             require_number("--regt", self.regt, minimum=0.0)
@@ -117,6 +122,7 @@ class _TeacherTask:
                            source.num_classes, micro_batch=2, role="model")
         self.model = model.to(device).train()
         self.modules: dict[str, nn.Module] = {"model": self.model}
+        self.forward = self.modules  # what the step calls: the engine puts DDP wrappers here under torchrun
         self.dataset = ViewDataset(source, recipe, cfg.seed, [self.render])
         self.cfg = cfg
         self.num_samples = len(source)
@@ -134,7 +140,7 @@ class _TeacherTask:
     def step(self, batch: dict[str, Any], side: Any, epoch: int) -> dict[str, torch.Tensor]:
         x = batch["images"][0].to(self.device, non_blocking=True)
         y = batch["label"].to(self.device, non_blocking=True)
-        logits = self.model(x)
+        logits = self.forward["model"](x)
         if self.cfg.regt is not None:
             return losses.regt(logits, y, beta=self.cfg.regt)
         return {"loss": F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)}
@@ -168,18 +174,19 @@ def _finished_card(out: Path, args: dict[str, Any]) -> dict[str, Any] | None:
 def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     """Train ``cfg.model`` on ``cfg.data`` and save a checkpoint with its card at ``cfg.out``."""
     cfg.check()
+    ctx, device = distributed.init(cfg.device)  # under torchrun: join the job; cuda -> cuda:LOCAL_RANK
     out = Path(cfg.out)
     files = files_of(out)
     args = identity_args(cfg)
     card = _finished_card(out, args)
     if card is not None:  # the same command again after it finished: nothing to do
-        files.state.unlink(missing_ok=True)  # killed between writing the teacher and removing its state
+        if ctx.is_main:
+            files.state.unlink(missing_ok=True)  # killed between writing the teacher and removing its state
         console.print(f"{out} already holds the teacher this command trains; delete it to train again")
         trained = card["trained"]
         return TeacherResult(out=out, val_top1=trained["val_top1"], val_top5=trained["val_top5"], seconds=0.0,
                              history=read_jsonl(files.metrics))
     seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
     if val_source.num_classes != source.num_classes:
@@ -188,9 +195,10 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     if cfg.recipe is None and progress:
         console.print(f"recipe: {recipe.name} (the default for {source.spec}; --recipe to choose another)")
     task = _TeacherTask(cfg, source, recipe, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
-                            optim=cfg.optim, label="teacher epoch")
+                            optim=cfg.optim, label="teacher epoch", sync_bn=cfg.sync_bn, precision=cfg.precision)
     val = eval_loader(val_source, recipe, task.render, 256, cfg.workers)
     # The state also records the data's content: the same spec over changed files is refused on resume.
     state_args = {**args, "data_fingerprint": source.fingerprint(), "val_data_fingerprint": val_source.fingerprint()}
@@ -214,10 +222,14 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
         "val_top1": final["val_top1"],
         "val_top5": final["val_top5"],
         "determinism": determinism(device),
+        "world_size": ctx.world,
+        "precision": cfg.precision,
         "args": args,  # what a re-run compares before touching this file
     }
-    save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})
-    fsync_dir(out.parent)
-    files.state.unlink(missing_ok=True)
+    if ctx.is_main:
+        save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})
+        fsync_dir(out.parent)
+        files.state.unlink(missing_ok=True)
+    distributed.barrier()  # the checkpoint exists when any rank returns
     return TeacherResult(out=out, val_top1=final["val_top1"], val_top5=final["val_top5"],
                          seconds=time.perf_counter() - t_start, history=history)

@@ -99,8 +99,12 @@ def save_state(
     optimizers: Sequence[torch.optim.Optimizer],
     schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
     history: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the state at the end of ``epoch`` atomically (see the module docstring)."""
+    """Write the state at the end of ``epoch`` atomically (see the module docstring).
+
+    ``extra`` holds further plain entries (e.g. an fp16 run's gradient-scaler state).
+    """
     atomic_torch_save(path, {
         "format": FORMAT,
         "command": command,
@@ -111,6 +115,7 @@ def save_state(
         "schedulers": [s.state_dict() for s in schedulers],
         "rng": capture_rng(),
         "history": history,
+        **(extra or {}),
     })
     fsync_dir(Path(path).parent)  # the rename itself survives a power loss
 

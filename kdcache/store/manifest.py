@@ -155,6 +155,8 @@ class TeacherCard(_Record):
     random_init: bool = _identity(False)
     # The torch seed a random-init teacher was built from (so a resume or a replay rebuilds it).
     init_seed: int | None = _identity(None)
+    # Autocast dtype of the teacher's inference (fp32: none); other precisions give other bits.
+    precision: str = _identity("fp32")
     weights: str | None = None  # absolute path when recorded; may move (its SHA-256 may not)
     trained: Any = None
     status: str = "writing"
