@@ -149,3 +149,42 @@ def test_a_lease_not_renewed_in_time_stops_writing(server: S3Server) -> None:
             store.set_card("tiny", store.card("tiny"))
     finally:
         lease.release()
+
+
+@pytest.mark.slow
+def test_a_precompute_whose_lease_is_taken_stops_with_one_line(server: S3Server) -> None:
+    """Through the CLI: a real precompute subprocess renewing every second; the lease is taken from it
+    mid-run; its next renewal is refused and it stops writing with one line, keeping what it recorded."""
+    import subprocess
+    import sys
+
+    from tests.s3_server import s3_env
+
+    url = "s3://kdcache-lease/taken.zarr"
+    data = "synthetic:samples=2048,classes=5,size=12,channels=1,seed=3"
+    args = ["precompute", "--data", data, "--teacher", "import:tests.helpers:slow", "--views", "2", "--seed", "7",
+            "--recipe", RECIPE, "--out", url, "--chunk-rows", "64", "--batch-size", "64",
+            "--storage-option", "lease_seconds=3"]
+    env = {**s3_env(server), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "kdcache_cli.main", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prefix = "teachers/slow/checksums/c/"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if sum(len(b) for b in obstore.list(locate(url).objects(), prefix)) >= 2:
+            break
+        time.sleep(0.05)
+    thief = {"owner": "thief0000000", "host": "elsewhere", "pid": 2, "expires": time.time() + 600,
+             "expires_utc": "later", "released": False}
+    obstore.put(locate(url).objects(), LEASE_NAME, json.dumps(thief).encode())
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "thief0000000" in errors[0] and "stopped writing" in errors[0], err
+    assert "Traceback" not in err
+    store = Store.open(url)
+    recorded = int((store.logit_checksums("slow")[:] != 0).sum())
+    assert store.status == "writing" and 0 < recorded < 64
+    time.sleep(1.5)  # nothing more is recorded after it stopped
+    assert int((Store.open(url).logit_checksums("slow")[:] != 0).sum()) == recorded
+    assert _lease(url)["owner"] == "thief0000000"  # the stopped writer never overwrote the new holder
