@@ -186,3 +186,35 @@ def test_an_endpoint_lost_mid_read_is_one_line(tmp_path: Path) -> None:
         store.read_logits_chunk("tiny", 0, 0)
     with pytest.raises(StoreError, match="cannot reach the object store"):
         store.read_logits_chunk("tiny", 0, 1)
+
+
+def test_remote_chunk_reads_overlap_and_reach_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The distill reader keeps several chunk reads of an object store in flight, for the current window and
+    the next ones, so a slow GET is not what the student waits for; a local store reads one at a time."""
+    import threading
+    import time
+
+    url = "memory://kdcache-test/overlap.zarr"
+    assert run_cli(*precompute_args(url))[0] == 0
+    store = Store.open(url)
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+    real = Store.read_params_chunk
+
+    def slow_read(self: Store, view: int, chunk: int, verify: bool = True) -> np.ndarray:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)  # a GET's latency
+        with lock:
+            state["now"] -= 1
+        return real(self, view, chunk, verify)
+
+    monkeypatch.setattr(Store, "read_params_chunk", slow_read)
+    plan = epoch_plan(seed=0, epoch=1, num_samples=300, num_views=2, policy="cycle", window=64)
+    rows = list(CachedRows(store, "tiny").iterate(plan, 300))  # one batch: every window is waited on at once
+    assert len(rows) == 1 and rows[0]["params"].shape == (300, 3)
+    assert state["most"] >= 3  # the current window's chunk and the next two windows' were read together
+    state["most"] = 0
+    list(CachedRows(store, "tiny", concurrency=1).iterate(plan, 300))
+    assert state["most"] == 1
