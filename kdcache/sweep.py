@@ -224,6 +224,21 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
         raise UsageError("give at least one --run NAME:LOSS[:key=value,...]")
     if cfg.view_policy is not None and base.num_views == 1:
         raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
+    # Every student is built (and its generators captured) before anything is written, so a student
+    # that cannot be built is one error with nothing left behind.
+    built = []
+    for run, spec, hparams, teacher, inputs in resolved:
+        for init_seed in cfg.init_seeds:
+            scfg = cfg.student_config(run, init_seed)
+            # A student added to a sweep being resumed (or never started) starts fresh.
+            scfg.resume = cfg.resume and (Path(scfg.out) / "run.json").exists()
+            seed_everything(init_seed)  # exactly as distill: seed, then build student and extra networks
+            task = _DistillTask(scfg, spec, hparams, teacher, source, device)
+            record, args = run_record(scfg, dict(inputs), teacher, task, device)
+            built.append((run, init_seed, scfg, task, record, args, capture_rng()))
+    for _run, _seed, scfg, _task, record, _args, _rng in built:
+        if scfg.resume:  # read-only: the same run as before, or one error naming the differences
+            _prepare_run_dir(Path(scfg.out), record, resume=True)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(cfg.out) / "sweep.json", {
         "kind": "kdcache-sweep", "runs": [{"name": r.name, "loss": r.loss, "loss_opts": r.loss_opts} for r in cfg.runs],
@@ -233,20 +248,15 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
     val = _shared_val(eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers),
                       len(val_source))
     students = []
-    for run, spec, hparams, teacher, inputs in resolved:
-        for init_seed in cfg.init_seeds:
-            scfg = cfg.student_config(run, init_seed)
-            # A student added to a sweep being resumed (or never started) starts fresh.
-            scfg.resume = cfg.resume and (Path(scfg.out) / "run.json").exists()
-            seed_everything(init_seed)  # exactly as distill: seed, then build student and extra networks
-            task = _DistillTask(scfg, spec, hparams, teacher, source, device)
-            record, args = run_record(scfg, dict(inputs), teacher, task, device)
-            _prepare_run_dir(Path(scfg.out), record, scfg.resume)
-            out = Path(scfg.out)
-            files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
-            engine = Engine(task, settings, files, command="distill", args=args, val_loader=val)
-            engine.start(resume=scfg.resume)  # restores the student's saved generators, if any
-            students.append(_Student(run, init_seed, scfg, task, engine, capture_rng()))
+    for run, init_seed, scfg, task, record, args, rng in built:
+        out = Path(scfg.out)
+        if not scfg.resume:
+            _prepare_run_dir(out, record, resume=False)
+        files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
+        engine = Engine(task, settings, files, command="distill", args=args, val_loader=val)
+        restore_rng(rng)
+        engine.start(resume=scfg.resume)  # restores the student's saved generators, if any
+        students.append(_Student(run, init_seed, scfg, task, engine, capture_rng()))
     dataset = ViewDataset(source, base.recipe, base.seed, base.renders(base.render))
     return students, base, dataset
 

@@ -239,3 +239,10 @@ def test_runs_decoding_a_topk_store_at_their_own_temperatures_equal_their_single
             (tmp_path / name / "steps.jsonl").read_text()
         finals.append(torch.load(tmp_path / name / "final.pt", weights_only=True))
         assert_same_tensors(torch.load(tmp_path / "sweep" / f"{name}-s3" / "final.pt", weights_only=True), finals[-1])
+
+
+def test_a_student_that_cannot_be_built_leaves_nothing_behind(store: Path, tmp_path: Path) -> None:
+    code, text = run_cli("sweep", store, "--student", "import:tests.sweep_models:no_such_model", *COMMON,
+                         "--run", "kd:kd", "--out", tmp_path / "s")
+    assert_one_line_error(code, text, "no_such_model")
+    assert not (tmp_path / "s").exists()
