@@ -44,13 +44,35 @@ def torchrun_until_killed(nproc: int, args: list[object], ready: Callable[[], bo
     while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.01)
     finished = proc.poll()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: torchrun and every rank it started
-    except ProcessLookupError:
-        pass
+    # torchrun starts each rank in a session of its own: kill every descendant, then the launcher.
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     _, err = proc.communicate()
     assert finished in (None, 0), f"the job failed (exit {finished}): {err.decode()[-3000:]}"
     return finished is None
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children first found first), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def store_files(path: Path) -> dict[str, bytes]:

@@ -104,6 +104,7 @@ def test_failure_on_one_rank_is_its_one_line(tmp_path: Path, reference: Path) ->
                                   zarr.open_group(reference, mode="r")["teachers/tiny/logits"][:])
 
 
+@pytest.mark.slow  # one more torchrun job for an option check
 def test_option_error_is_printed_once(tmp_path: Path) -> None:
     code, text = torchrun(2, *precompute_args(tmp_path / "x.zarr", "--precision", "fp8"))
     assert code != 0
