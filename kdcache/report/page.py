@@ -39,6 +39,23 @@ class StoreFigures:
     class_tables: dict[float, np.ndarray]
 
 
+def _class_names(spec: str, num_classes: int) -> list[str]:
+    """The class names of the store's dataset for the heat map's axes.
+
+    The store records the data spec, not the names; the names come from
+    opening that spec (which reads no images). Where the data is not on this
+    machine the axes show class indices instead: the figure is still right,
+    only less readable.
+    """
+    from kdcache.data import open_data
+
+    try:
+        names = [str(c) for c in open_data(spec).classes]
+    except KdcacheError:
+        return [str(c) for c in range(num_classes)]
+    return names if len(names) == num_classes else [str(c) for c in range(num_classes)]
+
+
 def read_store_stats(path: str | Path, teacher: str | None = None) -> StoreFigures:
     """Read a store's statistics (written by ``kdcache stats``): checksum-verified, read-only.
 
@@ -52,10 +69,7 @@ def read_store_stats(path: str | Path, teacher: str | None = None) -> StoreFigur
     entries = listed(store, name)
     if not entries:
         raise StoreIncompleteError(f"{path} has no statistics for teacher {name!r}; run `kdcache stats {path}` first")
-    extra_classes = store.dataset.extra.get("classes") if isinstance(store.dataset.extra, dict) else None
-    n = store.dataset.num_classes
-    classes = [str(c) for c in extra_classes] if isinstance(extra_classes, list) and len(extra_classes) == n \
-        else [str(c) for c in range(n)]
+    classes = _class_names(store.dataset.spec, store.dataset.num_classes)
     accuracy = None
     if "accuracy" in entries:
         values, _ = read_static(store, name, "accuracy")
