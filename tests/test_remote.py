@@ -218,3 +218,11 @@ def test_remote_chunk_reads_overlap_and_reach_ahead(monkeypatch: pytest.MonkeyPa
     state["most"] = 0
     list(CachedRows(store, "tiny", concurrency=1).iterate(plan, 300))
     assert state["most"] == 1
+
+
+def test_without_obstore_a_url_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "obstore.store", None)  # as if obstore were not installed
+    code, text = run_cli("info", "s3://kdcache-test/x.zarr")
+    assert_one_line_error(code, text, "pip install 'kdcache[remote]'", exit_code=2)

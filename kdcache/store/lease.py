@@ -81,6 +81,7 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease or raise :class:`StoreBusyError` naming its holder and when it expires."""
+        self.location.objects()  # a bad option, or obstore not installed, is its own one line
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
         self._started = time.time()

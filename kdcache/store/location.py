@@ -237,7 +237,11 @@ def _endpoint(options: Mapping[str, str]) -> str:
 
 def _make_objects(url: str, options: dict[str, str]) -> Any:
     """An obstore store for ``url``: environment first (obstore reads it), ``options`` on top."""
-    from obstore.store import MemoryStore, from_url
+    try:
+        from obstore.store import MemoryStore, from_url
+    except ImportError:
+        raise UsageError(f"{url}: stores at URLs need obstore; install it with `pip install 'kdcache[remote]'`") \
+            from None
 
     if url.startswith("memory://"):
         with _MEMORY_LOCK:
