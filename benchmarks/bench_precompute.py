@@ -8,12 +8,26 @@ Both are timed per repeat, alternating; the ratio of medians is printed.
 
     python benchmarks/bench_precompute.py                  # resnet32x4, 32x32, C=100
     python benchmarks/bench_precompute.py --teacher kdcache:resnet8x4 --samples 2048
+
+``--scaling`` measures instead the same `kdcache precompute` command run as
+1 process (with 1 and with 2 intra-op threads) and as 2 torchrun ranks of 1
+thread each, alternating, and prints the medians side by side. The figure is
+the one the command prints (views scored / seconds from the first batch to
+the last rank's last chunk written and synced, i.e. without process start and
+imports); each job's wall time, start-up included, is printed beside it.
+
+    python benchmarks/bench_precompute.py --scaling --teacher kdcache:resnet8x4 --samples 2048
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +48,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scaling", action="store_true", help="1 process vs 2 torchrun ranks (see above)")
     args = p.parse_args()
+    if args.scaling:
+        scaling(args)
+        return
 
     data = f"synthetic:samples={args.samples},classes={args.classes},size=32,channels=3,seed=0"
     source = open_data(data)
@@ -61,6 +79,57 @@ def main() -> None:
             print(f"  repeat {r + 1}: inference only {infer[-1]:8.1f} views/s   precompute {pre[-1]:8.1f} views/s")
     i, q = statistics.median(infer), statistics.median(pre)
     print(f"median: inference only {i:.1f} views/s, precompute {q:.1f} views/s, ratio {q / i:.3f} (target >= 0.95)")
+
+
+SCORED = re.compile(r"([\d,]+) views scored in ([\d.]+)s")
+
+
+def _job(cmd: list[str], threads: int) -> tuple[float, float]:
+    """Run one precompute job; return (views/s as the command reports it, wall seconds incl. start-up)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"job failed ({' '.join(cmd[:6])} ...):\n{proc.stderr[-2000:]}")
+    m = SCORED.search(proc.stdout + proc.stderr)
+    if m is None:
+        sys.exit(f"no 'views scored' line in the output:\n{proc.stdout[-1000:]}")
+    return int(m.group(1).replace(",", "")) / float(m.group(2)), wall
+
+
+def scaling(args: argparse.Namespace) -> None:
+    """1 process (1 or 2 threads) vs 2 torchrun ranks (1 thread each) on the same command line."""
+    data = f"synthetic:samples={args.samples},classes={args.classes},size=32,channels=3,seed=0"
+    kdcache = shutil.which("kdcache") or "kdcache"
+    torchrun = shutil.which("torchrun")
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    print(f"teacher {args.teacher} (random init), {args.samples} views of 32x32x3, C={args.classes}, batch "
+          f"{args.batch_size}, workers {args.workers}, {os.cpu_count()} CPUs, {args.repeats} repeats")
+    configs = {
+        "1 process x 2 threads": ([], 2),
+        "1 process x 1 thread": ([], 1),
+        "2 ranks x 1 thread": ([*launcher, "--standalone", "--nproc-per-node", "2", "--no-python"], 1),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in configs}
+    walls: dict[str, list[float]] = {k: [] for k in configs}
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(args.repeats):
+            for name, (head, threads) in configs.items():
+                out = Path(d) / f"{r}-{name.replace(' ', '_')}.zarr"
+                cmd = [*head, kdcache, "precompute", "--data", data, "--teacher", args.teacher, "--random-init",
+                       "--views", "1", "--seed", "0", "--recipe", "cifar", "--out", str(out),
+                       "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+                rate, wall = _job(cmd, threads)
+                rates[name].append(rate)
+                walls[name].append(wall)
+                print(f"  repeat {r + 1}: {name:22s} {rate:8.1f} views/s   (job wall {wall:5.1f} s)")
+                shutil.rmtree(out, ignore_errors=True)
+    base = statistics.median(rates["1 process x 2 threads"])
+    print("median views/s (job wall s):  " + "   ".join(
+        f"{k}: {statistics.median(v):.1f} ({statistics.median(walls[k]):.1f} s)" for k, v in rates.items()))
+    print("ratio to 1 process x 2 threads:  " + "   ".join(
+        f"{k}: {statistics.median(v) / base:.2f}" for k, v in rates.items()))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,12 @@ def build_teacher(spec: str, num_classes: int, in_channels: int, weights: str | 
     return model, {**built, "init_seed": int(init_seed), "state_sha256": state_dict_sha256(model)}
 
 
+def teacher_autocast(device: torch.device, precision: str | None) -> torch.autocast:
+    """The autocast a teacher card's ``precision`` scores under (fp32: none): precompute and replay share it."""
+    dtype = PRECISIONS[precision or "fp32"]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def _worker_init(_: int) -> None:
     # Rendering is tiny per image; one thread per worker avoids oversubscribing cores.
     torch.set_num_threads(1)
@@ -419,13 +425,12 @@ def _run_teacher(
     current = next(chunk_iter, None)
     filled = 0
     job_rows = distributed.Counter(f"precompute/{name}/rows")  # the whole job's rows, for rank 0's bar
-    autocast = PRECISIONS[card.precision or "fp32"]
     try:
         with make_progress(enabled=progress) as bar:
             task = bar.add_task(f"precompute {name}", total=rows_pending, rate="")
             for batch in (loader if workers else prefetch(loader)):
                 images = batch["images"][0].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                with teacher_autocast(device, card.precision):
                     logits = run_model(model, images, micro_batch=micro_batch).float().cpu()
                 finite = torch.isfinite(logits).all(dim=1)
                 if not bool(finite.all()):

@@ -30,7 +30,7 @@ from kdcache import encodings
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
 from kdcache.models import run_model, sha256_file
-from kdcache.precompute import build_teacher
+from kdcache.precompute import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
 from kdcache.store.integrity import check_chunks
 from kdcache.store.manifest import TeacherCard
@@ -162,7 +162,8 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
         mb_stop = min(mb_start + micro, chunk_stop)
         x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
-        recomputed = run_model(model, x, micro_batch=micro)[sample - mb_start].numpy()
+        with teacher_autocast(torch.device("cpu"), card.precision):  # the card's numerics (fp32: none)
+            recomputed = run_model(model, x, micro_batch=micro).float()[sample - mb_start].numpy()
         mine = enc.encode(recomputed[None].astype(np.float32),
                           encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]), teacher=teacher))
         encoded = enc.decode(mine, card.num_classes)[0]
