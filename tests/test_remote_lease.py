@@ -103,8 +103,11 @@ def test_two_writers_taking_over_the_same_expired_lease_one_wins(server: S3Serve
     a.acquire()  # ... a takes it over first
     try:
         real_read = Location.read
-        monkeypatch.setattr(Location, "read",
-                            lambda self, key: stale if self is b.location and key == LEASE_NAME else real_read(self, key))
+
+        def read_for_b(self: Location, key: str) -> tuple[bytes, str | None] | None:
+            return stale if self is b.location and key == LEASE_NAME else real_read(self, key)
+
+        monkeypatch.setattr(Location, "read", read_for_b)
         with pytest.raises(StoreBusyError):  # b's If-Match on the (stale) etag it read is refused
             b.acquire()
         monkeypatch.undo()
