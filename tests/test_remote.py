@@ -78,9 +78,11 @@ def test_info_verify_replay_stats_distill_on_s3(s3_store: str, tmp_path: Path) -
     out = tmp_path / "run"
     code, text = run_cli("distill", s3_store, "--data", DATA, "--val-data", VAL, "--student",
                          "import:tests.helpers:tiny", "--loss", "isats", "--epochs", "1", "--batch-size", "64",
-                         "--out", out)
+                         "--out", out, "--storage-option", "session_token=kdcache-secret-token")
     assert code == 0, text
     assert (out / "final.pt").is_file() and (out / "metrics.jsonl").read_text().count("\n") == 1
+    records = "".join(p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".json", ".jsonl"))
+    assert s3_store in records and "kdcache-secret-token" not in records  # the URL is recorded, the option not
 
 
 def test_concurrent_remote_reads_give_the_local_batches(s3_store: str, local_store: Path) -> None:
