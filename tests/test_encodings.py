@@ -140,6 +140,19 @@ def test_a_corrupted_part_is_named_by_readers_and_verify(store: Path, tmp_path: 
         Store.open(copy).read_logits_chunk("tk", 0, 1)
 
 
+def test_a_part_changed_after_a_verified_read_is_hashed_again(store: Path, tmp_path: Path) -> None:
+    """A read-only store remembers a verified multi-part chunk only while none of its part files changed."""
+    copy = tmp_path / "m.zarr"
+    shutil.copytree(store, copy)
+    reader = Store.open(copy)
+    first = reader.read_logits_chunk("i8", 1, 2)
+    assert np.array_equal(reader.read_logits_chunk("i8", 1, 2), first)  # remembered, still right
+    affine = zarr.open_array(copy / "teachers" / "i8" / "affine", mode="r+")
+    affine[1, 130] = affine[1, 130] * 2  # the second part of chunk 2 (rows 128-191), rewritten
+    with pytest.raises(Exception, match="does not match its checksum"):
+        reader.read_logits_chunk("i8", 1, 2)
+
+
 def test_info_shows_bytes_per_view_for_each_teacher(store: Path) -> None:
     code, text = run_cli("info", store)
     assert code == 0, text

@@ -90,7 +90,11 @@ class SampleEncoding(Encoding):
                tail: str = "temperature") -> np.ndarray:
         """Pseudo-logits ``T·log q̂`` (T the stored temperature; undrawn classes ``T·(−1000)``), so that
         softmax(pseudo / T) is exactly q̂ for a loss reading the teacher at T."""
-        q = self.probabilities(parts, num_classes)
-        with np.errstate(divide="ignore"):
-            logq = np.where(q > 0, np.log(q), EMPTY_LOG_PROB)
-        return (self.temperature * logq).astype(np.float32)
+        ids = parts["sample_ids"].astype(np.int64)
+        counts = parts["sample_counts"]
+        rows, slots = np.nonzero(counts)
+        # Fill, then scatter the few drawn classes: the log is taken of the counts only.
+        out = np.full((ids.shape[0], num_classes), np.float32(self.temperature * EMPTY_LOG_PROB), dtype=np.float32)
+        logq = np.log(counts[rows, slots].astype(np.float32) / np.float32(self.n))
+        out[rows, ids[rows, slots]] = np.float32(self.temperature) * logq
+        return out

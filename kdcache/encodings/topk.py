@@ -107,6 +107,7 @@ class TopKEncoding(Encoding):
         # An underflowed tail (M = 0) stays finite: far enough below the top that exp(·/T) is 0.
         floor = v.max(axis=1).astype(np.float64) + EMPTY_LOG_PROB
         c = np.maximum(np.nan_to_num(c, nan=-np.inf, neginf=-np.inf), floor).astype(np.float32)
-        out = np.repeat(c[:, None], num_classes, axis=1)
+        out = np.empty((len(c), num_classes), dtype=np.float32)
+        out[...] = c[:, None]
         np.put_along_axis(out, ids, v, axis=1)
         return out

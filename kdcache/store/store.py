@@ -388,9 +388,9 @@ class Store:
     def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]:
         """The stored parts of one chunk of ``teacher`` ({part: (rows, ...) array}), checked against its record.
 
-        Parts of a multi-part encoding are hashed on every read (a chunk is
-        several files, so the one-file signature that spares float16 chunks a
-        second hash does not apply).
+        A read-only store remembers a verified chunk as it does a float16 one,
+        by the signatures (inode, size, modification time) of ALL its part
+        files: a change to any of them hashes the chunk again.
         """
         start, stop = self.grid.bounds(chunk)
         nodes = self.part_nodes(teacher)
@@ -402,8 +402,21 @@ class Store:
         if not verify:
             return read()
         record = self._record(layout.logit_checksums(teacher), view, chunk)
-        index = (view, chunk, 0) if len(nodes) == 1 and nodes[0][0].trailing else None
-        return self._verified(nodes[0][1], read, record, view, chunk, index)
+        if len(nodes) == 1:
+            return self._verified(nodes[0][1], read, record, view, chunk, (view, chunk, 0))
+        # Several files make one chunk: remembered as verified only while none of them changed.
+        key = (layout.logit_checksums(teacher), view, chunk)
+        files = [(node, (view, chunk, *([0] * len(p.trailing)))) for p, node in nodes]
+        before = None if self.writable else tuple(self._signature(node, index) for node, index in files)
+        if before is not None and None not in before and self._seen.get(key) == (before, record):  # type: ignore[comparison-overlap]
+            data = decode(f"{self.path}: {nodes[0][1]} view {view} chunk {chunk}", read, self.path)
+            if tuple(self._signature(node, index) for node, index in files) == before:
+                return data
+        data = self._verified(nodes[0][1], read, record, view, chunk)
+        if before is not None and None not in before and \
+                tuple(self._signature(node, index) for node, index in files) == before:
+            self._seen[key] = (before, record)  # type: ignore[assignment]
+        return data
 
     def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True,
                           temperature: float = 1.0, tail: str = "temperature") -> np.ndarray:
