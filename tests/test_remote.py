@@ -130,6 +130,8 @@ def test_bad_endpoint_missing_bucket_and_bad_options_are_one_line(server: S3Serv
     assert_one_line_error(code, text, "key=value", exit_code=2)
     code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=0"))
     assert_one_line_error(code, text, "lease_seconds=0", "positive", exit_code=2)
+    code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=inf"))
+    assert_one_line_error(code, text, "lease_seconds=inf", "positive", exit_code=2)
     code, text = run_cli("info", "ftp://host/x.zarr")
     assert_one_line_error(code, text, "unsupported store URL scheme 'ftp'", exit_code=2)
 

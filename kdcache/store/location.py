@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -106,7 +107,7 @@ class Location:
             value = float(raw)
         except ValueError:
             value = -1.0
-        if not value > 0:
+        if not (value > 0 and math.isfinite(value)):  # a lease that never expires could never be taken over
             raise UsageError(f"--storage-option {LEASE_OPTION}={raw} must be a positive number of seconds")
         return value
 
