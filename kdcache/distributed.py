@@ -99,11 +99,11 @@ def init(device: str | torch.device = "cpu") -> tuple[Context, torch.device]:
     global _context
     dev = torch.device(device)
     ctx = from_env() if not dist.is_initialized() else _context
-    if dev.type == "cuda" and dev.index is None:
+    if ctx.enabled and dev.type == "cuda" and dev.index is None:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was given but torch sees no CUDA device; use --device cpu")
-        dev = torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
-    if not ctx.enabled or dist.is_initialized():
+        dev = torch.device("cuda", ctx.local_rank)  # one GPU per rank of this node
+    if not ctx.enabled or dist.is_initialized():  # one process: the device exactly as given, as before
         _context = ctx
         return ctx, dev
     if dev.type == "cuda":

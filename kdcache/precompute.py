@@ -308,7 +308,8 @@ def precompute(
         card = TeacherCard.from_dict({
             **built, "render": render.to_dict(), "input_size": [int(h), int(w)], "encoding": encoding,
             "codec": codec, "micro_batch": micro_batch, "random_init": bool(built.get("random_init", False)),
-            "platform": platform_record(str(dev)), "precision": precision,
+            # The device as the user named it ("cuda", not each rank's "cuda:N"): the same record on every rank.
+            "platform": platform_record(str(torch.device(device))), "precision": precision,
         })
         prepared.append((name, card, model.to(dev)))
 
