@@ -16,7 +16,10 @@ What is shared, and why the result is still each single run's:
   batches in the same order.
 * ONE reader reads each batch's cached rows once: the logits and the union of
   the per-row statistics the runs' losses declare. Each student is handed
-  exactly its own loss's statistics from them.
+  exactly its own loss's statistics from them. (A topk store is decoded at
+  each loss's temperature, so runs at different temperatures get one reader
+  per temperature.) Validation images are rendered once for all students
+  while they fit in ``VAL_CACHE_BYTES``.
 * Each student has its own :class:`~kdcache.engine.Engine` (optimizers,
   schedules, logs, checkpoint), stepped with the engine's public
   ``begin_epoch`` / ``train_step`` / ``end_epoch``.
