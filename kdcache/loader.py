@@ -123,11 +123,19 @@ class CachedRows:
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}
         # name -> read(view, chunk, verify): one verified chunk of each per-row array a batch carries.
         self._readers: dict[str, Callable[[int, int, bool], np.ndarray]] = {
-            "teacher_logits": lambda v, j, check: store.read_logits_chunk(teacher, v, j, check,
-                                                                          temperature=decode_temperature),
+            "teacher_logits": lambda v, j, check: store.read_logits_chunk(teacher, v, j, check),
             "params": store.read_params_chunk,
             **{name: reader.read_chunk for name, reader in self.stat_readers.items()},
         }
+        # A compact encoding is read packed (its parts side by side per row) and only a batch's
+        # gathered rows are decoded, at the loss's temperature (kdcache.encodings).
+        self._finish: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        encoding = store.encoding(teacher)
+        if not encoding.lossless_dense:
+            classes = store.card(teacher).num_classes
+            self._readers["teacher_logits"] = lambda v, j, check: store.read_packed_chunk(teacher, v, j, check)
+            self._finish["teacher_logits"] = lambda t: torch.from_numpy(encoding.decode(
+                encoding.unpack(t.numpy(), classes), classes, temperature=decode_temperature))
         self._cache: dict[tuple[str, int, int], np.ndarray] = {}
         # Chunk reads in flight on the pool (object stores only), by (name, view, chunk).
         self._pool: ThreadPoolExecutor | None = None
@@ -257,7 +265,8 @@ class CachedRows:
                     for name, rows in current.items():
                         out.setdefault(name, []).append(rows.index_select(0, local))
                 batch = {name: (parts[0] if len(parts) == 1 else torch.cat(parts)) for name, parts in out.items()}
-                yield {name: (t if name == "params" else t.float()) for name, t in batch.items()}
+                yield {name: (t if name == "params" else self._finish[name](t) if name in self._finish else t.float())
+                       for name, t in batch.items()}
         finally:
             stop_reading.set()
             while thread.is_alive():  # unblock a reader waiting to hand over a window

@@ -153,6 +153,20 @@ def test_a_part_changed_after_a_verified_read_is_hashed_again(store: Path, tmp_p
         reader.read_logits_chunk("i8", 1, 2)
 
 
+@pytest.mark.parametrize("name", ["i8", "tk", "sm"])
+def test_the_distill_reader_yields_the_documented_decode_of_each_row(store: Path, name: str) -> None:
+    """The reader decodes only a batch's gathered rows (packed parts): the same rows as the chunk decode."""
+    from kdcache.loader import CachedRows, epoch_plan
+
+    s = Store.open(store)
+    plan = epoch_plan(0, 2, s.num_samples, s.num_views, "random", window=100)
+    got = torch.cat([b["teacher_logits"] for b in CachedRows(s, name, decode_temperature=4.0).iterate(plan, 48)])
+    dense = np.stack([np.concatenate([s.read_logits_chunk(name, v, j, temperature=4.0) for j in range(3)])
+                      for v in range(2)])
+    want = dense[plan.views[plan.order], plan.order]
+    assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
+
+
 def test_info_shows_bytes_per_view_for_each_teacher(store: Path) -> None:
     code, text = run_cli("info", store)
     assert code == 0, text

@@ -74,6 +74,27 @@ class Encoding(ABC):
         """Stored bytes per (view, sample) row, before any codec."""
         return sum(p.row_bytes() for p in self.parts(num_classes))
 
+    def pack(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The parts of a chunk side by side as one (rows, row_bytes) uint8 array (a reader's compact row).
+
+        A reader gathers the rows a batch needs from packed chunks and decodes
+        only those (:meth:`unpack` then :meth:`decode`): a batch is rebuilt
+        dense once, never a whole chunk.
+        """
+        rows = next(iter(parts.values())).shape[0]
+        return np.concatenate([np.ascontiguousarray(p).reshape(rows, -1).view(np.uint8) for p in parts.values()],
+                              axis=1)
+
+    def unpack(self, packed: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+        """The inverse of :meth:`pack`."""
+        out, at = {}, 0
+        for part in self.parts(num_classes):
+            width = part.row_bytes()
+            block = np.ascontiguousarray(packed[:, at : at + width])
+            out[part.name] = block.view(part.dtype).reshape(packed.shape[0], *part.trailing)
+            at += width
+        return out
+
     @property
     def lossless_dense(self) -> bool:
         """Whether the stored values are the logits themselves (float16/float32)."""

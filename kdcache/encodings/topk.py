@@ -34,13 +34,16 @@ def tail_log_partition(tail_lse: np.ndarray, tail_count: int, beta: float) -> np
     over-estimates it slightly (a chord lies above a convex function); above
     β = 1 (T < 1) the last segment is extended.
     """
-    xs = np.array((0.0,) + tuple(sorted(BETAS)))
-    cols = [np.full(tail_lse.shape[0], math.log(tail_count))] + [
-        tail_lse[:, BETAS.index(b)].astype(np.float64) for b in sorted(BETAS)]
-    ys = np.stack(cols, axis=1)
-    i = int(np.clip(np.searchsorted(xs, beta, side="right") - 1, 0, len(xs) - 2))
-    w = (beta - xs[i]) / (xs[i + 1] - xs[i])
-    return ys[:, i] + w * (ys[:, i + 1] - ys[:, i])
+    xs = (0.0,) + tuple(sorted(BETAS))
+    i = min(max(int(np.searchsorted(xs, beta, side="right")) - 1, 0), len(xs) - 2)
+
+    def column(x: float) -> np.ndarray:  # only the two points around beta are read
+        if x == 0.0:
+            return np.full(tail_lse.shape[0], math.log(tail_count))
+        return tail_lse[:, BETAS.index(x)].astype(np.float64)
+
+    lo, hi = column(xs[i]), column(xs[i + 1])
+    return lo + (beta - xs[i]) / (xs[i + 1] - xs[i]) * (hi - lo)
 
 
 class TopKEncoding(Encoding):
@@ -109,5 +112,7 @@ class TopKEncoding(Encoding):
         c = np.maximum(np.nan_to_num(c, nan=-np.inf, neginf=-np.inf), floor).astype(np.float32)
         out = np.empty((len(c), num_classes), dtype=np.float32)
         out[...] = c[:, None]
-        np.put_along_axis(out, ids, v, axis=1)
+        # Scatter through flat indices (cheaper than put_along_axis for a batch of rows).
+        flat = ids + (np.arange(len(c)) * num_classes)[:, None]
+        out.reshape(-1)[flat.reshape(-1)] = v.reshape(-1)
         return out

@@ -418,6 +418,10 @@ class Store:
             self._seen[key] = (before, record)  # type: ignore[assignment]
         return data
 
+    def read_packed_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> np.ndarray:
+        """One verified chunk of a compact encoding, its parts side by side per row (``Encoding.pack``)."""
+        return self.encoding(teacher).pack(self.read_encoded_chunk(teacher, view, chunk, verify))
+
     def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True,
                           temperature: float = 1.0, tail: str = "temperature") -> np.ndarray:
         """Chunk ``chunk`` of view ``view`` as dense (rows, C) logits, checked against its record.
