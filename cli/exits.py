@@ -16,6 +16,7 @@ import errno
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -93,6 +94,7 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
+                _refuse_under_torchrun(func.__name__)
                 return func(*args, **kwargs)
             except UsageError as exc:
                 _rank_fail(str(exc), EXIT_USAGE, usage=True)
@@ -116,15 +118,30 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
     return decorate(fn) if fn is not None else decorate
 
 
+# Commands that split their work over torchrun's ranks; any other one would run N times over the same files.
+_DISTRIBUTED_COMMANDS = ("precompute", "distill", "train_teacher")
+
+
+def _refuse_under_torchrun(command: str) -> None:
+    world = os.environ.get("WORLD_SIZE", "1")
+    if command not in _DISTRIBUTED_COMMANDS and world not in ("", "1"):
+        name = command.replace("_", "-")
+        raise UsageError(f"`kdcache {name}` does not run under torchrun (WORLD_SIZE={world}); run it as one "
+                         "process (precompute, distill and train-teacher take torchrun)")
+
+
 def _rank_fail(message: str, code: int, usage: bool = False) -> NoReturn:
     """``fail`` for one rank of a torchrun job: the rank that hit the error prints it (named), an
     option error only once (rank 0); in a single process exactly ``fail``."""
-    if "kdcache.distributed" not in sys.modules:  # never joined a job: no torch import for an error line
-        fail(message, code)
+    if "kdcache.distributed" not in sys.modules and os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        fail(message, code)  # a plain single process: no torch import for an error line
     from kdcache.distributed import error_line, record_failure
 
     line = error_line(message, usage)
     if line is None:
+        # Rank 0 prints this line. torchrun stops every rank as soon as one exits, so leaving first
+        # could silence rank 0 before it printed: give it a moment (this is the failure path only).
+        time.sleep(2.0)
         raise typer.Exit(code)
     record_failure(line)
     fail(line, code)
@@ -173,6 +190,8 @@ class OneLineErrors(TyperGroup):
             message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix says nothing
             if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun every rank parsed the same line
                 typer.echo(f"error: {message}{where}", err=True)
+            else:
+                time.sleep(2.0)  # let rank 0 print before torchrun stops it (see _rank_fail)
             sys.exit(exc.exit_code)
         except typer.Abort:  # end of input at a prompt
             typer.echo("error: aborted", err=True)
