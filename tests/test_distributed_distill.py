@@ -118,3 +118,23 @@ def test_batch_that_leaves_a_rank_without_rows_is_refused(store: Path, tmp_path:
     assert code != 0, text  # torchrun's own exit status (1) for a failed job
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--batch-size 75" in errors[0], text
+
+
+@pytest.mark.slow  # one more torchrun job; the engine's data-parallel path is the distill test's
+def test_train_teacher_with_two_ranks_follows_one_process(tmp_path: Path) -> None:
+    def args(out: Path) -> list[object]:
+        return ["train-teacher", "--data", DATA, "--val-data", VAL, "--model", "kdcache:tiny_cnn", "--epochs", "2",
+                "--batch-size", "64", "--lr", "0.1", "--seed", "3", "--sync-bn", "--out", out]
+
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    code, text = run_cli(*args(one))
+    assert code == 0, text
+    code, text = torchrun(2, *args(two))
+    assert code == 0, text
+    assert text.count("teacher saved to") == 1, text
+    sa = read_jsonl(one.with_name("one.pt.steps.jsonl"))
+    sb = read_jsonl(two.with_name("two.pt.steps.jsonl"))
+    assert len(sa) == len(sb) == 2 * 5
+    assert max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(sa, sb, strict=True)) < TOLERANCE
+    card = torch.load(two, weights_only=True)["card"]
+    assert card["trained"]["world_size"] == 2
