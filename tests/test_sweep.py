@@ -246,3 +246,20 @@ def test_a_student_that_cannot_be_built_leaves_nothing_behind(store: Path, tmp_p
                          "--run", "kd:kd", "--out", tmp_path / "s")
     assert_one_line_error(code, text, "no_such_model")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_seed_added_on_resume_trains_beside_the_finished_students(store: Path, swept: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grown"
+    shutil.copytree(swept, out)
+    before = (out / "kd-t2-s1" / "final.pt").read_bytes()
+    code, text = run_cli(*sweep_args(store, out, "--init-seed", 3, "--resume"))
+    assert code == 0, text
+    assert "9 students" in text, text
+    assert (out / "kd-t2-s1" / "final.pt").read_bytes() == before  # finished students are not trained again
+    single = tmp_path / "single"
+    code, text = run_cli("distill", store, "--student", STUDENT, *COMMON, *RUNS["slkd"][1], "--init-seed", 3,
+                         "--out", single)
+    assert code == 0, text
+    assert_same_tensors(torch.load(out / "slkd-s3" / "final.pt", weights_only=True),
+                        torch.load(single / "final.pt", weights_only=True))
+    assert (out / "slkd-s3" / "steps.jsonl").read_text() == (single / "steps.jsonl").read_text()
