@@ -131,12 +131,16 @@ class CachedLogits(LogitSource):
         return other
 
     def rows_for(self, sources: Sequence[CachedLogits]) -> CachedRows:
-        """One reader of the logits and the union of the per-row statistics ``sources`` declare."""
+        """One reader of the logits and the union of the per-row statistics ``sources`` declare.
+
+        They must decode the store at one temperature (a sweep makes one reader per temperature): a
+        reader at another temperature than a run's own would hand it other logits than its single run.
+        """
         names = list(dict.fromkeys(name for s in sources for name in s.row_arg))
         temperatures = {s.decode_temperature for s in sources}
-        # One reader serves every run: a topk store is decoded at their common temperature, else at T=1.
-        return CachedRows(self.store, self.name, names,
-                          decode_temperature=temperatures.pop() if len(temperatures) == 1 else 1.0)
+        if len(temperatures) != 1:
+            raise KdcacheError(f"one reader cannot decode at temperatures {sorted(temperatures)} (a kdcache bug)")
+        return CachedRows(self.store, self.name, names, decode_temperature=temperatures.pop())
 
     def _serve(self, spec: losses.LossSpec | None, hparams: dict[str, Any] | None) -> None:
         """Load the statistics ``spec`` declares (none without a spec): static ones now, per-row ones with each batch."""
