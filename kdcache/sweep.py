@@ -313,6 +313,11 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             for batch in loader if cfg.workers else prefetch(loader):
                 cached = next(side)
                 extra = [(next(rows_of), members) for rows_of, members in others]
+                if device.type != "cpu":  # copied to the device once, not once per student (copies are exact)
+                    batch = {**batch, "images": [x.to(device, non_blocking=True) for x in batch["images"]],
+                             "label": batch["label"].to(device, non_blocking=True)}
+                    cached = {k: v.to(device, non_blocking=True) for k, v in cached.items()}
+                    extra = [({k: v.to(device, non_blocking=True) for k, v in r.items()}, m) for r, m in extra]
                 for s, tally in zip(active, tallies, strict=True):
                     rows = next((r for r, members in extra if id(s) in members), cached)
                     restore_rng(s.rng)
