@@ -24,10 +24,9 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +35,10 @@ from torch.utils.data import DataLoader
 from kdcache import distributed, encodings
 from kdcache.data import DataSource, open_data
 from kdcache.errors import NonFiniteLogitsError, StoreError, StoreMismatchError, UsageError
-from kdcache.models import build_model, check_output_width, run_model, state_dict_sha256
+from kdcache.models import check_output_width, run_model
 from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
+from kdcache.scoring import PRECISIONS, ChunkKeys, build_teacher, teacher_autocast, worker_init
 from kdcache.store import (
     CODECS,
     ChunkWriter,
@@ -58,7 +58,6 @@ from kdcache.store import (
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -106,74 +105,6 @@ def _check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise UsageError(f"teacher name {name!r} must use letters, digits, '_', '-' or '.'")
     return name
-
-
-class _ChunkKeys:
-    """The DataLoader's batch_sampler: the keys of every pending chunk, batch by batch, made lazily.
-
-    A chunk whose view parameters are recorded (a second teacher, a resumed
-    run) is rendered from the record, read and checksum-verified one chunk at
-    a time: the store is the record, its seed is not drawn again. A chunk of
-    a new view set is drawn from the seed (keys without params). Memory: one
-    chunk of params.
-    """
-
-    def __init__(self, store: Store, pending: list[tuple[int, int]], recorded: np.ndarray, batch_size: int) -> None:
-        self.store = store
-        self.pending = pending
-        self.recorded = recorded
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        grid = self.store.grid
-        return sum(-(-(grid.bounds(j)[1] - grid.bounds(j)[0]) // self.batch_size) for _, j in self.pending)
-
-    def __iter__(self) -> Iterator[list[tuple[Any, ...]]]:
-        grid = self.store.grid
-        for v, j in self.pending:
-            start, stop = grid.bounds(j)
-            params = self.store.read_params_chunk(v, j) if self.recorded[v, j] else None
-            for b in range(start, stop, self.batch_size):
-                e = min(b + self.batch_size, stop)
-                if params is None:
-                    yield [(i, v) for i in range(b, e)]
-                else:
-                    yield [(i, v, params[i - start]) for i in range(b, e)]
-
-
-def build_teacher(spec: str, num_classes: int, in_channels: int, weights: str | None, random_init: bool,
-                  init_seed: int | None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build a teacher as precompute does; a random-init one from the torch seed ``init_seed``.
-
-    A random-init network is drawn from torch's generator: seeding it here,
-    right before building (in a forked RNG, so the caller's stream is left
-    alone), makes the same command build the same network, so a re-run
-    resumes and ``verify --replay`` rebuilds it. The card records the seed and
-    the SHA-256 of the built state (``state_sha256``), so a resume or replay
-    that built another network is refused instead of mixing two.
-    """
-    if not random_init:
-        return build_model(spec, num_classes, in_channels, weights)
-    if init_seed is None:
-        raise StoreMismatchError(
-            f"the random-init teacher {spec} has no recorded init seed (made by an older kdcache); "
-            "its network cannot be rebuilt: precompute it again"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(init_seed))
-        model, built = build_model(spec, num_classes, in_channels, None, random_init=True)
-    return model, {**built, "init_seed": int(init_seed), "state_sha256": state_dict_sha256(model)}
-
-
-def teacher_autocast(device: torch.device, precision: str | None) -> torch.autocast:
-    """The autocast a teacher card's ``precision`` scores under (fp32: none): precompute and replay share it."""
-    dtype = PRECISIONS[precision or "fp32"]
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def _worker_init(_: int) -> None:
-    # Rendering is tiny per image; one thread per worker avoids oversubscribing cores.
-    torch.set_num_threads(1)
 
 
 def _views_record(seed: int, num_views: int, recipe: Recipe, chunk_rows: int) -> ViewsRecord:
@@ -372,7 +303,7 @@ def _run_teacher(
     batch_size: int, workers: int, device: torch.device, progress: bool,
 ) -> TeacherSummary:
     # Long because it is one pipeline (render -> score -> buffer to chunk -> write); its parts are
-    # the loader (_ChunkKeys), the scoring loop below, and the store's ChunkWriter.
+    # the loader (ChunkKeys), the scoring loop below, and the store's ChunkWriter.
     ctx = distributed.current()
     pending: list[tuple[int, int]] = []
     redone = 0
@@ -401,10 +332,10 @@ def _run_teacher(
     dataset = ViewDataset(source, recipe, store.views.seed, [Render.from_dict(card.render)])
     loader = DataLoader(
         dataset,
-        batch_sampler=_ChunkKeys(store, mine, recorded, batch_size),
+        batch_sampler=ChunkKeys(store, mine, recorded, batch_size),
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=worker_init if workers else None,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )

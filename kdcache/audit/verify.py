@@ -30,7 +30,7 @@ from kdcache import encodings
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
 from kdcache.models import run_model, sha256_file
-from kdcache.precompute import build_teacher, teacher_autocast
+from kdcache.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
 from kdcache.store.integrity import check_chunks
 from kdcache.store.manifest import TeacherCard
