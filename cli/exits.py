@@ -139,8 +139,8 @@ def _rank_fail(message: str, code: int, usage: bool = False) -> NoReturn:
 
     line = error_line(message, usage)
     if line is None:
-        # Rank 0 prints this line. torchrun stops every rank as soon as one exits, so leaving first
-        # could silence rank 0 before it printed: give it a moment (this is the failure path only).
+        # Another rank prints this failure. torchrun stops every rank as soon as one exits, so leaving
+        # first could silence it before it printed: give it a moment (this is the failure path only).
         time.sleep(2.0)
         raise typer.Exit(code)
     record_failure(line)

@@ -188,12 +188,21 @@ class Counter:
 def error_line(message: str, usage: bool) -> str | None:
     """The ``error:`` text this rank prints for a failure, or None when another rank prints it.
 
-    An option error (``usage``) is found identically by every rank from the same command line, so
-    only rank 0 reports it; any other failure is reported by the rank that hit it, naming the rank.
+    In a job, the first rank to fail reports, naming itself (a counter in the key-value store of
+    torchrun's rendezvous says which was first): a failure that hits every rank at once, or a rank
+    that fails because another one left, adds no line. Before the job is joined, an option error
+    (``usage``), which every rank finds identically from the same command line, is printed by rank 0
+    alone; any other early failure by the rank that hit it.
     """
     ctx = _context if dist.is_initialized() else _safe_env_context()
     if ctx.world <= 1:
         return message
+    if dist.is_initialized():
+        try:
+            first = int(dist.distributed_c10d._get_default_store().add("kdcache/failures", 1)) == 1
+        except RuntimeError:  # the store went away with rank 0: report rather than stay silent
+            first = True
+        return f"rank {ctx.rank}: {message}" if first else None
     if usage:
         return message if ctx.is_main else None
     return f"rank {ctx.rank}: {message}"
