@@ -293,12 +293,9 @@ def _group_runs(directory: Path) -> dict[str, list[float]]:
 
     if not directory.is_dir():
         return {}
-    runs = [p for p in sorted(directory.iterdir()) if (p / "metrics.jsonl").exists()]
-    good = []
-    for p in runs:
-        if (p / "metrics.jsonl").read_text().strip():
-            good.append(p)
-    return {s.group: s.finals for s in summarise(load_runs(good))} if good else {}
+    # Only finished runs count: a run still training would put an early epoch in a final column.
+    finished = [p for p in sorted(directory.iterdir()) if (p / "summary.json").exists()]
+    return {s.group: s.finals for s in summarise(load_runs(finished))} if finished else {}
 
 
 def _pm(values: list[float] | None) -> str:
