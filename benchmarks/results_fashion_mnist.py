@@ -45,7 +45,7 @@ TEACHER = "kdcache:cnn_small"
 STUDENT = "kdcache:mlp"
 TEACHER_EPOCHS = 10
 VIEWS = 16
-K_VALUES = (1, 2, 4)  # plus 8 (views_last) and the K=16 store
+K_VALUES = (1, 2)  # then 4 (views_mid), 8 (views_last) and the K=16 store
 SEEDS = (0, 1, 2)
 STORE_SEED = 0
 ADAPTED_GRID = (4, 5, 6, 8)
@@ -79,7 +79,7 @@ ADAPTED: dict[str, dict[str, object]] = {
     "slkd": {"temperature": 2, "a": 0.5, "b": 0.5},
 }
 # In the order they run: the table first, the costliest (SLKD) last.
-PHASES = ("teacher", "stores", "students", "views", "online", "encodings", "views_last", "slkd", "report")
+PHASES = ("teacher", "stores", "students", "views", "online", "views_mid", "encodings", "views_last", "slkd", "report")
 # The encodings compared on KD and NKD (adapted settings).
 ENCODINGS = ("int8", "topk:3", "sample:16@2")  # sample at KD's 10-class temperature (T=2)
 
@@ -237,6 +237,10 @@ class Pipeline:
         self.train("cached", "store16.zarr", [Student("kd-10cls", "kd", ADAPTED["kd"])], seeds=(0,))
         self.use_sweep = use_sweep
 
+    def views_mid(self) -> None:
+        """K=4 after cached vs online: by the cycle argument above it must repeat K=16."""
+        self.views((4,))
+
     def views_last(self) -> None:
         """K=8 after the rest: by the cycle argument above it repeats K=4 and K=16."""
         self.views((8,))
@@ -369,7 +373,7 @@ def tables(workdir: Path) -> str:
         out.append(f"| {m} | {_pm(d)} | {_delta(d, ce)} | {_pm(a)} | {_delta(a, ce)} | {opts} |")
     out += ["", "| K (cached views) | KD (10-class settings), final top-1 |", "|---|---|"]
     points: dict[int, list[float]] = {}
-    for k in (*K_VALUES, 8, VIEWS):
+    for k in (*K_VALUES, 4, 8, VIEWS):
         v = _group_runs(workdir / "runs" / (f"k{k}" if k != VIEWS else "main")).get("kd-10cls")
         out.append(f"| {k} | {_pm(v)} |")
         if v:
