@@ -6,25 +6,32 @@ Every step is a ``kdcache`` CLI call, run in order, logged to
 ``WORKDIR/results.log`` (each command, its exit status and its wall time) with
 its own output in ``WORKDIR/logs/STEP.log``. Re-running skips what is done: a
 step whose marker ``WORKDIR/done/STEP`` exists is skipped, and an interrupted
-step is simply run again (train-teacher, precompute and sweep resume by
-themselves; an interrupted distill gets ``--resume``). ``--dry-run`` prints the
-commands without running them; ``--phase`` runs one group of steps.
+step is simply run again (train-teacher and precompute resume by themselves;
+an interrupted sweep gets ``--resume``, an interrupted distill ``--resume``).
+``--dry-run`` prints the commands without running them; ``--phase`` runs one
+group of steps.
 
-What it runs (docs/results.md says why it is sized so):
+What it runs, in this order (docs/results.md says why it is sized so):
 
-1. ``train-teacher``: ``kdcache:cnn_small`` on all 60,000 training images,
-   validated on the 10,000 test images.
-2. ``precompute`` K=16 views (float32, so cached and online KD see the same
-   bits), ``stats`` for both ISATS grids and both FGCR ``tau0`` values, and
-   stores of K = 1, 2, 4, 8 views (the same seed, so they hold the first K
-   views of the K=16 store) for the accuracy-vs-K curve.
-3. Students (``kdcache:mlp``): every method with its documented defaults and
-   with settings adapted to 10 classes, 3 init seeds each; KD over K; KD online.
-   With ``kdcache sweep`` available the students of one store train in one
-   pass; otherwise each is a ``kdcache distill`` run (``--sweep never``).
-4. Encodings (when ``kdcache convert`` exists): KD and NKD from int8, top-k and
-   sampled stores converted from the K=16 store.
-5. ``kdcache report`` over every run (when the command exists).
+1. ``teacher``: ``train-teacher`` of ``kdcache:cnn_small`` on all 60,000
+   training images, validated on the 10,000 test images.
+2. ``stores``: ``precompute`` K=16 views (float32, so cached and online KD see
+   the same bits); ``stats`` for the ISATS default grid and both FGCR ``tau0``
+   values, and on a byte copy of the store for the 10-class ISATS grid.
+3. ``students``: every method but SLKD (``kdcache:mlp``) with its documented
+   defaults and with settings adapted to 10 classes, 3 init seeds each, in
+   one ``kdcache sweep`` (``--sweep never``: one ``kdcache distill`` each).
+4. ``views``, ``views_mid``, ``views_last``: stores of K = 1, 2 (then 4, then 8)
+   views, the same seed, so they hold the first K views of the K=16 store; KD
+   students from each, for the accuracy-vs-K curve.
+5. ``online``: KD with the teacher run live, and the same student as a plain
+   cached ``distill``, for cached vs online.
+6. ``encodings`` (when ``kdcache convert`` exists): KD and NKD from int8,
+   top-k and sampled re-encodings of the K=16 teacher.
+7. ``slkd``: SLKD's students, last because each trains two extra networks of
+   the teacher's architecture.
+8. ``report``: ``kdcache report`` per group of runs, ``WORKDIR/tables.md`` and
+   the accuracy-vs-K plot.
 """
 
 from __future__ import annotations
