@@ -211,7 +211,7 @@ def test_precompute_library_refuses_bad_values(tmp_path: Path) -> None:
     from kdcache.errors import UsageError
     from kdcache.precompute import TeacherRequest, precompute
 
-    for bad in ({"workers": -1}, {"batch_size": 0}, {"views": 0}, {"chunk_rows": 0}, {"encoding": "int8"}):
+    for bad in ({"workers": -1}, {"batch_size": 0}, {"views": 0}, {"chunk_rows": 0}, {"encoding": "int4"}):
         kwargs = {"data": DATA, "teachers": [TeacherRequest("import:tests.helpers:tiny")], "views": 1, "seed": 0,
                   "out": tmp_path / "x.zarr", "progress": False, **bad}
         with pytest.raises(UsageError):

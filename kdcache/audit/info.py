@@ -21,7 +21,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         # Every stored part of the encoding (float16/float32: the one `logits` array).
         parts = {}
         for part, node in store.part_nodes(name):
-            arr = store.group[node]
+            arr = store.part_array(name, part.name)  # a damaged zarr.json is one StoreCorruptError line
             parts[part.name] = {"node": node, "shape": list(arr.shape), "dtype": str(arr.dtype),
                                 "chunks": list(arr.chunks)}
         on_disk = store.logits_bytes(name)

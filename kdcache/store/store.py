@@ -332,6 +332,10 @@ class Store:
         card = self.card(teacher)
         return [(p, layout.part(teacher, p.name)) for p in encodings.parse(card.encoding).parts(card.num_classes)]
 
+    def part_array(self, teacher: str, part: str) -> zarr.Array:
+        """One stored part of ``teacher``'s encoding (``logits`` for float16/float32)."""
+        return self._array(layout.part(teacher, part))
+
     def logits_bytes(self, teacher: str) -> int:
         """Bytes on disk of ``teacher``'s encoded logits (every part)."""
         nodes = [node for _, node in self.part_nodes(teacher)]
