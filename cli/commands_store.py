@@ -173,11 +173,6 @@ def parse_grid(items: list[str] | None) -> list[float] | None:
         usage_fail(f"--grid {' '.join(items)!r} must be numbers, e.g. --grid 1 --grid 2 --grid 4")
 
 
-STATS_EPILOG = "Example:\n\n    kdcache stats store.zarr --tau0 3 --tau0 2\n\n" \
-               "    kdcache stats store.zarr --grid 1 --grid 2 --grid 4"
-
-
-@handle_errors
 CONVERT_EPILOG = ("Example:\n\n    kdcache convert store.zarr --teacher-name cnn --encoding topk:32 --as cnn_top32\n\n"
                   "Interrupted? Run the same command again: it resumes from the completed chunks.")
 
@@ -199,6 +194,11 @@ def convert(
     typer.echo(format_convert(run(store, teacher=teacher_name, encoding=encoding, new_name=new_name)))
 
 
+STATS_EPILOG = "Example:\n\n    kdcache stats store.zarr --tau0 3 --tau0 2\n\n" \
+               "    kdcache stats store.zarr --grid 1 --grid 2 --grid 4"
+
+
+@handle_errors
 def stats(
     store: StoreArg,
     teacher_name: TeacherNameOpt = None,
