@@ -366,6 +366,18 @@ def target_flips(store_path: Path) -> str:
             f"{100 * float(right.double().mean()):.2f}%):\n\n" + "\n".join(rows) + "\n")
 
 
+def _same_weights(a: Path, b: Path) -> str:
+    """Whether two runs' final.pt hold bitwise-equal tensors ("yes", "no", or "n/a" when one is missing)."""
+    import torch
+
+    if not (a / "final.pt").exists() or not (b / "final.pt").exists():
+        return "n/a"
+    x = torch.load(a / "final.pt", weights_only=True)
+    y = torch.load(b / "final.pt", weights_only=True)
+    same = x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    return "yes (every tensor bitwise)" if same else "no"
+
+
 def tables(workdir: Path) -> str:
     """The markdown tables of docs/results.md, from the run directories (missing runs say so)."""
     main = {**_group_runs(workdir / "runs" / "main"), **_group_runs(workdir / "runs" / "isats-grid4to8"),
@@ -378,11 +390,15 @@ def tables(workdir: Path) -> str:
         d, a = main.get(f"{m}-default"), main.get(f"{m}-10cls")
         opts = ", ".join(f"{k}={v}" for k, v in ADAPTED[m].items())
         out.append(f"| {m} | {_pm(d)} | {_delta(d, ce)} | {_pm(a)} | {_delta(a, ce)} | {opts} |")
-    out += ["", "| K (cached views) | KD (10-class settings), final top-1 |", "|---|---|"]
+    out += ["", "| K (cached views) | KD (10-class settings), final top-1 | final weights equal to K=16's, per seed |",
+            "|---|---|---|"]
     points: dict[int, list[float]] = {}
     for k in (*K_VALUES, 4, 8, VIEWS):
-        v = _group_runs(workdir / "runs" / (f"k{k}" if k != VIEWS else "main")).get("kd-10cls")
-        out.append(f"| {k} | {_pm(v)} |")
+        group = workdir / "runs" / (f"k{k}" if k != VIEWS else "main")
+        v = _group_runs(group).get("kd-10cls")
+        same = ", ".join(_same_weights(group / f"kd-10cls-s{n}", workdir / "runs" / "main" / f"kd-10cls-s{n}")
+                         .split(" ")[0] for n in SEEDS) if v and k != VIEWS else ""
+        out.append(f"| {k} | {_pm(v)} | {same} |")
         if v:
             points[k] = v
     if points:
@@ -390,8 +406,10 @@ def tables(workdir: Path) -> str:
 
         (workdir / "figures").mkdir(exist_ok=True)
         accuracy_vs_views(points, workdir / "figures" / "accuracy_vs_k.png", "KD, T=2, 0.5/0.5")
-    out += ["", "| run | final top-1 | seconds | samples/s (mean of epochs) |", "|---|---|---|---|"]
-    for label, d in (("cached (distill from store16)", workdir / "runs" / "cached" / "kd-10cls-s0"),
+    out += ["", "| run | final top-1 | seconds | samples/s (mean of epochs) | final weights equal to the cached distill run's |",
+            "|---|---|---|---|---|"]
+    reference = workdir / "runs" / "cached" / "kd-10cls-s0"
+    for label, d in (("cached (distill from store16)", reference),
                      ("online (teacher run live)", workdir / "runs" / "online" / "kd-10cls-s0"),
                      ("cached, in the main sweep", workdir / "runs" / "main" / "kd-10cls-s0")):
         if (d / "summary.json").exists():
@@ -399,9 +417,9 @@ def tables(workdir: Path) -> str:
             rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
             rate = sum(r["samples_per_s"] for r in rows) / len(rows)
             out.append(f"| {label} | {100 * rows[-1]['val_top1']:.2f} | {summary.get('seconds', float('nan')):.0f} | "
-                       f"{rate:,.0f} |")
+                       f"{rate:,.0f} | {_same_weights(d, reference)} |")
         else:
-            out.append(f"| {label} | missing | | |")
+            out.append(f"| {label} | missing | | | |")
     enc_rows = []
     for enc in ENCODINGS:
         tag = _enc_tag(enc)
