@@ -157,3 +157,10 @@ def test_sweep_writes_its_report(workdir: Path, tmp_path: Path, store: str) -> N
         assert_png(out / "report" / "tau_star.png")
     else:  # no statistics: students only, and the page says how to add the store figures
         assert not (out / "report" / "tau_star.png").exists() and "kdcache stats" in body
+
+
+def test_accuracy_vs_views_plot_is_a_real_png(tmp_path: Path) -> None:
+    from kdcache.report.plots import accuracy_vs_views
+
+    path = accuracy_vs_views({1: [0.80, 0.81, 0.79], 2: [0.82, 0.83, 0.81], 16: [0.85]}, tmp_path / "k.png", "KD")
+    assert_png(path)
