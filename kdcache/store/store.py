@@ -30,6 +30,7 @@ from kdcache import __version__
 from kdcache import encodings
 from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError, UsageError
 from kdcache.store import layout
+from kdcache.store.encoded import EncodedReads
 from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
@@ -59,7 +60,7 @@ def decode(where: str, read: Any, root: Path | Location) -> Any:
         raise root.unreachable(exc) from None  # type: ignore[union-attr]
 
 
-class Store:
+class Store(EncodedReads):
     """A kdcache store (a local directory or an object-store URL): manifest, labels, view parameters,
     teachers, statistics.
 
@@ -323,19 +324,6 @@ class Store:
     def logit_checksums(self, teacher: str) -> zarr.Array:
         return self._array(layout.logit_checksums(teacher))
 
-    def encoding(self, teacher: str) -> encodings.Encoding:
-        """The encoding teacher ``teacher``'s logits are stored in (its card's ``encoding``)."""
-        return encodings.parse(self.card(teacher).encoding)
-
-    def part_nodes(self, teacher: str) -> list[tuple[encodings.Part, str]]:
-        """Each stored part of ``teacher``'s encoding with its node, in checksum order."""
-        card = self.card(teacher)
-        return [(p, layout.part(teacher, p.name)) for p in encodings.parse(card.encoding).parts(card.num_classes)]
-
-    def part_array(self, teacher: str, part: str) -> zarr.Array:
-        """One stored part of ``teacher``'s encoding (``logits`` for float16/float32)."""
-        return self._array(layout.part(teacher, part))
-
     def logits_bytes(self, teacher: str) -> int:
         """Bytes on disk of ``teacher``'s encoded logits (every part)."""
         nodes = [node for _, node in self.part_nodes(teacher)]
@@ -388,43 +376,6 @@ class Store:
         if before is not None and self._signature(node, index) == before:
             self._seen[key] = (before, record)
         return data
-
-    def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]:
-        """The stored parts of one chunk of ``teacher`` ({part: (rows, ...) array}), checked against its record.
-
-        A read-only store remembers a verified chunk as it does a float16 one,
-        by the signatures (inode, size, modification time) of ALL its part
-        files: a change to any of them hashes the chunk again.
-        """
-        start, stop = self.grid.bounds(chunk)
-        nodes = self.part_nodes(teacher)
-        arrays = [(p.name, self._array(node)) for p, node in nodes]
-
-        def read() -> dict[str, np.ndarray]:
-            return {name: np.asarray(arr[view, start:stop]) for name, arr in arrays}
-
-        if not verify:
-            return read()
-        record = self._record(layout.logit_checksums(teacher), view, chunk)
-        if len(nodes) == 1:
-            return self._verified(nodes[0][1], read, record, view, chunk, (view, chunk, 0))
-        # Several files make one chunk: remembered as verified only while none of them changed.
-        key = (layout.logit_checksums(teacher), view, chunk)
-        files = [(node, (view, chunk, *([0] * len(p.trailing)))) for p, node in nodes]
-        before = None if self.writable else tuple(self._signature(node, index) for node, index in files)
-        if before is not None and None not in before and self._seen.get(key) == (before, record):  # type: ignore[comparison-overlap]
-            data = decode(f"{self.path}: {nodes[0][1]} view {view} chunk {chunk}", read, self.path)
-            if tuple(self._signature(node, index) for node, index in files) == before:
-                return data
-        data = self._verified(nodes[0][1], read, record, view, chunk)
-        if before is not None and None not in before and \
-                tuple(self._signature(node, index) for node, index in files) == before:
-            self._seen[key] = (before, record)  # type: ignore[assignment]
-        return data
-
-    def read_packed_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> np.ndarray:
-        """One verified chunk of a compact encoding, its parts side by side per row (``Encoding.pack``)."""
-        return self.encoding(teacher).pack(self.read_encoded_chunk(teacher, view, chunk, verify))
 
     def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True,
                           temperature: float = 1.0, tail: str = "temperature") -> np.ndarray:
