@@ -428,14 +428,25 @@ def tables(workdir: Path) -> str:
         else:
             out.append(f"| {label} | missing | | | |")
     enc_rows = []
+    sizes: dict[str, float] = {}
+    if (workdir / "store16-enc.zarr").exists():
+        from kdcache.audit.info import store_info
+
+        info = store_info(workdir / "store16-enc.zarr")
+        views = info["views"]["num_views"]
+        sizes = {name: t["bytes_on_disk"] / views / 1e6 for name, t in info["teachers"].items()}
     for enc in ENCODINGS:
         tag = _enc_tag(enc)
         got = _group_runs(workdir / "runs" / f"enc-{tag}")
         if got:
-            enc_rows.append(f"| {enc} | {_pm(got.get('kd-10cls'))} | {_pm(got.get('nkd-10cls'))} |")
+            nkd = _pm(got.get("nkd-10cls")) if "nkd-10cls" in got else "not exact for NKD (KD only)"
+            size = f"{sizes[f'cnn_{tag}']:.2f}" if f"cnn_{tag}" in sizes else "?"
+            enc_rows.append(f"| {enc} | {size} | {_pm(got.get('kd-10cls'))} | {nkd} |")
     if enc_rows:
-        out += ["", "| encoding | KD (10-class) | NKD (10-class) |", "|---|---|---|",
-                f"| float32 (store16) | {_pm(main.get('kd-10cls'))} | {_pm(main.get('nkd-10cls'))} |", *enc_rows]
+        base = f"{sizes['cnn_small']:.2f}" if "cnn_small" in sizes else "?"
+        out += ["", "| encoding | MB per view | KD (10-class) | NKD (10-class) |", "|---|---|---|---|",
+                f"| float32 (store16) | {base} | {_pm(main.get('kd-10cls'))} | {_pm(main.get('nkd-10cls'))} |",
+                *enc_rows]
     return "\n".join(out) + "\n"
 
 
