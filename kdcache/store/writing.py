@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -49,6 +50,7 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        remove_stale_partials(self.path.parent)
 
     def _holder(self) -> str:
         try:
@@ -68,6 +70,30 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# zarr's local store writes each object to ``<name>.<uuid4 hex>.partial`` and renames it into
+# place; a writer killed between the two leaves that file behind. It is never read (zarr does
+# not list it as a chunk) but it is litter that makes a resumed store differ from an
+# uninterrupted one file by file, so the next writer, once it holds the lock, removes it.
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def remove_stale_partials(root: Path) -> int:
+    """Delete the temporary files a killed zarr write left under ``root``; returns how many.
+
+    Only call this while holding the writer lock: a live writer's temporary files are not stale.
+    """
+    removed = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if _PARTIAL.search(name):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass  # already gone: nothing to clean
+    return removed
 
 
 def writer_lock(target: str | os.PathLike[str] | Location) -> AbstractContextManager[object]:
