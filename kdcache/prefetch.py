@@ -23,20 +23,25 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand ``item`` over unless the consumer stopped; every put watches ``stop`` (the end marker
+        too: a consumer stopped by Ctrl-C never takes it, and the join below would wait in vain)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=produce, name="kdcache-prefetch", daemon=True)
     thread.start()

@@ -34,3 +34,15 @@ def test_consumer_stopping_early_releases_the_thread() -> None:
     while threading.active_count() > before and time.time() < deadline:
         time.sleep(0.05)
     assert threading.active_count() == before
+
+
+def test_consumer_stopping_after_the_producer_finished_returns_at_once() -> None:
+    # The producer has produced every item and waits to hand over its end marker into a full
+    # queue when the consumer stops (Ctrl-C on the first of a few batches): closing must not
+    # wait for the thread's join timeout.
+    it = prefetch(iter(range(2)), depth=1)
+    assert next(it) == 0
+    time.sleep(0.3)  # let the producer reach the end marker
+    t0 = time.perf_counter()
+    it.close()
+    assert time.perf_counter() - t0 < 2.0
