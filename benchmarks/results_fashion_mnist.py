@@ -23,7 +23,9 @@ What it runs, in this order (docs/results.md says why it is sized so):
    one ``kdcache sweep`` (``--sweep never``: one ``kdcache distill`` each).
 4. ``views``, ``views_mid``, ``views_last``: stores of K = 1, 2 (then 4, then 8)
    views, the same seed, so they hold the first K views of the K=16 store; KD
-   students from each, for the accuracy-vs-K curve.
+   students from each, for the accuracy-vs-K curve. ``views_random`` trains
+   them again with ``--view-policy random`` (cycle reads only the first
+   ``epochs`` views of a store).
 5. ``online``: KD with the teacher run live, and the same student as a plain
    cached ``distill``, for cached vs online.
 6. ``encodings`` (when ``kdcache convert`` exists): KD and NKD from int8,
@@ -86,7 +88,8 @@ ADAPTED: dict[str, dict[str, object]] = {
     "slkd": {"temperature": 2, "a": 0.5, "b": 0.5},
 }
 # In the order they run: the table first, the costliest (SLKD) last.
-PHASES = ("teacher", "stores", "students", "views", "online", "views_mid", "encodings", "views_last", "slkd", "report")
+PHASES = ("teacher", "stores", "students", "views", "online", "views_mid", "encodings", "views_last", "views_random",
+          "slkd", "report")
 # The encodings compared on KD and NKD (adapted settings).
 ENCODINGS = ("int8", "topk:3", "sample:16@2")  # sample at KD's 10-class temperature (T=2)
 
@@ -252,6 +255,16 @@ class Pipeline:
         """K=8 after the rest: by the cycle argument above it repeats K=4 and K=16."""
         self.views((8,))
 
+    def views_random(self) -> None:
+        """Accuracy vs K again, with ``--view-policy random``: every epoch a sample shows a view drawn
+        from all K, so with fewer epochs than K the later views are read too and K matters.
+
+        K=1 has one view only (distill refuses a view policy there): its point is the cycle run k1.
+        """
+        for k in (k for k in (*K_VALUES, 4, 8, VIEWS) if k > 1):
+            self.train(f"kr{k}", self.store(k, f"store{k}"), [Student("kd-10cls", "kd", ADAPTED["kd"])],
+                       ["--view-policy", "random"])
+
     def slkd(self) -> None:
         """SLKD last: each student trains two extra networks of the teacher's architecture (cnn_small),
         about 30x the work of an MLP student's step."""
@@ -397,22 +410,28 @@ def tables(workdir: Path) -> str:
         d, a = main.get(f"{m}-default"), main.get(f"{m}-10cls")
         opts = ", ".join(f"{k}={v}" for k, v in ADAPTED[m].items())
         out.append(f"| {m} | {_pm(d)} | {_delta(d, ce)} | {_pm(a)} | {_delta(a, ce)} | {opts} |")
-    out += ["", "| K (cached views) | KD (10-class settings), final top-1 | final weights equal to K=16's, per seed |",
-            "|---|---|---|"]
-    points: dict[int, list[float]] = {}
+    out += ["", "| K (cached views) | KD, view policy cycle | final weights equal to K=16's (cycle), per seed "
+            "| KD, view policy random | vs K=1 |", "|---|---|---|---|---|"]
+    cycle: dict[int, list[float]] = {}
+    rand: dict[int, list[float]] = {}
     for k in (*K_VALUES, 4, 8, VIEWS):
         group = workdir / "runs" / (f"k{k}" if k != VIEWS else "main")
         v = _group_runs(group).get("kd-10cls")
         same = ", ".join(_same_weights(group / f"kd-10cls-s{n}", workdir / "runs" / "main" / f"kd-10cls-s{n}")
                          .split(" ")[0] for n in SEEDS) if v and k != VIEWS else ""
-        out.append(f"| {k} | {_pm(v)} | {same} |")
+        # With one view there is nothing to choose: the random-policy point at K=1 is the cycle run.
+        r = v if k == 1 else _group_runs(workdir / "runs" / f"kr{k}").get("kd-10cls")
+        out.append(f"| {k} | {_pm(v)} | {same} | {_pm(r)} | {_delta(r, cycle.get(1)) if k > 1 else ''} |")
         if v:
-            points[k] = v
-    if points:
+            cycle[k] = v
+        if r:
+            rand[k] = r
+    if cycle or rand:
         from kdcache.report.plots import accuracy_vs_views
 
         (workdir / "figures").mkdir(exist_ok=True)
-        accuracy_vs_views(points, workdir / "figures" / "accuracy_vs_k.png", "KD, T=2, 0.5/0.5")
+        series = {name: pts for name, pts in (("KD, view policy cycle", cycle), ("KD, view policy random", rand)) if pts}
+        accuracy_vs_views(series, workdir / "figures" / "accuracy_vs_k.png")
     out += ["", "| run | final top-1 | seconds | samples/s (mean of epochs) | final weights equal to the cached distill run's |",
             "|---|---|---|---|---|"]
     reference = workdir / "runs" / "cached" / "kd-10cls-s0"

@@ -162,5 +162,7 @@ def test_sweep_writes_its_report(workdir: Path, tmp_path: Path, store: str) -> N
 def test_accuracy_vs_views_plot_is_a_real_png(tmp_path: Path) -> None:
     from kdcache.report.plots import accuracy_vs_views
 
-    path = accuracy_vs_views({1: [0.80, 0.81, 0.79], 2: [0.82, 0.83, 0.81], 16: [0.85]}, tmp_path / "k.png", "KD")
+    series = {"cycle": {1: [0.80, 0.81, 0.79], 2: [0.82, 0.83, 0.81], 16: [0.85]},
+              "random": {2: [0.83, 0.84, 0.82], 16: [0.86, 0.85, 0.87]}}
+    path = accuracy_vs_views(series, tmp_path / "k.png")
     assert_png(path)

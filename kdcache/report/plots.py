@@ -7,7 +7,7 @@ and testable on small inputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -130,17 +130,29 @@ def class_table_heatmap(table: np.ndarray, classes: Sequence[str], tau0: float, 
     return _save(fig, path)
 
 
-def accuracy_vs_views(points: dict[int, Sequence[float]], path: Path, label: str) -> Path:
-    """Final top-1 against the number of cached views K: mean ± std over seeds, a dot per seed."""
-    ks = sorted(points)
-    means = [100 * float(np.mean(points[k])) for k in ks]
-    stds = [100 * float(np.std(points[k], ddof=1)) if len(points[k]) > 1 else 0.0 for k in ks]
+def accuracy_vs_views(series: Mapping[str, Mapping[int, Sequence[float]]], path: Path) -> Path:
+    """Final top-1 against the number of cached views K, one line per labelled series.
+
+    Each series maps K to the final accuracies of its seeds: the line is the
+    mean with ± std bars, and every seed is a dot, so a reader sees both the
+    trend and how much of it the seed spread could explain.
+    """
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, color="tab:blue", label=f"{label} (mean ± std)")
-    for k in ks:
-        ax.scatter([k] * len(points[k]), [100 * v for v in points[k]], color="black", s=9, zorder=3)
+    all_ks: set[int] = set()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, points) in enumerate(series.items()):
+        ks = sorted(points)
+        all_ks.update(ks)
+        means = [100 * float(np.mean(points[k])) for k in ks]
+        stds = [100 * float(np.std(points[k], ddof=1)) if len(points[k]) > 1 else 0.0 for k in ks]
+        color = colors[i % len(colors)]
+        ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, color=color, label=f"{label} (mean ± std)")
+        for k in ks:
+            ax.scatter([k] * len(points[k]), [100 * v for v in points[k]], color=color, s=9, zorder=3,
+                       edgecolors="black", linewidths=0.3)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
+    ticks = sorted(all_ks)
+    ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.set_xlabel("cached views per sample K")
     ax.set_ylabel("final validation top-1 (%)")
     ax.set_title("Accuracy against the number of cached views")
