@@ -32,7 +32,9 @@ What it runs, in this order (docs/results.md says why it is sized so):
    top-k and sampled re-encodings of the K=16 teacher.
 7. ``slkd``: SLKD's students, last because each trains two extra networks of
    the teacher's architecture.
-8. ``report``: ``kdcache report`` per group of runs, ``WORKDIR/tables.md`` and
+8. ``long``: CE, KD, DKD and DTD (10-class settings) for 16 epochs instead of
+   4, and KD from the K=1 store for 16 epochs.
+9. ``report``: ``kdcache report`` per group of runs, ``WORKDIR/tables.md`` and
    the accuracy-vs-K plot.
 """
 
@@ -89,7 +91,10 @@ ADAPTED: dict[str, dict[str, object]] = {
 }
 # In the order they run: the table first, the costliest (SLKD) last.
 PHASES = ("teacher", "stores", "students", "views", "online", "views_mid", "encodings", "views_last", "views_random",
-          "slkd", "report")
+          "slkd", "long", "report")
+# The longer runs (phase long): CE and the 10-class settings of these methods.
+LONG_EPOCHS = 16
+LONG_METHODS = ("kd", "dkd", "dtd")
 # The encodings compared on KD and NKD (adapted settings).
 ENCODINGS = ("int8", "topk:3", "sample:16@2")  # sample at KD's 10-class temperature (T=2)
 
@@ -184,10 +189,10 @@ class Pipeline:
         self.step("stats-store16-grid4to8", ["stats", "store16-grid4to8.zarr", *sum((["--grid", str(g)] for g in ADAPTED_GRID), [])])
 
     def train(self, group: str, store: str | None, students: list[Student], extra: list[str] | None = None,
-              seeds: tuple[int, ...] = SEEDS) -> None:
+              seeds: tuple[int, ...] = SEEDS, epochs: int | None = None) -> None:
         """Train ``students`` x SEEDS from ``store`` (or online with ``extra``) into runs/GROUP/NAME-sSEED."""
         extra = extra or []
-        common = ["--data", DATA, "--val-data", VAL, "--student", STUDENT, "--epochs", str(self.epochs),
+        common = ["--data", DATA, "--val-data", VAL, "--student", STUDENT, "--epochs", str(epochs or self.epochs),
                   "--lr", "0.05", "--schedule", "cosine", *extra]
         out = self.workdir / "runs" / group
         if self.use_sweep and store is not None:
@@ -273,6 +278,16 @@ class Pipeline:
         self.train("slkd", "store16.zarr", [r for r in slkd if r.name.endswith("10cls")], seeds=(0,))
         self.train("slkd-more", "store16.zarr", [r for r in slkd if r.name.endswith("10cls")], seeds=(1, 2))
         self.train("slkd-default", "store16.zarr", [r for r in slkd if r.name.endswith("default")])
+
+    def long(self) -> None:
+        """Four times longer (LONG_EPOCHS): CE and the methods closest to it, and K=1 against K=16.
+
+        With 16 epochs and the cycle policy a student reads each of the K=16 store's views once,
+        while a K=1 student sees its one view 16 times: where 4 epochs could not separate them.
+        """
+        students = [Student("ce", "ce")] + [Student(f"{m}-10cls", m, ADAPTED[m]) for m in LONG_METHODS]
+        self.train("long", "store16.zarr", students, epochs=LONG_EPOCHS)
+        self.train("long-k1", self.store(1, "store1"), [Student("kd-10cls", "kd", ADAPTED["kd"])], epochs=LONG_EPOCHS)
 
     def encodings(self) -> None:
         """KD and NKD (10-class settings) from int8, top-k and sampled re-encodings of the K=16 teacher.
@@ -395,6 +410,23 @@ def _same_weights(a: Path, b: Path) -> str:
     return "yes (every tensor bitwise)" if same else "no"
 
 
+def _long_table(workdir: Path, main: dict[str, list[float]]) -> list[str]:
+    """The 4-epoch against the LONG_EPOCHS-epoch rows (phase long), and K=1 against K=16 at that length."""
+    long = _group_runs(workdir / "runs" / "long")
+    if not long:
+        return []
+    ce4, ce16 = main.get("ce"), long.get("ce")
+    rows = ["", f"| method | 4 epochs | vs CE | {LONG_EPOCHS} epochs | vs CE |", "|---|---|---|---|---|",
+            f"| ce | {_pm(ce4)} | | {_pm(ce16)} | |"]
+    for m in LONG_METHODS:
+        a, b = main.get(f"{m}-10cls"), long.get(f"{m}-10cls")
+        rows.append(f"| {m} (10-class) | {_pm(a)} | {_delta(a, ce4)} | {_pm(b)} | {_delta(b, ce16)} |")
+    k1 = _group_runs(workdir / "runs" / "long-k1").get("kd-10cls")
+    rows.append(f"| kd (10-class), K=1 store | {_pm(_group_runs(workdir / 'runs' / 'k1').get('kd-10cls'))} | "
+                f"{_delta(_group_runs(workdir / 'runs' / 'k1').get('kd-10cls'), ce4)} | {_pm(k1)} | {_delta(k1, ce16)} |")
+    return rows
+
+
 def tables(workdir: Path) -> str:
     """The markdown tables of docs/results.md, from the run directories (missing runs say so)."""
     main = {**_group_runs(workdir / "runs" / "main"), **_group_runs(workdir / "runs" / "isats-grid4to8"),
@@ -446,6 +478,7 @@ def tables(workdir: Path) -> str:
                        f"{rate:,.0f} | {_same_weights(d, reference)} |")
         else:
             out.append(f"| {label} | missing | | | |")
+    out += _long_table(workdir, main)
     enc_rows = []
     sizes: dict[str, float] = {}
     if (workdir / "store16-enc.zarr").exists():
