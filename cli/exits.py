@@ -62,6 +62,8 @@ _OS_ADVICE: dict[int, str] = {
     errno.EACCES: "permission denied: {path}; choose a path you can write to, or change its permissions",
     errno.EPERM: "operation not permitted on {path}; choose a path you own",
     errno.EROFS: "{path} is on a read-only filesystem; choose a writable location",
+    errno.EIO: "input/output error on {path}: the device failed to read or store it; check the disk "
+               "(dmesg), then run the same command again",
     errno.ENOENT: "{path} does not exist; check the path",
     errno.EISDIR: "{path} is a directory where a file was expected; give a file path",
     errno.ENOTDIR: "{path} (or one of its parents) is a file where a directory was expected; choose another path",

@@ -50,7 +50,6 @@ from kdcache.engine import (
 )
 from kdcache.engine.config import require_choice, require_int
 from kdcache.engine.parallel import PRECISIONS
-from kdcache.engine.records import fsync_dir
 from kdcache.engine.state import determinism
 from kdcache.errors import RunError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
@@ -293,7 +292,6 @@ def finish_run(out: Path, task: _DistillTask, history: list[dict[str, Any]], t_s
     if not distributed.is_main():
         return DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
     atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
-    fsync_dir(out)
     result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
     write_json_atomic(out / "summary.json", {"final": result.final, "seconds": result.seconds})
     return result

@@ -42,7 +42,6 @@ from kdcache.engine import (
 )
 from kdcache.engine.config import diff_args, require_choice, require_int, require_number
 from kdcache.engine.parallel import PRECISIONS
-from kdcache.engine.records import fsync_dir
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
@@ -228,7 +227,6 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     }
     if ctx.is_main:
         save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})
-        fsync_dir(out.parent)
         files.state.unlink(missing_ok=True)
     distributed.barrier()  # the checkpoint exists when any rank returns
     return TeacherResult(out=out, val_top1=final["val_top1"], val_top5=final["val_top5"],

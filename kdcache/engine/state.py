@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from kdcache.engine.config import diff_args
-from kdcache.engine.records import fsync_dir
 from kdcache.errors import RunError
 from kdcache.models import atomic_torch_save
 
@@ -117,7 +116,6 @@ def save_state(
         "history": history,
         **(extra or {}),
     })
-    fsync_dir(Path(path).parent)  # the rename itself survives a power loss
 
 
 def read_state(path: Path, *, command: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,10 @@ they are copied into store manifests.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from kdcache.durable import replace_durably
 from kdcache.errors import ModelError
 
 __all__ = ["PathLike", "atomic_torch_save", "load_checkpoint", "save_checkpoint", "sha256_file", "state_dict_sha256"]
@@ -53,24 +52,14 @@ def save_checkpoint(path: PathLike, model: nn.Module, card: dict[str, Any]) -> N
 
 
 def atomic_torch_save(path: PathLike, obj: Any) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it.
+    """``torch.save`` ``obj`` to ``path`` durably (``kdcache.durable``: temp file, fsync, rename, fsync the directory).
 
     A reader never sees half a file, and an interrupted save leaves the old
-    file intact (checkpoints, run states).
+    file intact (checkpoints, run states). The parent directory is created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    replace_durably(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def _check_card(card: object, what: str) -> None:
