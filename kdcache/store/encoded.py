@@ -79,7 +79,7 @@ class EncodedReads:
         files = [(node, (view, chunk, *([0] * len(p.trailing)))) for p, node in nodes]
         before = None if self.writable else tuple(self._signature(node, index) for node, index in files)
         if before is not None and None not in before and self._seen.get(key) == (before, record):  # type: ignore[comparison-overlap]
-            from kdcache.store.store import decode  # (store.py imports this module)
+            from kdcache.store.verified import decode  # (store.py imports this module)
 
             data = decode(f"{self.path}: {nodes[0][1]} view {view} chunk {chunk}", read, self.path)
             if tuple(self._signature(node, index) for node, index in files) == before:

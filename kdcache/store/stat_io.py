@@ -31,7 +31,8 @@ import zarr
 from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError
 from kdcache.store import layout
 from kdcache.store.chunks import checksum, utc_now
-from kdcache.store.store import UNDECODABLE, Store, decode
+from kdcache.store.store import Store
+from kdcache.store.verified import UNDECODABLE, decode
 from kdcache.store.writing import naming, sync_tree
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
@@ -36,31 +35,12 @@ from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRe
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
 from kdcache.store.lease import held
 from kdcache.store.location import Location, group_meta_at, locate, object_errors, probe_location
+from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
 
-# What zarr raises for bytes it cannot decode: a zstd frame cut short (RuntimeError), an uncompressed
-# chunk of the wrong size (ValueError from reshape), damaged JSON metadata (JSONDecodeError, a ValueError).
-UNDECODABLE = (ValueError, RuntimeError, TypeError)
-
-
-def decode(where: str, read: Any, root: Path | Location) -> Any:
-    """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``
-    (and, on an object store, a failed request as one line naming the store and its endpoint)."""
-    remote = object_errors(root) if isinstance(root, Location) else ()
-    try:
-        return read()
-    except UNDECODABLE as exc:
-        raise StoreCorruptError(
-            f"{where} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); the store is damaged: "
-            f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
-        ) from None
-    except remote as exc:
-        raise root.unreachable(exc) from None  # type: ignore[union-attr]
-
-
-class Store(EncodedReads):
+class Store(VerifiedReads, EncodedReads):
     """A kdcache store (a local directory or an object-store URL): manifest, labels, view parameters,
     teachers, statistics.
 
@@ -341,73 +321,6 @@ class Store(EncodedReads):
             for j in range(self.grid.num_chunks):
                 yield v, j
 
-    # ------------------------------------------------------------------ verified chunk reads
-    def _signature(self, node: str, index: tuple[int, ...]) -> tuple[int, int, int] | None:
-        if self.location.local is None:
-            return None  # an object store: every read is hashed (a HEAD per chunk costs a round trip)
-        try:
-            st = os.stat(layout.chunk_file(self.location.local, node, *index))
-        except OSError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
-
-    def _verified(self, node: str, read: Any, record: int, view: int, chunk: int,
-                  index: tuple[int, ...] | None = None) -> np.ndarray:
-        """``read()`` (one chunk), checked against ``record``; raise naming the chunk.
-
-        A read-only store remembers the chunk files it verified: a chunk read
-        again (a later epoch, a window sharing the chunk) is hashed again only
-        if its file changed since (inode, size, modification time).
-        """
-        start, stop = self.grid.bounds(chunk)
-        where = f"{self.path}: {node} view {view} chunk {chunk} (rows {start}-{stop - 1})"
-        if record == 0:
-            raise StoreIncompleteError(f"{where} was never written; re-run the `kdcache precompute` that made it")
-        key = (node, view, chunk)
-        before = self._signature(node, index) if index is not None and not self.writable else None
-        data = decode(where, read, self.path)
-        if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
-            return data
-        if (checksum(*data.values()) if isinstance(data, dict) else checksum(data)) != record:
-            raise StoreCorruptError(
-                f"{where} does not match its checksum (corrupted); run `kdcache verify {self.path}`, "
-                "then re-run the same `kdcache precompute` to rewrite it"
-            )
-        if before is not None and self._signature(node, index) == before:
-            self._seen[key] = (before, record)
-        return data
-
-    def read_logits_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True,
-                          temperature: float = 1.0, tail: str = "temperature") -> np.ndarray:
-        """Chunk ``chunk`` of view ``view`` as dense (rows, C) logits, checked against its record.
-
-        float16/float32 come back in the stored dtype; other encodings are
-        decoded (float32) by their documented rule, at ``temperature`` for
-        ``topk`` (``tail``: ``temperature``-aware or ``constant`` fill) and as
-        pseudo-logits at the stored temperature for ``sample`` (docs/encodings.md).
-        """
-        card = self.card(teacher)
-        enc = encodings.parse(card.encoding)
-        if not enc.lossless_dense:
-            parts = self.read_encoded_chunk(teacher, view, chunk, verify)
-            return enc.decode(parts, card.num_classes, temperature=temperature, tail=tail)
-        start, stop = self.grid.bounds(chunk)
-        arr = self.logits(teacher)
-        if not verify:
-            return np.asarray(arr[view, start:stop])
-        record = self._record(layout.logit_checksums(teacher), view, chunk)
-        return self._verified(layout.logits(teacher), lambda: np.asarray(arr[view, start:stop]), record, view,
-                              chunk, (view, chunk, 0))
-
-    def read_params_chunk(self, view: int, chunk: int, verify: bool = True) -> np.ndarray:
-        """Recorded view parameters (rows, P) int32 of one chunk, checked against its record."""
-        start, stop = self.grid.bounds(chunk)
-        arr = self.params()
-        if not verify:
-            return np.asarray(arr[view, start:stop])
-        return self._verified(layout.VIEW_PARAMS, lambda: np.asarray(arr[view, start:stop]),
-                              self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
-
     def write_chunk(self, teacher: str, view: int, chunk: int, logits: np.ndarray | dict[str, np.ndarray],
                     params: np.ndarray | None) -> None:
         """Write one chunk of logits (already encoded: one float array, or the encoding's parts) and, for a
@@ -483,9 +396,3 @@ class Store(EncodedReads):
         store's PUTs are durable when they return."""
         if self.location.local is not None:
             sync_tree(self.location.local)
-
-    def verify_chunk(self, node: str, read: Any, record: int, view: int, chunk: int,
-                     index: tuple[int, ...] | None = None) -> np.ndarray:
-        """``read()`` (chunk ``chunk`` of view ``view`` of ``node``, zarr chunk ``index``) checked against
-        its ``record``; raises naming it."""
-        return self._verified(node, read, record, view, chunk, index)
