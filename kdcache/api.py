@@ -38,11 +38,16 @@ from kdcache.data import DataSource, open_data
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource
 from kdcache.engine.config import require_choice, require_int
+from kdcache.errors import UsageError
+from kdcache.progress import console
 from kdcache.store import Store
 from kdcache.store.location import Location, locate
 from kdcache.views import Recipe, Render, ViewDataset, eval_dataset
 
 __all__ = ["CachedStore", "DistillBatch", "EpochLoader", "open_store"]
+
+# How the Python API allows an inexact encoding (named in a refusal instead of the CLI flag).
+API_ALLOW = "allow_approximate_encoding=True"
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class EpochLoader(DataLoader):
     its own generator: iterating never draws from torch's global one, which
     your model's initialisation and dropout use) and reads the cached rows of
     each batch in the main process, in lockstep. ``len()`` is the number of
-    batches. Iterating again replays the same epoch.
+    batches. Iterating again replays the same epoch; two iterations at once are refused.
     """
 
     def __init__(self, dataset: ViewDataset, batches: CachedBatches, teacher: CachedLogits, *, num_workers: int = 0,
@@ -98,11 +103,22 @@ class EpochLoader(DataLoader):
                          generator=torch.Generator())
         self._cached = batches
         self._teacher = teacher
+        self._live = False
 
     def __iter__(self) -> Iterator[DistillBatch]:  # type: ignore[override]
-        side = self._cached.side()
-        for batch in super().__iter__():
-            yield assemble(batch, next(side), self._teacher)
+        # The cached rows of each batch travel beside the DataLoader in one FIFO per loader: a second
+        # iteration while one is live would take the other's rows (images paired with other views'
+        # logits), so it is refused. A finished or abandoned (closed) iteration may be replayed.
+        if self._live:
+            raise UsageError("this epoch's loader is already being iterated; finish (or break out of) that loop "
+                             "first, or call store.batches(...) again for a second, independent loader")
+        self._live = True
+        try:
+            side = self._cached.side()
+            for batch in super().__iter__():
+                yield assemble(batch, next(side), self._teacher)
+        finally:
+            self._live = False
 
 
 class CachedStore:
@@ -127,25 +143,46 @@ class CachedStore:
         self.dataset = ViewDataset(source, teacher.recipe, teacher.seed, teacher.renders(teacher.render))
         self._served: dict[str, CachedLogits] = {}
 
-    def for_loss(self, loss: str | None, loss_opts: Mapping[str, Any] | None = None) -> CachedLogits:
-        """The teacher serving the statistics ``loss`` declares (checked present in the store now)."""
+    def for_loss(self, loss: str | None, loss_opts: Mapping[str, Any] | None = None, *,
+                 allow_approximate_encoding: bool = False) -> CachedLogits:
+        """The teacher serving the statistics ``loss`` declares (checked present in the store now), and
+        decoding the store as that loss consumes it (``docs/encodings.md``).
+
+        Without ``loss``, a store whose dense rows depend on the loss that reads them (``topk:K``: the
+        rebuilt tail is the tail mass at the loss's temperature; ``sample:N@T``: pseudo-logits only
+        KD at T may consume) is refused, as is a loss that cannot use the encoding exactly, unless
+        ``allow_approximate_encoding`` (then a warning is printed and the rows are decoded at T=1).
+        """
         if loss is None:
+            encoding = self._teacher.store.encoding(self._teacher.name)
+            if encoding.decode_depends_on_loss:
+                why = (f"teacher {self._teacher.name!r} is stored as {encoding.spec}, whose dense logits depend on "
+                       "the loss that reads them (its temperature)")
+                if not allow_approximate_encoding:
+                    raise UsageError(f"{why}: pass loss=... (and loss_opts) to batches() so they are decoded for "
+                                     "it, or allow_approximate_encoding=True for rows decoded at T=1")
+                console.print(f"[yellow]warning: {why}; serving rows decoded at T=1 (allow_approximate_encoding)")
             return self._teacher
         spec = losses.spec(loss)
         hparams = spec.resolve(loss_opts)
-        key = json.dumps(spec.config(hparams), sort_keys=True)
+        key = json.dumps([spec.config(hparams), allow_approximate_encoding], sort_keys=True)
         if key not in self._served:  # statistics are loaded once, not once per epoch
-            self._served[key] = self._teacher.for_loss(spec, hparams)
+            self._served[key] = self._teacher.for_loss(spec, hparams, allow_approximate=allow_approximate_encoding,
+                                                       allow_flag=API_ALLOW)
         return self._served[key]
 
     def batches(self, epoch: int, *, batch_size: int = 128, seed: int = 0, loss: str | None = None,
                 loss_opts: Mapping[str, Any] | None = None, view_policy: str = "cycle",
-                window: int = DEFAULT_WINDOW, num_workers: int = 0, pin_memory: bool = False) -> EpochLoader:
+                window: int = DEFAULT_WINDOW, num_workers: int = 0, pin_memory: bool = False,
+                allow_approximate_encoding: bool = False) -> EpochLoader:
         """The batches of ``epoch`` (1-based), in the order and views ``kdcache distill --seed SEED`` uses.
 
         ``loss`` / ``loss_opts`` choose which statistics each batch carries
-        (:attr:`DistillBatch.loss_inputs`); without ``loss`` a batch carries none. ``view_policy``
-        ``cycle`` shows view ``(epoch-1) mod V`` of every sample, ``random`` draws one per sample.
+        (:attr:`DistillBatch.loss_inputs`) and how a compact encoding is decoded for it; without
+        ``loss`` a batch carries none (and a ``topk``/``sample`` store is refused, see
+        :meth:`for_loss`). ``view_policy`` ``cycle`` shows view ``(epoch-1) mod V`` of every
+        sample, ``random`` draws one per sample. ``allow_approximate_encoding`` is
+        ``distill --allow-approximate-encoding``.
         """
         require_int("epoch", epoch, 1)
         require_int("batch_size", batch_size, 1)
@@ -153,7 +190,7 @@ class CachedStore:
         require_int("window", window, 1)
         require_int("num_workers", num_workers, 0)
         require_choice("view_policy", view_policy, VIEW_POLICIES)
-        teacher = self.for_loss(loss, loss_opts)
+        teacher = self.for_loss(loss, loss_opts, allow_approximate_encoding=allow_approximate_encoding)
         plan = epoch_plan(seed, epoch, self.num_samples, self.num_views, view_policy, window)
         return EpochLoader(self.dataset, CachedBatches(teacher.rows, plan, batch_size), teacher,
                            num_workers=num_workers, pin_memory=pin_memory)

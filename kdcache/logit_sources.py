@@ -30,7 +30,7 @@ import torch
 
 from kdcache import losses
 from kdcache.data import DataSource
-from kdcache.encodings.consume import check_consumption
+from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
 from kdcache.errors import KdcacheError, StoreMismatchError
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
@@ -110,6 +110,7 @@ class CachedLogits(LogitSource):
                  allow_approximate: bool = False) -> None:
         self.store = Store.open(store_path)  # read-only: distill can never change a store
         self.allow_approximate = allow_approximate  # --allow-approximate-encoding (kdcache.encodings.consume)
+        self.allow_flag = ALLOW_FLAG  # how the caller allows it, named in a refusal (the API has a keyword)
         self.name = self.store.require_complete(name)
         check_store_matches_data(self.store, source, self.name)
         self.seed = self.store.views.seed
@@ -120,13 +121,20 @@ class CachedLogits(LogitSource):
         self.render = Render.from_dict(card.render)
         self._serve(spec, hparams)
 
-    def for_loss(self, spec: losses.LossSpec, hparams: dict[str, Any]) -> CachedLogits:
+    def for_loss(self, spec: losses.LossSpec, hparams: dict[str, Any], *, allow_approximate: bool | None = None,
+                 allow_flag: str | None = None) -> CachedLogits:
         """The same opened store and teacher, serving the statistics of another loss (a sweep's runs).
 
         Each gets its own reader of exactly its loss's per-row statistics, as a single distill would;
-        a sweep reads the union of them once with :meth:`rows_for`.
+        a sweep reads the union of them once with :meth:`rows_for`. ``allow_approximate`` and
+        ``allow_flag`` (how the caller allows an inexact encoding, named in the refusal) default to
+        this source's.
         """
         other = copy.copy(self)
+        if allow_approximate is not None:
+            other.allow_approximate = allow_approximate
+        if allow_flag is not None:
+            other.allow_flag = allow_flag
         other._serve(spec, hparams)
         return other
 
@@ -155,7 +163,7 @@ class CachedLogits(LogitSource):
             return
         # Refuse an encoding the loss cannot use exactly (one line), or warn when allowed anyway.
         self.decode_temperature, warning = check_consumption(self.store.encoding(self.name), spec, hparams,
-                                                             self.allow_approximate)
+                                                             self.allow_approximate, self.allow_flag)
         if warning:
             console.print(f"[yellow]{warning}")
         for arg, wanted in spec.store_stats(hparams).items():

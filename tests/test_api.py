@@ -17,7 +17,8 @@ import torch
 
 import kdcache
 from kdcache.api import EpochLoader
-from kdcache.errors import KdcacheError
+from kdcache.errors import KdcacheError, UsageError
+from kdcache.store import Store
 from tests.cli_helpers import run_cli
 from tests.resume_helpers import assert_same_tensors
 
@@ -63,7 +64,9 @@ def test_the_doc_example_runs_a_few_steps_on_the_embedded_sample(tmp_path: Path,
 def test_the_doc_example_in_full_equals_kdcache_distill_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     precompute(tmp_path / "store.zarr", DATA, "--views", "3", "--recipe", RECIPE, "--encoding", "float32")
     monkeypatch.chdir(tmp_path)
-    code = doc_example().replace('"embedded,split=test"', repr(VAL))
+    example = doc_example()
+    assert '"embedded,split=test"' in example, "the example's validation data is no longer where this test sets it"
+    code = example.replace('"embedded,split=test"', repr(VAL))
     exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
     code_, text = run_cli("distill", tmp_path / "store.zarr", "--data", DATA, "--val-data", VAL, "--student",
                           "kdcache:tiny_cnn", "--loss", "nkd", "--loss-opt", "gamma=1.5", "--loss-opt",
@@ -118,3 +121,68 @@ def test_an_epoch_is_the_plan_distill_uses_and_replays(small_store: Path) -> Non
 def test_open_store_refuses_other_data(small_store: Path) -> None:
     with pytest.raises(KdcacheError, match="fingerprint|samples|classes"):
         kdcache.open_store(small_store, "synthetic:samples=256,classes=4,size=12,channels=1,seed=6")
+
+
+def test_a_second_live_iteration_is_refused_and_a_closed_one_replays(small_store: Path) -> None:
+    loader = kdcache.open_store(small_store).batches(1, batch_size=50)
+    live = iter(loader)
+    first = next(live)
+    with pytest.raises(UsageError, match="already being iterated"):
+        next(iter(loader))  # would take the rows the live iteration prefetched
+    live.close()
+    replay = next(iter(loader))
+    assert torch.equal(first.images, replay.images) and torch.equal(first.teacher_logits, replay.teacher_logits)
+    for _ in loader:
+        break  # an abandoned loop closes its iteration
+    assert len(list(loader)) == len(loader)
+
+
+@pytest.fixture(scope="module")
+def encoded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store with the float32 teacher and its topk:2, sample:8@2 and int8 re-encodings."""
+    out = tmp_path_factory.mktemp("api-enc") / "store.zarr"
+    precompute(out, DATA, "--views", "2", "--recipe", RECIPE, "--encoding", "float32")
+    for enc, name in (("topk:2", "top2"), ("sample:8@2", "s8"), ("int8", "q8")):
+        code, text = run_cli("convert", out, "--teacher-name", "tiny", "--encoding", enc, "--as", name)
+        assert code == 0, text
+    return out
+
+
+def rows_of(store_path: Path, teacher: str, batch: kdcache.api.DistillBatch, temperature: float) -> torch.Tensor:
+    """The batch's rows read straight from the store, decoded at ``temperature``."""
+    s = Store.open(store_path)
+    chunk_rows = s.grid.chunk_rows
+    out = []
+    for sample, view in zip(batch.samples.tolist(), batch.views.tolist(), strict=True):
+        chunk = s.read_logits_chunk(teacher, view, sample // chunk_rows, temperature=temperature)
+        out.append(torch.from_numpy(chunk[sample % chunk_rows]).float())
+    return torch.stack(out)
+
+
+def test_a_topk_store_is_decoded_for_the_loss_and_refused_without_one(encoded_store: Path) -> None:
+    store = kdcache.open_store(encoded_store, teacher_name="top2")
+    with pytest.raises(UsageError, match=r"topk:2.*pass loss=.*allow_approximate_encoding=True"):
+        store.batches(1, batch_size=32)
+    kd4 = next(iter(store.batches(1, batch_size=32, loss="kd", loss_opts={"temperature": 4})))
+    assert torch.equal(kd4.teacher_logits, rows_of(encoded_store, "top2", kd4, 4.0))  # distill's decode at T=4
+    t1 = next(iter(store.batches(1, batch_size=32, allow_approximate_encoding=True)))
+    assert torch.equal(t1.teacher_logits, rows_of(encoded_store, "top2", t1, 1.0))
+    assert not torch.equal(t1.teacher_logits, kd4.teacher_logits)  # the reason a loss must be named
+
+
+def test_a_sample_store_serves_kd_at_its_temperature_only(encoded_store: Path) -> None:
+    store = kdcache.open_store(encoded_store, teacher_name="s8")
+    with pytest.raises(UsageError, match="allow_approximate_encoding=True") as info:
+        store.batches(1, loss="nkd")
+    assert "--allow-approximate-encoding" not in str(info.value)  # the API's keyword, not the CLI's flag
+    with pytest.raises(UsageError, match="pass loss="):
+        store.batches(1)
+    kd = next(iter(store.batches(1, batch_size=16, loss="kd", loss_opts={"temperature": 2})))
+    assert torch.equal(kd.teacher_logits, rows_of(encoded_store, "s8", kd, 2.0))
+    approx = next(iter(store.batches(1, batch_size=16, loss="nkd", allow_approximate_encoding=True)))
+    assert approx.teacher_logits.shape == (16, 4)
+
+
+def test_an_int8_store_needs_no_loss(encoded_store: Path) -> None:
+    b = next(iter(kdcache.open_store(encoded_store, teacher_name="q8").batches(1, batch_size=32)))
+    assert torch.equal(b.teacher_logits, rows_of(encoded_store, "q8", b, 1.0))

@@ -100,6 +100,12 @@ class Encoding(ABC):
         """Whether the stored values are the logits themselves (float16/float32)."""
         return False
 
+    @property
+    def decode_depends_on_loss(self) -> bool:
+        """Whether the dense rows depend on the loss that reads them (its temperature, or whether it
+        may consume a sample): top-K's rebuilt tail and a sample's pseudo-logits do; float and int8 do not."""
+        return self.kind != "dense"
+
     def __str__(self) -> str:
         return self.spec
 

@@ -22,11 +22,12 @@ ALLOW_FLAG = "--allow-approximate-encoding"
 
 
 def check_consumption(encoding: Encoding, spec: LossSpec, hparams: Mapping[str, Any] | None,
-                      allow_approximate: bool = False) -> tuple[float, str | None]:
+                      allow_approximate: bool = False, flag: str = ALLOW_FLAG) -> tuple[float, str | None]:
     """The temperature to decode at for ``spec``, and a warning when an inexact combination is allowed.
 
     Raises :class:`UsageError` (one line) when ``spec`` cannot use ``encoding``
-    exactly and ``allow_approximate`` is False.
+    exactly and ``allow_approximate`` is False. ``flag`` is how the caller allows it (the CLI's
+    option, or the Python API's keyword), named in the message.
     """
     temperature = spec.read_temperature(hparams)
     if spec.accepts(encoding.kind, encoding.temperature, hparams):
@@ -35,7 +36,7 @@ def check_consumption(encoding: Encoding, spec: LossSpec, hparams: Mapping[str, 
     why = (f"loss {spec.name!r} reads the teacher at T={temperature:g}{how}, but a {encoding.spec} store "
            f"holds only a sample of softmax(t/{encoding.temperature:g})")
     if not allow_approximate:
-        raise UsageError(f"{why}: it accepts {spec.accepted_encodings(hparams)}; pass {ALLOW_FLAG} "
+        raise UsageError(f"{why}: it accepts {spec.accepted_encodings(hparams)}; pass {flag} "
                          "to train on the sample anyway (biased)")
-    return temperature, (f"warning: {why}; training on it anyway ({ALLOW_FLAG}): the loss and its gradient "
+    return temperature, (f"warning: {why}; training on it anyway ({flag}): the loss and its gradient "
                          "are biased approximations")

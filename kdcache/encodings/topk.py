@@ -79,6 +79,10 @@ class TopKEncoding(Encoding):
             "tail_lse": np.stack([logsumexp(b * tail) for b in BETAS], axis=1).astype(np.float32),
         }
 
+    @property
+    def decode_depends_on_loss(self) -> bool:
+        return True  # the rebuilt tail is the tail mass at the loss's temperature
+
     def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
                tail: str = "temperature") -> np.ndarray:
         """The dense-rebuild rule: the top K logits as stored, every other class one constant ``c``.
