@@ -190,6 +190,7 @@ def sweep(
     allow_approximate_encoding: Annotated[bool, typer.Option(
         "--allow-approximate-encoding", help="Train on a store encoding a run's loss cannot use exactly, with a "
                                              "warning (as distill's).")] = False,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
     from kdcache.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
@@ -200,7 +201,7 @@ def sweep(
         init_seeds=list(init_seed) if init_seed else [seed], epochs=epochs, out=out, teacher_name=teacher_name,
         batch_size=batch_size, workers=workers, optim=_optim(optimizer, lr, momentum, weight_decay, schedule, epochs),
         seed=seed, view_policy=value(view_policy), resume=resume, device=value(device),
-        allow_approximate_encoding=allow_approximate_encoding,
+        allow_approximate_encoding=allow_approximate_encoding, precision=value(precision),
     )
     typer.echo(format_result(run_sweep(cfg)))
 

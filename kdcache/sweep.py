@@ -32,16 +32,19 @@ What is shared, and why the result is still each single run's:
 
 A killed sweep resumes with ``--resume``: each student continues from its own
 last saved epoch (students may stop at different epochs; one that is ahead
-skips the epochs it already trained).
+skips the epochs it already trained). ``OUT/sweep.json`` records the sweep;
+a resume may add runs and seeds but not drop or change any
+(:mod:`kdcache.sweep_records`, which also writes the leaderboard).
+
+Timing: a student's ``epoch_seconds`` is the wall time of the sweep's one
+pass over the epoch's data (loading, and every active student's steps, not
+evaluation or checkpoint writes), the same figure for every student of that
+epoch, and its ``samples_per_s`` is the epoch's samples over it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import re
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,16 +64,31 @@ from kdcache.distill import (
     parse_loss_opts,
     run_record,
 )
-from kdcache.engine import Engine, LoopSettings, OptimConfig, RunFiles, capture_rng, eval_loader, restore_rng
-from kdcache.engine import seed_everything, write_json_atomic
+from kdcache.engine import (
+    Engine,
+    LoopSettings,
+    OptimConfig,
+    RunFiles,
+    capture_rng,
+    eval_loader,
+    restore_rng,
+    seed_everything,
+)
 from kdcache.engine.config import require_int
-from kdcache.engine.records import write_text_atomic
+from kdcache.engine.loop import EpochTally
 from kdcache.errors import RunError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits
 from kdcache.prefetch import prefetch
 from kdcache.progress import console, make_progress, rate_text
 from kdcache.report import report_sweep
+from kdcache.sweep_records import (
+    check_resume,
+    leaderboard,
+    student_name,
+    write_leaderboard,
+    write_sweep_record,
+)
 from kdcache.views import ViewDataset
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -142,16 +160,17 @@ class SweepConfig:
     device: str = "cpu"
     micro_batch: int = 64
     allow_approximate_encoding: bool = False
+    precision: str = "fp32"  # autocast of forward passes, as distill's --precision: fp32 (none), bf16, fp16
 
     def student_config(self, run: SweepRun, init_seed: int) -> DistillConfig:
         """The config of the single ``distill`` run this student equals."""
         return DistillConfig(
             data=self.data, val_data=self.val_data, student=self.student, loss=run.loss, epochs=self.epochs,
-            out=Path(self.out) / f"{run.name}-s{init_seed}", store=self.store, teacher_name=self.teacher_name,
+            out=Path(self.out) / student_name(run.name, init_seed), store=self.store, teacher_name=self.teacher_name,
             loss_opts=dict(run.loss_opts), batch_size=self.batch_size, workers=self.workers, optim=self.optim,
             seed=self.seed, init_seed=init_seed, view_policy=self.view_policy, window=self.window,
             resume=self.resume, device=self.device, micro_batch=self.micro_batch,
-            allow_approximate_encoding=self.allow_approximate_encoding,
+            allow_approximate_encoding=self.allow_approximate_encoding, precision=self.precision,
         )
 
     def check(self) -> None:
@@ -199,8 +218,18 @@ def _check_out(cfg: SweepConfig) -> None:
         raise RunError(f"--out {out} is a file; sweep writes a directory, give a directory path")
     if not cfg.resume and out.exists() and any(out.iterdir()):
         raise RunError(f"{out} already holds files; pass --resume to continue that sweep, or choose a new --out")
-    if cfg.resume and not (out / "sweep.json").exists():
-        raise RunError(f"--resume: {out} holds no sweep to resume (no sweep.json); drop --resume to start one")
+    if cfg.resume:
+        check_resume(cfg)  # the same sweep (runs and seeds may be added), or one line naming what differs
+
+
+def _check_new_run_dir(out: Path) -> None:
+    """Refuse a new student's directory that ``_prepare_run_dir(resume=False)`` would refuse, before any write."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file where the sweep would write a student's run directory; "
+                       "move it away, or use a new --out")
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} already holds files but no run.json (not a run this sweep can continue); "
+                       "move it away, or use a new --out")
 
 
 def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], CachedLogits, ViewDataset]:
@@ -235,6 +264,8 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
             scfg = cfg.student_config(run, init_seed)
             # A student added to a sweep being resumed (or never started) starts fresh.
             scfg.resume = cfg.resume and (Path(scfg.out) / "run.json").exists()
+            if not scfg.resume:
+                _check_new_run_dir(Path(scfg.out))
             seed_everything(init_seed)  # exactly as distill: seed, then build student and extra networks
             task = _DistillTask(scfg, spec, hparams, teacher, source, device)
             record, args = run_record(scfg, dict(inputs), teacher, task, device)
@@ -243,11 +274,9 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
         if scfg.resume:  # read-only: the same run as before, or one error naming the differences
             _prepare_run_dir(Path(scfg.out), record, resume=True)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(cfg.out) / "sweep.json", {
-        "kind": "kdcache-sweep", "runs": [{"name": r.name, "loss": r.loss, "loss_opts": r.loss_opts} for r in cfg.runs],
-        "init_seeds": cfg.init_seeds, "students": [f"{r.name}-s{s}" for r in cfg.runs for s in cfg.init_seeds]})
+    write_sweep_record(cfg)
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
-                            optim=cfg.optim)
+                            optim=cfg.optim, precision=cfg.precision)
     val = _shared_val(eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers),
                       len(val_source))
     students = []
@@ -309,7 +338,7 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
                                 pin_memory=device.type == "cuda", generator=torch.Generator())
             bar_id = bar.add_task(f"epoch {epoch}/{cfg.epochs} ({len(active)} students)", total=len(dataset), rate="")
             tallies = [s.engine.begin_epoch(epoch) for s in active]
-            t0, seen = time.perf_counter(), 0
+            t0, seen = time.perf_counter(), 0  # the clock of the shared pass
             for batch in loader if cfg.workers else prefetch(loader):
                 cached = next(side)
                 extra = [(next(rows_of), members) for rows_of, members in others]
@@ -326,72 +355,37 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
                 seen += len(batch["label"])
                 bar.update(bar_id, advance=len(batch["label"]),
                            rate=rate_text(seen, time.perf_counter() - t0, "samples"))
+            pass_seconds = time.perf_counter() - t0
             bar.remove_task(bar_id)
             for rows_of, _members in others:
                 rows_of.close()  # stops its read-ahead thread
-            for s, tally in zip(active, tallies, strict=True):
-                restore_rng(s.rng)
-                s.engine.end_epoch(tally, progress=False)
-                s.rng = capture_rng()
+            _end_epochs(active, tallies, pass_seconds)
             if progress:
                 best = max(active, key=lambda s: s.engine.history[-1]["val_top1"])
                 console.print(f"epoch {epoch}: {len(active)} students trained; best val top-1 "
                               f"{best.engine.history[-1]['val_top1']:.2%} ({best.run.name}-s{best.init_seed})")
     results = [finish_run(Path(s.cfg.out), s.task, s.engine.history, t_start) for s in students]
-    board = leaderboard(students)
-    _write_leaderboard(Path(cfg.out), board)
+    board = leaderboard([(s.run, s.init_seed, s.engine.history) for s in students])
+    write_leaderboard(Path(cfg.out), board)
     result = SweepResult(out=Path(cfg.out), students=results, board=board, seconds=time.perf_counter() - t_start)
     # The sweep's report (plots and a page) is written here, once every student has finished.
     report_sweep(cfg.out, [Path(s.cfg.out) for s in students], cfg.store, cfg.teacher_name)
     return result
 
 
-def leaderboard(students: list[_Student]) -> list[dict[str, Any]]:
-    """One row per student, best final validation top-1 first (ties: run order, then seed)."""
-    rows = []
-    for i, s in enumerate(students):
-        final = s.engine.history[-1] if s.engine.history else {}
-        rows.append({"student": f"{s.run.name}-s{s.init_seed}", "run": s.run.name, "loss": s.run.loss,
-                     "loss_opts": s.run.loss_opts, "init_seed": s.init_seed, "epochs": final.get("epoch", 0),
-                     "val_top1": final.get("val_top1", math.nan), "val_top5": final.get("val_top5", math.nan),
-                     "train_loss": final.get("train_loss", math.nan), "order": i})
-    rows.sort(key=lambda r: (-r["val_top1"], r["order"]))
-    for rank, r in enumerate(rows, 1):
-        r["rank"] = rank
-        del r["order"]
-    return rows
+def _end_epochs(active: list[_Student], tallies: list[EpochTally], pass_seconds: float) -> None:
+    """End the epoch of every active student, each recording ``pass_seconds`` as its epoch's time.
 
-
-def _mean_std(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else ""
-    return f"{mean:.2%}{spread}"
-
-
-def _write_leaderboard(out: Path, board: list[dict[str, Any]]) -> None:
-    """``leaderboard.csv`` (one row per student) and ``leaderboard.md`` (students, then runs over seeds)."""
-    columns = ["rank", "student", "run", "loss", "loss_opts", "init_seed", "epochs", "val_top1", "val_top5",
-               "train_loss"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for r in board:
-        writer.writerow({**r, "loss_opts": " ".join(f"{k}={v}" for k, v in r["loss_opts"].items())})
-    write_text_atomic(out / "leaderboard.csv", buf.getvalue())
-    lines = ["# Sweep leaderboard", "", "| rank | student | loss | options | init seed | epochs | val top-1 | "
-             "val top-5 | train loss |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in board:
-        opts = ", ".join(f"{k}={v}" for k, v in r["loss_opts"].items()) or "defaults"
-        lines.append(f"| {r['rank']} | {r['student']} | {r['loss']} | {opts} | {r['init_seed']} | {r['epochs']} | "
-                     f"{r['val_top1']:.2%} | {r['val_top5']:.2%} | {r['train_loss']:.4f} |")
-    by_run: dict[str, list[float]] = {}
-    for r in board:
-        by_run.setdefault(r["run"], []).append(r["val_top1"])
-    lines += ["", "Per run, over init seeds (mean ± sample standard deviation):", "",
-              "| run | seeds | val top-1 |", "|---|---:|---:|"]
-    for name, values in sorted(by_run.items(), key=lambda kv: -statistics.fmean(kv[1])):
-        lines.append(f"| {name} | {len(values)} | {_mean_std(values)} |")
-    write_text_atomic(out / "leaderboard.md", "\n".join(lines) + "\n")
+    ``Engine.end_epoch`` times an epoch as ``perf_counter() - tally.t0``; ended one after another,
+    student k's clock would also run through the evaluations and checkpoint writes of students
+    0..k-1. Its ``t0`` is set so that it measures the shared pass instead, for every student alike
+    (timings only: nothing trained or evaluated depends on them).
+    """
+    for s, tally in zip(active, tallies, strict=True):
+        restore_rng(s.rng)
+        tally.t0 = time.perf_counter() - pass_seconds
+        s.engine.end_epoch(tally, progress=False)
+        s.rng = capture_rng()
 
 
 def format_result(result: SweepResult) -> str:

@@ -263,3 +263,188 @@ def test_a_seed_added_on_resume_trains_beside_the_finished_students(store: Path,
     assert_same_tensors(torch.load(out / "slkd-s3" / "final.pt", weights_only=True),
                         torch.load(single / "final.pt", weights_only=True))
     assert (out / "slkd-s3" / "steps.jsonl").read_text() == (single / "steps.jsonl").read_text()
+
+
+def student_args(store: Path, out: Path, runs: tuple[str, ...], *extra: object) -> list[object]:
+    """A sweep of some of RUNS over SEEDS (a student does not depend on which others train beside it)."""
+    return ["sweep", store, "--student", STUDENT, *COMMON, *(a for n in runs for a in ("--run", RUNS[n][0])),
+            *(a for s in SEEDS for a in ("--init-seed", s)), "--out", out, *extra]
+
+
+def assert_students_equal(a: Path, b: Path, students: list[str]) -> None:
+    for student in students:
+        assert_same_tensors(torch.load(a / student / "final.pt", weights_only=True),
+                            torch.load(b / student / "final.pt", weights_only=True))
+        assert without_timings(read_jsonl(a / student / "metrics.jsonl")) == \
+            without_timings(read_jsonl(b / student / "metrics.jsonl"))
+        assert (a / student / "steps.jsonl").read_text() == (b / student / "steps.jsonl").read_text()
+
+
+@pytest.mark.parametrize("stop_at", [
+    8 * 4 + 3 * 4 + 2,  # epoch 2, in its 4th batch after 2 of the 4 students stepped on it
+    5 * 4 + 1,  # epoch 1 (no student has saved a state yet), in its 6th batch
+])
+def test_a_sweep_interrupted_mid_epoch_resumes_to_the_bits_of_an_uninterrupted_one(
+        store: Path, swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: int) -> None:
+    # The fast, in-process twin of the SIGKILL test below: Ctrl-C inside a student's step, part-way
+    # through an epoch (8 batches of 32 per epoch, 4 students per batch), then --resume.
+    from kdcache.engine import Engine
+
+    out = tmp_path / "interrupted"
+    runs = ("kd-t2", "isats")
+    original = Engine.train_step
+    calls = [0]
+
+    def train_step(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] > stop_at:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "train_step", train_step)
+    code, text = run_cli(*student_args(store, out, runs))
+    assert code == 130, text
+    saved = stop_at // 32  # epochs every student finished before the interrupt
+    for d in (out / f"{n}-s{s}" for n in runs for s in SEEDS):
+        assert len(read_jsonl(d / "metrics.jsonl")) == saved
+        assert (d / "checkpoint.pt").exists() == (saved > 0)
+    monkeypatch.setattr(Engine, "train_step", original)
+    code, text = run_cli(*student_args(store, out, runs, "--resume"))
+    assert code == 0, text
+    assert_students_equal(out, swept, [f"{n}-s{s}" for n in runs for s in SEEDS])
+
+
+@pytest.mark.parametrize("drop, needle", [
+    ("run", "(isats-s1, isats-s2; missing --run isats)"),
+    ("seed", "(kd-t2-s2, isats-s2, slkd-s2; missing --init-seed 2)"),
+])
+def test_a_resume_that_drops_students_is_refused_before_anything_is_written(
+        store: Path, swept: Path, tmp_path: Path, drop: str, needle: str) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(swept, out)
+    before = (out / "sweep.json").read_bytes(), (out / "leaderboard.csv").read_bytes()
+    runs = [a for n, (spec, _) in RUNS.items() if not (drop == "run" and n == "isats") for a in ("--run", spec)]
+    seeds = ["--init-seed", 1] if drop == "seed" else [a for s in SEEDS for a in ("--init-seed", s)]
+    code, text = run_cli("sweep", store, "--student", STUDENT, *COMMON, *runs, *seeds, "--out", out, "--resume")
+    assert_one_line_error(code, text, "would drop", needle, "pass them again, or use a new --out")
+    assert ((out / "sweep.json").read_bytes(), (out / "leaderboard.csv").read_bytes()) == before
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"kd-t2": "kd-t2:kd:temperature=3"}, "run 'kd-t2' differs from the sweep's"),
+    ({"kd-t2": "kd-t2:nkd:temperature=2"}, "loss: 'kd' -> 'nkd'"),
+    ({"--lr": "0.2"}, "optim.lr: 0.1 -> 0.2"),
+    ({"--precision": "bf16"}, "precision: 'fp32' -> 'bf16'"),
+])
+def test_a_resume_with_changed_options_is_refused_in_one_line(store: Path, swept: Path, tmp_path: Path,
+                                                              change: dict[str, str], needle: str) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(swept, out)
+    before = (out / "sweep.json").read_bytes()
+    runs = [a for n, (spec, _) in RUNS.items() for a in ("--run", change.get(n, spec))]
+    common, extra = list(COMMON), []
+    for flag, v in change.items():
+        if flag in common:
+            common[common.index(flag) + 1] = v
+        elif flag.startswith("--"):
+            extra += [flag, v]
+    code, text = run_cli("sweep", store, "--student", STUDENT, *common, *runs, *extra,
+                         *(a for s in SEEDS for a in ("--init-seed", s)), "--out", out, "--resume")
+    assert_one_line_error(code, text, needle, "or use a new --out")
+    assert (out / "sweep.json").read_bytes() == before
+
+
+def test_a_run_added_on_resume_trains_beside_the_finished_students(store: Path, swept: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grown"
+    shutil.copytree(swept, out)
+    before = (out / "isats-s2" / "final.pt").read_bytes()
+    code, text = run_cli(*sweep_args(store, out, "--run", "kd-t4:kd:temperature=4", "--resume"))
+    assert code == 0, text
+    assert "8 students" in text, text
+    assert (out / "isats-s2" / "final.pt").read_bytes() == before  # finished students are not trained again
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["students"][-2:] == ["kd-t4-s1", "kd-t4-s2"]
+    with (out / "leaderboard.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 8
+    single = tmp_path / "single"
+    code, text = run_cli("distill", store, "--student", STUDENT, *COMMON, "--loss", "kd", "--loss-opt",
+                         "temperature=4", "--init-seed", 2, "--out", single)
+    assert code == 0, text
+    assert_same_tensors(torch.load(out / "kd-t4-s2" / "final.pt", weights_only=True),
+                        torch.load(single / "final.pt", weights_only=True))
+    assert (out / "kd-t4-s2" / "steps.jsonl").read_text() == (single / "steps.jsonl").read_text()
+
+
+def test_a_new_students_cluttered_directory_is_refused_before_anything_is_written(
+        store: Path, swept: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(swept, out)
+    (out / "kd-t4-s2").mkdir()
+    (out / "kd-t4-s2" / "notes.txt").write_text("not a run")
+    before = (out / "sweep.json").read_bytes()
+    code, text = run_cli(*sweep_args(store, out, "--run", "kd-t4:kd:temperature=4", "--resume"))
+    assert_one_line_error(code, text, "kd-t4-s2 already holds files but no run.json", "move it away")
+    assert (out / "sweep.json").read_bytes() == before
+    assert not (out / "kd-t4-s1").exists()
+
+
+def test_the_leaderboard_csv_round_trips_through_csv_and_json(swept: Path) -> None:
+    with (swept / "leaderboard.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    opts = {r["student"]: json.loads(r["loss_opts"]) for r in rows}
+    assert opts["isats-s1"] == {"grid": [1, 2, 4], "lam": 0.5}
+    assert opts["kd-t2-s2"] == {"temperature": 2}
+    assert opts["slkd-s1"] == {}
+    record = json.loads((swept / "sweep.json").read_text())
+    assert {r["name"]: r["loss_opts"] for r in record["runs"]} == \
+        {r["run"]: json.loads(r["loss_opts"]) for r in rows}
+
+
+def test_a_bf16_sweep_student_equals_its_single_bf16_distill_run(store: Path, swept: Path, tmp_path: Path) -> None:
+    code, text = run_cli("sweep", store, "--student", STUDENT, *COMMON, "--run", RUNS["kd-t2"][0], "--init-seed", 1,
+                         "--precision", "bf16", "--out", tmp_path / "sweep")
+    assert code == 0, text
+    code, text = run_cli("distill", store, "--student", STUDENT, *COMMON, *RUNS["kd-t2"][1], "--init-seed", 1,
+                         "--precision", "bf16", "--out", tmp_path / "single")
+    assert code == 0, text
+    student, single = tmp_path / "sweep" / "kd-t2-s1", tmp_path / "single"
+    assert_same_tensors(torch.load(student / "final.pt", weights_only=True),
+                        torch.load(single / "final.pt", weights_only=True))
+    assert (student / "steps.jsonl").read_text() == (single / "steps.jsonl").read_text()
+    ra, rb = (json.loads((d / "run.json").read_text()) for d in (student, single))
+    assert ra["args"].pop("out") != rb["args"].pop("out")
+    assert ra == rb
+    assert ra["identity"]["precision"] == ra["distributed"]["precision"] == "bf16"
+    # bf16 did take effect: the fp32 student of the same run and seed ends elsewhere.
+    assert not torch.equal(torch.load(student / "final.pt", weights_only=True)["conv.weight"],
+                           torch.load(swept / "kd-t2-s1" / "final.pt", weights_only=True)["conv.weight"])
+    # One seed per run: the per-run line says n=1 and shows no spread.
+    assert "| kd-t2 | 1 | " in (page := (tmp_path / "sweep" / "leaderboard.md").read_text())
+    assert "(n=1, no spread) |" in page and "±" not in page.split("| run |")[1]
+
+
+def test_every_student_records_the_time_of_the_shared_pass(store: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each student's end of epoch (evaluation, logs, checkpoint) is made 0.2 s slower: a student's clock
+    # must not run through the ends of the students before it.
+    import time
+
+    from kdcache.engine import Engine
+
+    original = Engine.end_epoch
+
+    def end_epoch(self: Engine, tally, progress: bool = True):  # type: ignore[no-untyped-def]
+        row = original(self, tally, progress)
+        time.sleep(0.2)
+        return row
+
+    monkeypatch.setattr(Engine, "end_epoch", end_epoch)
+    code, text = run_cli("sweep", store, "--student", STUDENT, *COMMON, "--run", RUNS["kd-t2"][0],
+                         *(a for s in (1, 2, 3) for a in ("--init-seed", s)), "--out", tmp_path / "s")
+    assert code == 0, text
+    rows = [read_jsonl(tmp_path / "s" / f"kd-t2-s{s}" / "metrics.jsonl") for s in (1, 2, 3)]
+    for epoch in range(2):
+        seconds = [r[epoch]["epoch_seconds"] for r in rows]
+        assert max(seconds) - min(seconds) < 0.05, seconds
+        for r in rows:
+            assert r[epoch]["samples_per_s"] == pytest.approx(256 / r[epoch]["epoch_seconds"])
