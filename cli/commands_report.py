@@ -16,7 +16,9 @@ from kdcache_cli.options import StorageOpt, TeacherNameOpt, use_storage_options
 REPORT_EPILOG = (
     "Example:\n\n"
     "    kdcache report runs/ce-s0 runs/ce-s1 runs/kd-s0 runs/kd-s1 --store store.zarr --out report\n\n"
-    "Runs named NAME-sN (as sweep names them) are the seeds of method NAME: the page shows their mean ± std. "
+    "Runs named NAME-sN (as sweep names them) that record the same settings are the seeds of method NAME: the "
+    "page shows their mean ± std. Runs of one name that differ in more than their seeds are separate methods, "
+    "labelled by the difference (kd (temperature=2), kd (temperature=8)). "
     "Open OUT/report.md (or the PNGs in OUT)."
 )
 

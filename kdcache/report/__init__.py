@@ -7,17 +7,29 @@ quickstart`` and ``kdcache sweep`` call it on their own runs.
 
 from __future__ import annotations
 
-from kdcache.report.page import ReportResult, format_report, read_store_stats, report_sweep, store_has_stats, write_report
-from kdcache.report.runs import MethodSummary, RunRecord, load_run, load_runs, summarise
+from kdcache.report.page import (
+    ReportResult,
+    StoreFigures,
+    format_report,
+    read_store_stats,
+    remove_earlier_report,
+    report_sweep,
+    store_has_stats,
+    write_report,
+)
+from kdcache.report.runs import MethodSummary, RunRecord, grouping_notes, load_run, load_runs, summarise
 
 __all__ = [
     "MethodSummary",
     "ReportResult",
     "RunRecord",
+    "StoreFigures",
     "format_report",
+    "grouping_notes",
     "load_run",
     "load_runs",
     "read_store_stats",
+    "remove_earlier_report",
     "report_sweep",
     "store_has_stats",
     "summarise",

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdcache.errors import KdcacheError, StoreIncompleteError, UsageError
+from kdcache.errors import KdcacheError, StoreError, StoreIncompleteError, UsageError
 from kdcache.report import plots
-from kdcache.report.runs import MethodSummary, RunRecord, load_runs, summarise
+from kdcache.report.runs import MethodSummary, RunRecord, grouping_notes, load_runs, summarise
+
+if TYPE_CHECKING:
+    from kdcache.store import Store
 
 PAGE = "report.md"
+# Every file a report writes (the class tables by τ0, spelled as f"{tau0:g}"): removed from a reused --out first.
+_OWN_FILES = frozenset({PAGE, "curves.png", "final.png", "teacher_accuracy.png", "tau_star.png"})
+_CLASS_TABLE_FILE = re.compile(r"class_table_tau0-\d+(?:\.\d+)?(?:e[+-]\d+)?\.png")
 
 
 @dataclass
@@ -56,13 +63,38 @@ def _class_names(spec: str, num_classes: int) -> list[str]:
     return names if len(names) == num_classes else [str(c) for c in range(num_classes)]
 
 
+def _tau_counts(store: Store, name: str, entry: dict[str, Any]) -> dict[float, int]:
+    """Cached rows per grid temperature of the stored ISATS τ*, one chunk at a time (memory stays one chunk).
+
+    τ* is stored as float32, and a grid value such as 1.2 or 0.3 is no
+    float32: the rows are matched to the grid in float32 so that each grid
+    value counts its rows once (keyed by the grid value as recorded). A
+    value off the grid means the statistic does not fit its own record.
+    """
+    from kdcache.store.stat_io import RowStatReader
+
+    grid = [float(g) for g in entry.get("grid", [])]
+    grid32, first = np.unique(np.asarray(grid, dtype=np.float32), return_index=True)
+    counts = np.zeros(len(grid32), dtype=np.int64)
+    reader = RowStatReader(store, name, "isats_tau")
+    for view, chunk in store.iter_chunks():
+        values = np.asarray(reader.read_chunk(view, chunk), dtype=np.float32).ravel()
+        index = np.minimum(np.searchsorted(grid32, values), max(0, len(grid32) - 1))
+        off = values.size if not len(grid32) else int(np.count_nonzero(grid32[index] != values))
+        if off:
+            raise StoreError(f"{store.path}: {off} ISATS tau* value(s) of teacher {name!r} in view {view}, chunk "
+                             f"{chunk} are not on its grid {grid}; run `kdcache stats {store.path}` again")
+        counts += np.bincount(index, minlength=len(grid32))
+    return {grid[i]: int(c) for i, c in zip(first, counts)}
+
+
 def read_store_stats(path: str | Path, teacher: str | None = None) -> StoreFigures:
     """Read a store's statistics (written by ``kdcache stats``): checksum-verified, read-only.
 
     A store without statistics is one line saying to run ``kdcache stats``.
     """
     from kdcache.store import Store
-    from kdcache.store.stat_io import RowStatReader, listed, read_static
+    from kdcache.store.stat_io import listed, read_static
 
     store = Store.open(path)
     name = store.require_complete(teacher)
@@ -74,16 +106,7 @@ def read_store_stats(path: str | Path, teacher: str | None = None) -> StoreFigur
     if "accuracy" in entries:
         values, _ = read_static(store, name, "accuracy")
         accuracy = [float(v) for v in np.asarray(values).ravel()]
-    tau_counts = None
-    if "isats_tau" in entries:
-        grid = [float(g) for g in entries["isats_tau"].get("grid", [])]
-        counts = {g: 0 for g in grid}
-        reader = RowStatReader(store, name, "isats_tau")
-        for view, chunk in store.iter_chunks():  # one chunk at a time: memory stays one chunk
-            values, k = np.unique(reader.read_chunk(view, chunk), return_counts=True)
-            for v, c in zip(values, k):
-                counts[float(v)] = counts.get(float(v), 0) + int(c)
-        tau_counts = counts
+    tau_counts = _tau_counts(store, name, entries["isats_tau"]) if "isats_tau" in entries else None
     tables: dict[float, np.ndarray] = {}
     if "class_table" in entries:
         data, attrs = read_static(store, name, "class_table")
@@ -102,9 +125,26 @@ def _table(summaries: Sequence[MethodSummary], baseline: str | None) -> list[str
              "|---|---|---|---|---|---|"]
     for s in sorted(summaries, key=lambda s: -s.mean):
         delta = f"{100 * (s.mean - base.mean):+.2f}" if base is not None else "n/a"
-        lines.append(f"| {s.group} | {s.loss} | {_opts_text(s.loss_opts)} | {len(s.finals)} | "
-                     f"{100 * s.mean:.2f} ± {100 * s.std:.2f} | {delta} |")
+        # One run has no known spread: "± 0.00" would read as none.
+        top1 = f"{100 * s.mean:.2f} (n=1)" if s.std is None else f"{100 * s.mean:.2f} ± {100 * s.std:.2f}"
+        lines.append(f"| {s.group} | {s.loss} | {_opts_text(s.loss_opts)} | {s.n} | {top1} | {delta} |")
     return lines
+
+
+def remove_earlier_report(out: Path) -> list[Path]:
+    """Delete the files an earlier report wrote in ``out``, so that no stale figure sits beside the new page.
+
+    Only names this module writes are removed (``report.md``, the fixed
+    PNGs, ``class_table_tau0-T.png`` with a number T); any other file in
+    ``out`` is the user's and stays.
+    """
+    removed = []
+    for path in sorted(out.iterdir()):
+        own = path.name in _OWN_FILES or _CLASS_TABLE_FILE.fullmatch(path.name) is not None
+        if own and (path.is_file() or path.is_symlink()):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_report(
@@ -123,11 +163,14 @@ def write_report(
     (``final.png``); for a store, the teacher's accuracy per view
     (``teacher_accuracy.png``), the histogram of ISATS τ*
     (``tau_star.png``) and one heat map per FGCR class table
-    (``class_table_tau0-T.png``). A method is a group of run directories
-    named ``NAME-sN`` (see :mod:`kdcache.report.runs`). ``baseline`` names
-    the group the page compares against (CE by default) when present.
+    (``class_table_tau0-T.png``). A method is the run directories named
+    ``NAME-sN`` that recorded the same settings but for their seeds; runs
+    of one name that differ are split into methods labelled by the
+    difference (see :mod:`kdcache.report.runs`). ``baseline`` names the
+    method the page compares against (CE by default) when present.
     Nothing is written before every input has been read, so a bad input
-    leaves ``out`` as it was.
+    leaves ``out`` as it was; then the files of an earlier report in ``out``
+    are removed (see :func:`remove_earlier_report`).
     """
     records: list[RunRecord] = load_runs(runs) if runs else []
     figures_data = read_store_stats(store, teacher) if store is not None else None
@@ -137,16 +180,21 @@ def write_report(
     if out.exists() and not out.is_dir():
         raise KdcacheError(f"--out {out} exists and is not a directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    remove_earlier_report(out)
     result = ReportResult(out=out, page=out / PAGE)
     page = [f"# {title}", ""]
     if records:
         result.summaries = summarise(records)
         base = baseline if any(s.group == baseline for s in result.summaries) else None
-        result.figures["curves"] = plots.accuracy_curves(records, out / "curves.png")
+        result.figures["curves"] = plots.accuracy_curves(result.summaries, out / "curves.png")
         result.figures["final"] = plots.final_accuracy(result.summaries, out / "final.png", base)
         unfinished = [r.name for r in records if not r.finished]
         page += ["## Students", "", *_table(result.summaries, base), "",
-                 "Mean ± sample standard deviation over the runs of each method (its seeds).", ""]
+                 ("Mean ± sample standard deviation over the runs of each method (its seeds); "
+                  "a method of one run shows its accuracy and n=1."), ""]
+        for note in grouping_notes(result.summaries):
+            result.notes.append(note)
+            page += [note, ""]
         if unfinished:
             note = f"Still running (last logged epoch shown): {', '.join(unfinished)}."
             result.notes.append(note)

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # headless: the report is files, never a window (must pre
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kdcache.report.runs import MethodSummary, RunRecord  # noqa: E402
+from kdcache.report.runs import MethodSummary  # noqa: E402
 
 DPI = 110
 
@@ -33,33 +33,36 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def accuracy_curves(runs: Sequence[RunRecord], path: Path) -> Path:
-    """Validation top-1 per epoch, one line per run, one colour per method (seeds share it)."""
-    groups = list(dict.fromkeys(r.group for r in runs))
-    colour = _colours(groups)
+def accuracy_curves(methods: Sequence[MethodSummary], path: Path) -> Path:
+    """Validation top-1 per epoch, one line per run, one colour per method (its seeds share it)."""
+    colour = _colours([m.group for m in methods])
     fig, ax = plt.subplots(figsize=(8, 5))
-    labelled: set[str] = set()
-    for r in runs:
-        ax.plot(r.epochs, [100 * a for a in r.val_top1], marker="o", markersize=3, linewidth=1.2,
-                color=colour[r.group], label=None if r.group in labelled else r.group, alpha=0.85)
-        labelled.add(r.group)
+    for m in methods:
+        for i, r in enumerate(m.runs):
+            ax.plot(r.epochs, [100 * a for a in r.val_top1], marker="o", markersize=3, linewidth=1.2,
+                    color=colour[m.group], label=m.group if i == 0 else None, alpha=0.85)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Validation accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7, ncol=2 if len(groups) > 8 else 1, loc="lower right")
+    ax.legend(fontsize=7, ncol=2 if len(methods) > 8 else 1, loc="lower right")
     return _save(fig, path)
 
 
 def final_accuracy(summaries: Sequence[MethodSummary], path: Path, baseline: str | None = None) -> Path:
-    """Final top-1 per method: a bar at the mean, an error bar of one std, a dot per seed; sorted by mean."""
+    """Final top-1 per method: a bar at the mean, an error bar of one std (none for one run), a dot per seed."""
     order = sorted(summaries, key=lambda s: s.mean)
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.9 + 0.32 * len(order))))
     y = np.arange(len(order))
     means = [100 * s.mean for s in order]
     colours = ["tab:grey" if s.group == baseline else "tab:blue" for s in order]
-    ax.barh(y, means, xerr=[100 * s.std for s in order], color=colours, alpha=0.6, capsize=3)
+    ax.barh(y, means, color=colours, alpha=0.6)
+    # One run has no error bar: its spread is unknown, and a zero-length bar would read as none.
+    spread = [(i, 100 * s.std) for i, s in enumerate(order) if s.std is not None]
+    if spread:
+        ax.errorbar([means[i] for i, _ in spread], [i for i, _ in spread], xerr=[e for _, e in spread],
+                    fmt="none", ecolor="black", elinewidth=1, capsize=3)
     for i, s in enumerate(order):
         ax.scatter([100 * f for f in s.finals], [i] * len(s.finals), color="black", s=9, zorder=3)
         ax.text(100 * max(s.finals), i, f"  {100 * s.mean:.2f}", va="center", fontsize=7)
@@ -94,19 +97,28 @@ def accuracy_per_view(accuracy: Sequence[float], path: Path, teacher: str) -> Pa
     return _save(fig, path)
 
 
-def tau_star_histogram(counts: dict[float, int], path: Path) -> Path:
+def tau_star_bars(counts: Mapping[float, int]) -> list[tuple[str, int, float]]:
+    """The bars of the τ* histogram: (label, rows, share in %) per grid temperature, in increasing order.
+
+    Labels are the shortest float32 spelling, the dtype τ* is stored in, so
+    each grid value has one bar and its label reads as given (1.2, not
+    1.2000000476837158).
+    """
+    total = sum(counts.values())
+    return [(str(np.float32(g)).removesuffix(".0"), int(counts[g]), 100 * counts[g] / total if total else 0.0)
+            for g in sorted(counts)]
+
+
+def tau_star_histogram(counts: Mapping[float, int], path: Path) -> Path:
     """Share of cached rows whose ISATS τ* is each grid temperature."""
-    grid = sorted(counts)
-    total = max(1, sum(counts.values()))
+    bars = tau_star_bars(counts)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    labels = [f"{g:g}" for g in grid]
-    shares = [100 * counts[g] / total for g in grid]
-    ax.bar(labels, shares, color="tab:purple", alpha=0.7)
-    for i, s in enumerate(shares):
-        ax.text(i, s, f"{s:.1f}%", ha="center", va="bottom", fontsize=8)
+    ax.bar([b[0] for b in bars], [b[2] for b in bars], color="tab:purple", alpha=0.7)
+    for i, (_, _, share) in enumerate(bars):
+        ax.text(i, share, f"{share:.1f}%", ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("τ* (grid temperature)")
     ax.set_ylabel("cached rows (%)")
-    ax.set_title(f"ISATS τ* over {total:,} cached rows")
+    ax.set_title(f"ISATS τ* over {sum(b[1] for b in bars):,} cached rows")
     return _save(fig, path)
 
 
