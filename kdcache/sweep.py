@@ -376,15 +376,14 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
 def _end_epochs(active: list[_Student], tallies: list[EpochTally], pass_seconds: float) -> None:
     """End the epoch of every active student, each recording ``pass_seconds`` as its epoch's time.
 
-    ``Engine.end_epoch`` times an epoch as ``perf_counter() - tally.t0``; ended one after another,
+    By default ``Engine.end_epoch`` times an epoch from its tally's start; ended one after another,
     student k's clock would also run through the evaluations and checkpoint writes of students
-    0..k-1. Its ``t0`` is set so that it measures the shared pass instead, for every student alike
-    (timings only: nothing trained or evaluated depends on them).
+    0..k-1. So every student records the shared pass instead (timings only: nothing trained or
+    evaluated depends on them).
     """
     for s, tally in zip(active, tallies, strict=True):
         restore_rng(s.rng)
-        tally.t0 = time.perf_counter() - pass_seconds
-        s.engine.end_epoch(tally, progress=False)
+        s.engine.end_epoch(tally, progress=False, seconds=pass_seconds)
         s.rng = capture_rng()
 
 

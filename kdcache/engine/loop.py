@@ -217,10 +217,14 @@ class Engine:
         tally.add(total, values)
         return values
 
-    def end_epoch(self, tally: EpochTally, progress: bool = True) -> dict[str, Any]:
-        """Step the schedules, evaluate, append the logs and save the state (in that order)."""
+    def end_epoch(self, tally: EpochTally, progress: bool = True, seconds: float | None = None) -> dict[str, Any]:
+        """Step the schedules, evaluate, append the logs and save the state (in that order).
+
+        ``seconds`` is the epoch's training time when the caller measured it (a sweep's one pass
+        shared by its students); by default the time since ``tally`` started.
+        """
         s = self.settings
-        seconds = time.perf_counter() - tally.t0
+        seconds = time.perf_counter() - tally.t0 if seconds is None else seconds
         for sched in self.schedulers:
             sched.step()
         model = self.task.modules[self.task.evaluated]
