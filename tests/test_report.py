@@ -402,3 +402,21 @@ def test_a_reused_out_keeps_no_stale_figure_and_no_user_file_is_removed(workdir:
     assert all((out / name).read_text() == "the user's" for name in mine)
     page = (out / "report.md").read_text()
     assert set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)) == {"curves.png", "final.png"}
+
+
+def test_stats_counts_tau_star_under_each_grid_value_even_when_float32_cannot_hold_it(
+        grid_store: Path, tmp_path: Path) -> None:
+    from kdcache.stats.compute import format_stats
+
+    copy = tmp_path / "grid.zarr"
+    shutil.copytree(grid_store, copy)
+    result = compute_stats(copy, tau0=[1.0], grid=GRID, progress=False)
+    assert list(result.tau_star_histogram) == GRID  # 1.2 and 0.3 once each, never beside their float32 twins
+    s = Store.open(copy)
+    name = s.require_complete(None)
+    stored = np.asarray(open_stat(s, name, "isats_tau")[...]).ravel()
+    want = {float(v): int(n) for v, n in zip(*np.unique(stored, return_counts=True))}
+    assert sorted(result.tau_star_histogram.values()) == sorted(want.values())
+    assert sum(result.tau_star_histogram.values()) == s.num_views * s.num_samples
+    line = format_stats(result)
+    assert line.count("τ*=1.2:") == 1 and line.count("τ*=0.3:") == 1, line

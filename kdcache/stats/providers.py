@@ -23,6 +23,9 @@ class _TauAcc(Accumulator):
         self.grid = grid
         self.name = writer_name
         self.hist: dict[float, int] = {g: 0 for g in grid}
+        # τ* is stored (and searched) in float32: a grid value float32 cannot hold exactly (1.2)
+        # comes back as its float32 neighbour, which must count under the grid value, not beside it.
+        self._grid_of = {float(np.float32(g)): g for g in grid}
         self.chunks: list[tuple[int, int, np.ndarray]] = []
         self.writer: StatWriter | None = None
 
@@ -37,7 +40,10 @@ class _TauAcc(Accumulator):
         self.writer.write_rows(self.name, view, chunk, tau)
         values, counts = np.unique(tau, return_counts=True)
         for value, k in zip(values, counts):
-            self.hist[float(value)] = self.hist.get(float(value), 0) + int(k)
+            g = self._grid_of.get(float(value))
+            if g is None:
+                raise KdcacheError(f"ISATS tau* {float(value)} is not on the grid {self.grid} (a kdcache bug)")
+            self.hist[g] += int(k)
 
     def finish(self, writer: StatWriter) -> dict[str, Any]:
         return {"grid": self.grid}
