@@ -218,8 +218,7 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
     if cfg.store is not None:
         cached = CachedLogits(cfg.store, cfg.teacher_name, source, spec, hparams,
                               allow_approximate=cfg.allow_approximate_encoding)
-        return cached, {"store_manifest_hash": cached.manifest_hash(),
-                        "store_input_hash": cached.input_hash()}
+        return cached, store_inputs(cached)
     # What the loss declares it cannot do without (an optional statistic is computed from the batch).
     required = [k for k in spec.store_stats(hparams) if spec.stats.get(k, {}).get("required", True)]
     if required:
@@ -228,7 +227,34 @@ def _open_teacher(cfg: DistillConfig, source: DataSource, spec: losses.LossSpec,
     online = OnlineLogits(cfg, source, device)  # prints the recipe it chose when --recipe is not given
     # The teacher's card holds its weights' SHA-256, compared instead of their path (the file may move).
     card = {k: v for k, v in online.card.items() if k != "weights"}
-    return online, {"store_manifest_hash": None, "store_input_hash": None, "teacher_input_hash": canonical_hash(card)}
+    return online, {"store_manifest_hash": None, "store_input_hash": None, "teacher_input_hash": canonical_hash(card),
+                    "teacher_input": card}
+
+
+def store_inputs(cached: CachedLogits) -> dict[str, Any]:
+    """What a cached run's record says about the store it reads: hashes to compare on ``--resume``, and
+    the record they hash (``store_input``), so that a refusal can name what changed."""
+    return {"store_manifest_hash": cached.manifest_hash(), "store_input_hash": cached.input_hash(),
+            "store_input": cached.input_record()}
+
+
+# A changed input names at most this many of its changed fields (a whole other teacher changes many).
+_MAX_LISTED = 6
+
+
+def _input_changes(previous: dict[str, Any], record: dict[str, Any], key: str) -> str:
+    """The fields of input ``key`` (store_input, teacher_input) that changed, or the kinds that may have
+    (a run recorded by an older kdcache holds only the hash)."""
+    if isinstance(previous.get(key), dict) and isinstance(record.get(key), dict):
+        # Named fields as `field: then -> now`; the chunk checksums (one hash of them all) last, in words.
+        changed = diff_args({k: v for k, v in previous[key].items() if k != "chunks"},
+                            {k: v for k, v in record[key].items() if k != "chunks"})
+        if previous[key].get("chunks") != record[key].get("chunks"):
+            changed.append("the logits' or views' chunk checksums")
+        if changed:
+            more = len(changed) - _MAX_LISTED
+            return "; ".join(changed[:_MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
+    return "other views, logits, statistics or teacher weights"
 
 
 def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
@@ -259,10 +285,10 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
     if changed:
         raise RunError(f"--resume: the data of the run in {out} changed under the same spec ({', '.join(changed)} "
                        "differs); restore that data to continue, or start a new run with another --out")
-    for key in ("store_input_hash", "teacher_input_hash"):
+    for key, what in (("store_input_hash", "store_input"), ("teacher_input_hash", "teacher_input")):
         if previous.get(key) != record.get(key):
             raise RunError(f"--resume: the teacher data this run reads changed since the run in {out} started "
-                           "(other views, logits, statistics or teacher weights); start a new run with another --out")
+                           f"({_input_changes(previous, record, what)}); start a new run with another --out")
 
 
 def with_init_seed(cfg: DistillConfig) -> DistillConfig:

@@ -192,18 +192,22 @@ class CachedLogits(LogitSource):
         """Hash of the whole manifest (recorded by a run, for the curious)."""
         return _hash(self.store.manifest.to_dict())
 
-    def input_hash(self) -> str:
-        """Hash of what this run reads from the store: data, views, this teacher's logits and statistics.
+    def input_record(self) -> dict[str, Any]:
+        """What this run reads from the store: data, views, this teacher's logits and statistics (JSON).
 
-        The logits enter by their chunk checksums. Adding another teacher to a
-        shared store, or re-running `kdcache stats` to the same result, leaves
-        it unchanged, so `--resume` still works.
+        The logits and views enter by their chunk checksums (one SHA-256 of them all). Adding another
+        teacher to a shared store, or re-running `kdcache stats` to the same result, leaves it
+        unchanged, so `--resume` still works; a run records it to name what changed when it does not.
         """
         s = self.store
         sums = np.asarray(s.logit_checksums(self.name)[:]).tobytes() + np.asarray(s.view_checksums()[:]).tobytes()
-        return _hash({"dataset": s.dataset.identity(), "views": s.views.identity(),
-                      "teacher": s.card(self.name).identity(), "stats": self._read,
-                      "chunks": hashlib.sha256(sums).hexdigest()})
+        return copy.deepcopy({"dataset": s.dataset.identity(), "views": s.views.identity(),
+                              "teacher": s.card(self.name).identity(), "stats": self._read,
+                              "chunks": hashlib.sha256(sums).hexdigest()})
+
+    def input_hash(self) -> str:
+        """Hash of :meth:`input_record` (what a resumed run compares)."""
+        return _hash(self.input_record())
 
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if rows is None:

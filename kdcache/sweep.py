@@ -63,6 +63,7 @@ from kdcache.distill import (
     finish_run,
     parse_loss_opts,
     run_record,
+    store_inputs,
 )
 from kdcache.engine import (
     Engine,
@@ -250,8 +251,7 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
                    else base.for_loss(spec, hparams))
         base = base or teacher
         resolved.append((run, spec, hparams, teacher, {
-            "store_manifest_hash": teacher.manifest_hash(), "store_input_hash": teacher.input_hash(),
-            **fingerprints}))
+            **store_inputs(teacher), **fingerprints}))
     if base is None:  # cfg.check() refuses an empty list of runs; this keeps the type checker honest
         raise UsageError("give at least one --run NAME:LOSS[:key=value,...]")
     if cfg.view_policy is not None and base.num_views == 1:
