@@ -48,6 +48,17 @@ def default_name(source: str, spec: str) -> str:
     return f"{source}_{re.sub(r'[^A-Za-z0-9]+', '', spec.replace('@', 'at'))}"
 
 
+def encode_from_source(stored: np.ndarray, enc: encodings.Encoding, rows: encodings.Rows) -> dict[str, np.ndarray]:
+    """The parts convert writes for ``rows``, given the float source's rows as stored (float16 or float32).
+
+    The stored values are cast to float32, as precompute hands the teacher's
+    output to the encoder, and encoded; so a float16 source's rounding is part
+    of what is encoded. ``verify --replay`` rebuilds a converted teacher's
+    parts through this same function, so the two cannot drift apart.
+    """
+    return enc.encode(np.asarray(stored, dtype=np.float32), rows)
+
+
 def convert(path: str | os.PathLike[str] | Location, *, teacher: str | None, encoding: str,
             new_name: str | None = None, progress: bool = True) -> ConvertResult:
     """Re-encode teacher ``teacher`` of the store at ``path`` as ``encoding`` into teacher ``new_name``."""
@@ -94,10 +105,9 @@ def convert(path: str | os.PathLike[str] | Location, *, teacher: str | None, enc
             task = bar.add_task(f"convert {source} -> {name}", total=rows_pending, rate="")
             for v, j in pending:
                 start, stop = grid.bounds(j)
-                # float32, as precompute hands the teacher's output to the encoder.
-                logits = np.asarray(store.read_logits_chunk(source, v, j), dtype=np.float32)
                 rows = encodings.Rows(seed=store.views.seed, view=v, samples=np.arange(start, stop), teacher=name)
-                store.write_chunk(name, v, j, enc.encode(logits, rows), None)
+                store.write_chunk(name, v, j, encode_from_source(store.read_logits_chunk(source, v, j), enc, rows),
+                                  None)
                 done += stop - start
                 bar.update(task, advance=stop - start, rate=rate_text(done, time.perf_counter() - t0, "rows"))
         seconds = time.perf_counter() - t0

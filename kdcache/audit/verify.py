@@ -15,6 +15,12 @@ precompute scored it, and compares values:
   encoding itself) plus 1e-4 times the row's largest |logit| (other kernels'
   float32 round-off, with margin).
 
+A teacher made by ``kdcache convert`` is replayed the way convert made it:
+the replayed logits are encoded as its float source stores them (float16
+rounds), and those values are encoded by :func:`kdcache.convert.encode_from_source`,
+the function convert writes with (following a chain of converts back to the
+teacher precompute ran).
+
 Any mismatch fails, naming the first (sample, view).
 """
 
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 
 from kdcache import encodings
+from kdcache.convert import encode_from_source
 from kdcache.data import open_data
 from kdcache.errors import StoreMismatchError
 from kdcache.models import run_model, sha256_file
@@ -116,6 +123,55 @@ def _teacher(store: Store, name: str, card: TeacherCard, weights: str | None) ->
     return model
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One encoding on the way from the teacher's float32 output to a teacher's stored parts."""
+
+    name: str  # the teacher it wrote (a sample encoding keys its draws by it)
+    encoding: encodings.Encoding
+    converted: bool  # written by ``kdcache convert`` from the previous step's stored values
+
+
+def _encoding_chain(store: Store, teacher: str) -> list[_Step]:
+    """How ``teacher``'s parts were made: the teacher precompute ran first, then each convert, in order."""
+    chain: list[_Step] = []
+    name: str | None = teacher
+    while name is not None:
+        if any(step.name == name for step in chain):
+            raise StoreMismatchError(f"teacher {teacher!r} records a cycle of conversions through {name!r}; "
+                                     "its card is damaged: re-run the `kdcache convert` that made it")
+        card = store.card(name)
+        source = card.extra_dict().get("converted_from")
+        chain.append(_Step(name, encodings.parse(card.encoding), source is not None))
+        if source is not None and (not isinstance(source, str) or source not in store.teacher_names()
+                                   or not store.encoding(source).lossless_dense):
+            raise StoreMismatchError(
+                f"teacher {name!r} was converted from {source!r}, which is no longer a float teacher in "
+                f"{store.path}; replay cannot rebuild what convert encoded: verify without --replay, "
+                f"or --teacher-name another teacher")
+        name = source
+    return chain[::-1]
+
+
+def _replay_parts(chain: list[_Step], logits: np.ndarray, rows: encodings.Rows,
+                  num_classes: int) -> dict[str, np.ndarray]:
+    """The parts the last teacher of ``chain`` stores for float32 teacher ``logits`` (rows, C).
+
+    The first step encodes the output as precompute does; each convert
+    encodes the previous step's stored values (:func:`encode_from_source`).
+    """
+    parts: dict[str, np.ndarray] = {}
+    values = logits
+    for step in chain:
+        at = encodings.Rows(seed=rows.seed, view=rows.view, samples=rows.samples, teacher=step.name)
+        if step.converted:
+            parts = encode_from_source(values, step.encoding, at)
+        else:  # the teacher precompute ran: its float32 output, encoded
+            parts = step.encoding.encode(np.asarray(values, dtype=np.float32), at)
+        values = step.encoding.decode(parts, num_classes)  # what the next convert reads (float: as stored)
+    return parts
+
+
 def _half_ulp(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Half the spacing of ``dtype`` at each value's magnitude: the rounding of encoding it."""
     return np.spacing(np.abs(values).astype(dtype)).astype(np.float64) / 2
@@ -125,6 +181,7 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
                  seed: int = 0) -> ReplayResult:
     """Re-run the teacher on ``pairs`` random (sample, view) pairs and compare values with the store."""
     card = store.card(teacher)
+    chain = _encoding_chain(store, teacher)  # a converted teacher is replayed through its float source
     d = store.dataset
     source = open_data(data or d.spec)
     if source.fingerprint() != d.fingerprint or len(source) != store.num_samples:
@@ -164,8 +221,9 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
         with teacher_autocast(torch.device("cpu"), card.precision):  # the card's numerics (fp32: none)
             recomputed = run_model(model, x, micro_batch=micro).float()[sample - mb_start].numpy()
-        mine = enc.encode(recomputed[None].astype(np.float32),
-                          encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]), teacher=teacher))
+        mine = _replay_parts(chain, recomputed[None].astype(np.float32),
+                             encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]),
+                                            teacher=teacher), card.num_classes)
         encoded = enc.decode(mine, card.num_classes)[0]
         diff = np.abs((recomputed if enc.lossless_dense else encoded).astype(np.float64) - stored.astype(np.float64))
         result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded.astype(np.float64) - stored).max()))
