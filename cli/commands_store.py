@@ -138,10 +138,11 @@ def verify(
     replay: Annotated[int, typer.Option("--replay", help="Re-run the teacher on N random (sample, view) pairs "
                                                          "and compare its logits with the stored ones.", min=0)] = 0,
     teacher_name: TeacherNameOpt = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec, if not where the store says.",
-                                                show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset spec for --replay, if not where the store "
+                                                               "says.", show_default=False)] = None,
     weights: Annotated[Optional[str], typer.Option(
-        "--weights", help="Teacher checkpoint, if moved from where the store says (its SHA-256 must match).",
+        "--weights", help="Teacher checkpoint for --replay, if moved from where the store says (its SHA-256 "
+                          "must match).",
         show_default=False)] = None,
     old_teacher: OldTeacherNameOpt = None,
     storage_option: StorageOpt = None,

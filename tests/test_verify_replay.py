@@ -1,6 +1,7 @@
 """``kdcache verify --replay`` of compact encodings: a teacher converted from a float16 teacher replays bit for
 bit (as convert made it), direct int8/topk/sample teachers replay, a one-byte change in a compact part that
-its checksum record was rewritten to match is caught naming the (sample, view)."""
+its checksum record was rewritten to match is caught naming the (sample, view); and verify refuses the
+replay-only options without --replay."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import zarr
 
 from kdcache.store import Store, checksum
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
@@ -100,3 +101,13 @@ def test_a_changed_compact_part_with_its_record_rewritten_fails_replay_naming_th
     assert f"BAD: replay of {name}: sample {sample}, view {view} differs from the store" in text, text
     assert "not bitwise equal" in text, text
 
+
+def test_verify_refuses_replay_options_without_replay(store: Path) -> None:
+    code, text = run_cli("verify", store, "--weights", "/nonexistent.pt", "--data", "synthetic:samples=3")
+    assert_one_line_error(code, text, "--data and --weights", "--replay N", exit_code=2)
+    assert "checked" not in text  # refused before anything was read
+    for option, given in (("--weights", "/nonexistent.pt"), ("--data", DATA)):
+        code, text = run_cli("verify", store, "--replay", "0", option, given)
+        assert_one_line_error(code, text, f"{option} only applies with --replay N", "drop it", exit_code=2)
+    code, text = run_cli("verify", store, "--replay", "2", "--teacher-name", "tiny", "--data", DATA)
+    assert code == 0, text  # with --replay they apply

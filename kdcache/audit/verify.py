@@ -35,7 +35,7 @@ import torch
 from kdcache import encodings
 from kdcache.convert import encode_from_source
 from kdcache.data import open_data
-from kdcache.errors import StoreMismatchError
+from kdcache.errors import StoreMismatchError, UsageError
 from kdcache.models import run_model, sha256_file
 from kdcache.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
@@ -81,8 +81,17 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
 
     ``data`` and ``weights`` override where the dataset and the teacher's
     checkpoint are found (a store moved to another machine); both are checked
-    against the fingerprint and SHA-256 recorded in the store.
+    against the fingerprint and SHA-256 recorded in the store. Only a replay
+    reads them: given without one they raise :class:`UsageError` (refused, as
+    docs/cli.md promises, not ignored).
     """
+    if replay <= 0:  # refused, not ignored: only a replay reads the dataset and the checkpoint
+        given = [option for option, v in (("--data", data), ("--weights", weights)) if v is not None]
+        if given:
+            both = len(given) > 1
+            raise UsageError(f"{' and '.join(given)} only appl{'y' if both else 'ies'} with --replay N (checking "
+                             "checksums reads neither the dataset nor the checkpoint); "
+                             f"drop {'them' if both else 'it'} or add --replay N")
     store = Store.open(path)
     report = VerifyReport(path=store.path)
     names = [store.resolve_teacher(teacher)] if teacher else store.teacher_names()
