@@ -15,7 +15,7 @@ from kdcache import losses
 from kdcache.errors import KdcacheError, StoreIncompleteError
 from kdcache.store import Store
 from kdcache.store.stat_io import StatWriter, read_static
-from kdcache.stats.registry import Accumulator, StatContext, StatProvider, StatsOptions, register
+from kdcache.stats.registry import Accumulator, StatContext, StatProvider, StatsOptions, option_number, register
 
 
 class _TauAcc(Accumulator):
@@ -70,7 +70,10 @@ class IsatsTau(StatProvider):
         return None
 
     def fix_options(self, wanted: Mapping[str, Any]) -> str:
-        return "".join(f" --grid {float(g):g}" for g in wanted.get("grid", []))
+        return "".join(f" --grid {option_number(g)}" for g in wanted.get("grid", []))
+
+    def made_with(self, entry: Mapping[str, Any]) -> str:
+        return self.fix_options(entry)  # the entry records the grid as a loss asks for it
 
 
 class _TableAcc(Accumulator):
@@ -123,7 +126,11 @@ class ClassTable(StatProvider):
         return torch.from_numpy(np.asarray(table[tau0s.index(tau0)], dtype=np.float32))
 
     def fix_options(self, wanted: Mapping[str, Any]) -> str:
-        return f" --tau0 {float(wanted['tau0']):g}"
+        return f" --tau0 {option_number(wanted['tau0'])}"
+
+    def made_with(self, entry: Mapping[str, Any]) -> str:
+        # Every table the entry holds: a run keeps earlier ones anyway, and the command shows what it rewrites.
+        return "".join(f" --tau0 {option_number(t)}" for t in entry.get("tau0", []))
 
 
 class _AccuracyAcc(Accumulator):

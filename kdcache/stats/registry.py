@@ -88,6 +88,11 @@ class StatProvider:
         """The ``kdcache stats`` options that compute this statistic with ``wanted`` parameters."""
         return ""
 
+    def made_with(self, entry: Mapping[str, Any]) -> str:
+        """The ``kdcache stats`` options that compute this statistic again with the parameters its card
+        ``entry`` records (what rewrites it, unchanged, when its array is damaged)."""
+        return ""
+
 
 _PROVIDERS: dict[str, StatProvider] = {}
 
@@ -111,6 +116,25 @@ def for_loss_arg(arg: str) -> StatProvider:
         if p.loss_arg == arg:
             return p
     raise KdcacheError(f"no store statistic serves the loss input {arg!r} in this kdcache")
+
+
+def option_number(value: float) -> str:
+    """``value`` as a command-line number that parses back to the same float (``3``, ``1.2``, ``0.123456789``)."""
+    short = f"{float(value):g}"
+    return short if float(short) == float(value) else repr(float(value))
+
+
+def repair_command(store: Store, teacher: str) -> str:
+    """The ``kdcache stats`` command that rewrites every statistic ``teacher``'s card lists as it is.
+
+    One run recomputes every statistic at once, from the options it is given
+    (the library's defaults for those left out), so the command carries the
+    recorded parameters of all of them: repairing a class table must not
+    recompute τ* over the default grid instead of the recorded one.
+    """
+    listed = store.card(teacher).stats
+    options = "".join(p.made_with(listed[name]) for name, p in _PROVIDERS.items() if name in listed)
+    return f"kdcache stats {store.path} --teacher-name {teacher}{options}"
 
 
 def missing(store: Store, teacher: str, name: str, fix: str) -> StoreIncompleteError:

@@ -39,17 +39,28 @@ from kdcache.store.writing import naming, sync_tree
 # --------------------------------------------------------------------------- statistic nodes
 
 
+def repair(store: Store, teacher: str) -> str:
+    """What rewrites a damaged statistic of ``teacher``: re-running ``kdcache stats`` with the parameters
+    of every statistic its card lists (a new generation, see the module docstring); never precompute,
+    which does not touch statistics."""
+    # kdcache.stats builds on this module, so it is imported when an error needs it, not at import time.
+    from kdcache.stats.registry import repair_command
+
+    return f"re-run `{repair_command(store, teacher)}` to rewrite it"
+
+
 def stat_array(store: Store, teacher: str, node: str) -> zarr.Array:
+    """The array of statistic node ``node``; when it is missing or its metadata is damaged, one line
+    ending in the ``kdcache stats`` command that rewrites it."""
     key = layout.stat(teacher, node)
     try:
-        if key not in store.group:
-            raise StoreError(f"{store.path} lacks {key}; the store is damaged (run `kdcache stats` again)")
-        return store.group[key]  # type: ignore[return-value]
-    except UNDECODABLE as exc:  # its zarr.json is damaged
+        if key in store.group:
+            return store.group[key]  # type: ignore[return-value]
+    except UNDECODABLE as exc:  # its zarr.json is damaged (the missing-array error below is raised outside)
         raise StoreCorruptError(
-            f"{store.path}: the metadata of {key} cannot be read ({type(exc).__name__}); "
-            f"run `kdcache stats {store.path} --teacher-name {teacher}` again to rewrite it"
+            f"{store.path}: the metadata of {key} cannot be read ({type(exc).__name__}); {repair(store, teacher)}"
         ) from None
+    raise StoreError(f"{store.path} lacks {key}; the store is damaged: {repair(store, teacher)}")
 
 
 def node_names(store: Store, teacher: str) -> list[str]:
@@ -98,6 +109,16 @@ def _node(entry: dict[str, Any], name: str) -> str:
     return str(entry.get("node") or name)
 
 
+def node_of(store: Store, teacher: str, name: str) -> str:
+    """The store node of listed statistic ``name``: the generation its card names."""
+    return layout.stat(teacher, _node(listed(store, teacher)[name], name))
+
+
+def is_per_row(store: Store, arr: zarr.Array) -> bool:
+    """Whether ``arr`` is a per-row statistic: (V, N) in the logits' chunks; else it is stored whole."""
+    return tuple(arr.shape) == (store.num_views, store.num_samples) and tuple(arr.chunks) == (1, store.grid.chunk_rows)
+
+
 def open_stat(store: Store, teacher: str, name: str) -> zarr.Array:
     """The array of listed statistic ``name``; a clear error when the card does not list it."""
     entries = listed(store, teacher)
@@ -106,15 +127,20 @@ def open_stat(store: Store, teacher: str, name: str) -> zarr.Array:
     return stat_array(store, teacher, _node(entries[name], name))
 
 
-def _records(store: Store, teacher: str, name: str, arr: zarr.Array) -> list[list[int]]:
+def records(store: Store, teacher: str, name: str, arr: zarr.Array) -> list[list[int]]:
+    """The chunk records of statistic ``name`` (array ``arr``): ``[view][chunk]``, or ``[[record]]`` for one
+    stored whole; a clear error when they are missing or not hex checksums."""
     raw = arr.attrs.get(layout.STAT_CHECKSUMS_ATTR)
-    if not isinstance(raw, list) or not raw:
-        # Written by a kdcache that kept no checksums for statistics: recompute them.
-        raise StoreIncompleteError(
-            f"{store.path}: statistic {name!r} of teacher {teacher!r} has no checksum records; "
-            f"run `kdcache stats {store.path} --teacher-name {teacher}` again"
-        )
-    return [[int(h, 16) for h in row] for row in raw]
+    try:
+        if isinstance(raw, list) and raw:
+            return [[int(h, 16) for h in row] for row in raw]
+    except (TypeError, ValueError):
+        pass  # an edited attribute: reported below like a missing one
+    # Written by a kdcache that kept no checksums for statistics (or edited since): recompute them.
+    raise StoreIncompleteError(
+        f"{store.path}: statistic {name!r} of teacher {teacher!r} has no readable checksum records; "
+        f"{repair(store, teacher)}"
+    )
 
 
 class RowStatReader:
@@ -123,8 +149,9 @@ class RowStatReader:
     def __init__(self, store: Store, teacher: str, name: str) -> None:
         self.store = store
         self.array = open_stat(store, teacher, name)
-        self.node = layout.stat(teacher, _node(listed(store, teacher)[name], name))
-        self.records = _records(store, teacher, name, self.array)
+        self.node = node_of(store, teacher, name)
+        self.records = records(store, teacher, name, self.array)
+        self.fix = repair(store, teacher)  # a damaged chunk is rewritten by `kdcache stats`, not precompute
 
     def read_chunk(self, view: int, chunk: int, verify: bool = True) -> np.ndarray:
         start, stop = self.store.grid.bounds(chunk)
@@ -132,16 +159,18 @@ class RowStatReader:
             return np.asarray(self.array[view, start:stop])
         record = self.records[view][chunk] if view < len(self.records) and chunk < len(self.records[view]) else 0
         return self.store.verify_chunk(self.node, lambda: np.asarray(self.array[view, start:stop]), record, view,
-                                       chunk, (view, chunk))
+                                       chunk, (view, chunk), fix=self.fix)
 
 
 def read_static(store: Store, teacher: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
     """A whole (one-chunk) statistic, checked against its record, and its attributes."""
     arr = open_stat(store, teacher, name)
-    node = layout.stat(teacher, _node(listed(store, teacher)[name], name))
-    data = decode(f"{store.path}: {node}", lambda: np.asarray(arr[...]), store.path)
-    records = _records(store, teacher, name, arr)
-    store.verify_chunk(node, lambda: data, records[0][0] if records and records[0] else 0, 0, 0)
+    node = node_of(store, teacher, name)
+    fix = repair(store, teacher)
+    data = decode(f"{store.path}: {node} chunk 0 (stored whole)", lambda: np.asarray(arr[...]), store.path, fix)
+    sums = records(store, teacher, name, arr)
+    store.verify_chunk(node, lambda: data, sums[0][0] if sums and sums[0] else 0, 0, 0, fix=fix,
+                       label="chunk 0 (stored whole)")
     return data, dict(arr.attrs)
 
 

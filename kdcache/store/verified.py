@@ -35,16 +35,25 @@ if TYPE_CHECKING:
 UNDECODABLE = (ValueError, RuntimeError, TypeError)
 
 
-def decode(where: str, read: Any, root: Path | Location) -> Any:
+def precompute_fix(root: Path | Location) -> str:
+    """What rewrites a damaged chunk of logits or of ``views/params``: the precompute that made it, whose
+    re-run finds such chunks by their records (``Store.pending_chunks``, ``integrity.repair_params``)."""
+    return f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
+
+
+def decode(where: str, read: Any, root: Path | Location, fix: str | None = None) -> Any:
     """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``
-    (and, on an object store, a failed request as one line naming the store and its endpoint)."""
+    (and, on an object store, a failed request as one line naming the store and its endpoint).
+
+    ``fix`` is what rewrites the chunk (the error's last words); by default the precompute that made it.
+    """
     remote = object_errors(root) if isinstance(root, Location) else ()
     try:
         return read()
     except UNDECODABLE as exc:
         raise StoreCorruptError(
             f"{where} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); the store is damaged: "
-            f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
+            f"{fix or precompute_fix(root)}"
         ) from None
     except remote as exc:
         raise root.unreachable(exc) from None  # type: ignore[union-attr]
@@ -77,27 +86,31 @@ class VerifiedReads:
         return st.st_ino, st.st_size, st.st_mtime_ns
 
     def _verified(self, node: str, read: Any, record: int, view: int, chunk: int,
-                  index: tuple[int, ...] | None = None) -> np.ndarray:
+                  index: tuple[int, ...] | None = None, fix: str | None = None,
+                  label: str | None = None) -> np.ndarray:
         """``read()`` (one chunk), checked against ``record``; raise naming the chunk.
 
+        ``fix`` is the command that rewrites the chunk, ending the error (by
+        default the precompute that made it: right for logits and view
+        parameters, not for a statistic). ``label`` names the chunk in the
+        error instead of its view, chunk and rows (a statistic stored whole).
         A read-only store remembers the chunk files it verified: a chunk read
         again (a later epoch, a window sharing the chunk) is hashed again only
         if its file changed since (inode, size, modification time).
         """
         start, stop = self.grid.bounds(chunk)
-        where = f"{self.path}: {node} view {view} chunk {chunk} (rows {start}-{stop - 1})"
+        where = f"{self.path}: {node} {label or f'view {view} chunk {chunk} (rows {start}-{stop - 1})'}"
         if record == 0:
-            raise StoreIncompleteError(f"{where} was never written; re-run the `kdcache precompute` that made it")
+            raise StoreIncompleteError(
+                f"{where} was never written; {fix or 're-run the `kdcache precompute` that made it'}")
         key = (node, view, chunk)
         before = self._signature(node, index) if index is not None and not self.writable else None
-        data = decode(where, read, self.path)
+        data = decode(where, read, self.path, fix)
         if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
             return data
         if (checksum(*data.values()) if isinstance(data, dict) else checksum(data)) != record:
             raise StoreCorruptError(
-                f"{where} does not match its checksum (corrupted); run `kdcache verify {self.path}`, "
-                "then re-run the same `kdcache precompute` to rewrite it"
-            )
+                f"{where} does not match its checksum (corrupted); {fix or precompute_fix(self.path)}")
         if before is not None and self._signature(node, index) == before:
             self._seen[key] = (before, record)
         return data
@@ -134,7 +147,9 @@ class VerifiedReads:
                               self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
 
     def verify_chunk(self, node: str, read: Any, record: int, view: int, chunk: int,
-                     index: tuple[int, ...] | None = None) -> np.ndarray:
+                     index: tuple[int, ...] | None = None, fix: str | None = None,
+                     label: str | None = None) -> np.ndarray:
         """``read()`` (chunk ``chunk`` of view ``view`` of ``node``, zarr chunk ``index``) checked against
-        its ``record``; raises naming it."""
-        return self._verified(node, read, record, view, chunk, index)
+        its ``record``; raises naming it, ending with ``fix`` (the command that rewrites it) when given,
+        naming it by ``label`` when given (see :meth:`_verified`)."""
+        return self._verified(node, read, record, view, chunk, index, fix, label)
