@@ -55,6 +55,7 @@ from kdcache.store import (
     utc_now,
     writer_lock,
 )
+from kdcache.store.integrity import repair_params
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
@@ -256,6 +257,10 @@ def precompute(
         if ctx.is_main:
             store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
                                     _itemsize(encoding), micro_batch)
+            # Before any teacher renders from the record: a damaged params chunk is drawn again from the seed.
+            fixed = repair_params(store, source)
+            if fixed:
+                console.print(f"[yellow]{fixed} chunk(s) of views/params no longer matched their checksum; rewritten")
         distributed.barrier()  # the store exists before the other ranks open it
         if store is None:
             store = Store.open(out_path, mode="r+")

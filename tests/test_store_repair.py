@@ -1,6 +1,6 @@
-"""A damaged statistic is found by `verify`, stops `distill` with one line naming it and the `kdcache stats`
-command that rewrites it, and running exactly that command repairs it (a new generation, made with the
-parameters it was made with)."""
+"""A damaged chunk is found by `verify`, stops `distill` with one line naming it and what rewrites it, and
+running exactly that command repairs the store (logits and view parameters to the bits of an undamaged
+copy, a statistic as a new generation with the parameters it was made with)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.test_cli_exits import distill_args, precompute_args
 
 # Statistics made with options other than the defaults: the advised command must carry them.
 STATS_OPTIONS = ("--grid", "1", "--grid", "2", "--grid", "4", "--tau0", "2", "--tau0", "3")
+PRECOMPUTE_FIX = "re-run the same `kdcache precompute` to rewrite it"
 # The losses that read each statistic, asking for the parameters it was made with.
 READS = {"isats_tau": ("--loss", "isats", "--loss-opt", "grid=[1,2,4]"), "class_table": ("--loss", "fgcr")}
 
@@ -50,11 +51,36 @@ def _stat_node(store: Path, name: str) -> str:
     return layout.stat("tiny", Store.open(store).card("tiny").stats[name]["node"])
 
 
+def _arrays(store: Path) -> dict[str, np.ndarray]:
+    g = zarr.open_group(store, mode="r")
+    nodes = [layout.VIEW_PARAMS, layout.VIEW_CHECKSUMS, layout.logits("tiny"), layout.logit_checksums("tiny")]
+    return {node: np.asarray(g[node][:]) for node in nodes}
+
+
 def _damaged_distill(store: Path, tmp_path: Path, loss: tuple[str, ...], *needles: str) -> str:
     """Run a distill whose ``loss`` reads the damaged chunk (epoch 1 trains on view 0); its one error line."""
     code, text = run_cli(*distill_args(store, tmp_path / "run", *loss))
     assert_one_line_error(code, text, *needles)
     return next(line for line in text.splitlines() if line.startswith("error:"))
+
+
+@pytest.mark.parametrize("node", [layout.logits("tiny"), layout.VIEW_PARAMS])
+def test_a_damaged_precompute_chunk_is_rewritten_by_the_advised_precompute(pristine: Path, tmp_path: Path,
+                                                                            node: str) -> None:
+    store = _copy(pristine, tmp_path)
+    _flip(layout.chunk_file(store, node, 0, 1, 0))
+    code, text = run_cli("verify", store)
+    assert code == 1 and f"BAD: {node} view 0 chunk 1 (rows 64-127): checksum mismatch" in text, text
+    _damaged_distill(store, tmp_path, ("--loss", "kd"), node, "view 0 chunk 1", PRECOMPUTE_FIX)
+
+    code, text = run_cli(*precompute_args(store))  # the same command, as advised
+    assert code == 0, text
+    code, text = run_cli("verify", store)
+    assert code == 0, text
+    repaired, original = _arrays(store), _arrays(pristine)
+    for name, values in original.items():
+        assert np.array_equal(repaired[name], values), name
+    assert run_cli(*distill_args(store, tmp_path / "again", "--loss", "kd"))[0] == 0
 
 
 @pytest.mark.parametrize(("name", "chunk", "where"), [
@@ -102,3 +128,16 @@ def test_a_statistic_chunk_cut_short_names_kdcache_stats(pristine: Path, tmp_pat
     assert "precompute" not in line
     code, text = run_cli("verify", store)
     assert code == 1 and f"BAD: {node} view 0 chunk 1 (rows 64-127) cannot be read" in text, text
+
+
+def test_params_the_seed_no_longer_draws_are_refused_not_rewritten(pristine: Path, tmp_path: Path) -> None:
+    from tests.test_store_record import _rewrite_params
+
+    store = _copy(pristine, tmp_path)
+    _rewrite_params(store, 1)  # recorded flips the seed does not draw (another tool made the views)
+    chunk = layout.chunk_file(store, layout.VIEW_PARAMS, 0, 1, 0)
+    _flip(chunk)
+    damaged = chunk.read_bytes()
+    code, text = run_cli(*precompute_args(store))
+    assert_one_line_error(code, text, "views/params view 0 chunk 1", "cannot be rewritten", "new --out")
+    assert chunk.read_bytes() == damaged  # a draw that does not hash to the record is never written

@@ -1,21 +1,32 @@
-"""Whole-store integrity check (``kdcache verify``): every chunk written, readable, matching its record.
+"""Whole-store integrity: the check of ``kdcache verify``, and the repair of view parameters by precompute.
 
 :func:`check_chunks` hashes every chunk a reader could use (view parameters,
 each teacher's logits, each statistic its card lists) and compares it with
-its record. A damaged statistic is named with the ``kdcache stats`` command
-that rewrites it (:func:`kdcache.store.stat_io.repair`): precompute never
-touches statistics.
+its record. What rewrites a damaged chunk differs by node: logits are scored
+again by re-running the same ``kdcache precompute``
+(:meth:`~kdcache.store.Store.pending_chunks`), view parameters are drawn again
+from the seed by the same run (:func:`repair_params`), and statistics are
+rewritten by ``kdcache stats`` (:func:`kdcache.store.stat_io.repair`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from kdcache.errors import StoreError
+from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import layout, stat_io
 from kdcache.store.chunks import checksum
+from kdcache.store.location import object_errors
 from kdcache.store.store import Store
 from kdcache.store.verified import UNDECODABLE
+from kdcache.store.writing import fsync_path, naming
+from kdcache.views import sample_params
+
+if TYPE_CHECKING:
+    from kdcache.data import DataSource
 
 
 def check_chunks(store: Store, names: list[str]) -> tuple[int, list[str]]:
@@ -97,3 +108,63 @@ def check_stats(store: Store, teacher: str) -> list[str]:
             if checksum(data) != record:
                 problems.append(f"{node} {where}: checksum mismatch (corrupted); {fix}")
     return problems
+
+
+def damaged_params(store: Store) -> list[tuple[int, int]]:
+    """The recorded chunks of ``views/params`` whose bytes no longer hash to their record (a flipped bit,
+    a file cut short or lost), in (view, chunk) order. Chunks never recorded are not listed: the run
+    that scores their logits draws and writes them."""
+    sums = np.asarray(store.view_checksums()[:])
+    arr = store.params()  # outside the loop: damaged metadata is its own one-line error, not a damaged chunk
+    grid = store.grid
+    damaged: list[tuple[int, int]] = []
+    for v, j in store.iter_chunks():
+        if sums[v, j] == 0:
+            continue
+        start, stop = grid.bounds(j)
+        try:
+            intact = checksum(np.asarray(arr[v, start:stop])) == int(sums[v, j])
+        except UNDECODABLE:
+            intact = False  # cut short: zarr cannot even decode it
+        if not intact:
+            damaged.append((v, j))
+    return damaged
+
+
+def repair_params(store: Store, source: DataSource) -> int:
+    """Rewrite every damaged chunk of ``views/params`` (:func:`damaged_params`); returns how many.
+
+    A view's parameters are a pure function of (seed, sample, view) and the
+    recipe, so they are drawn again; the record was computed from the
+    parameters the logits were scored on, so a draw is written only when it
+    hashes to that record. One that does not (a store whose parameters were
+    drawn by another NumPy or tool) cannot be re-derived and is refused.
+    Call it under the writer lock, on a store opened for writing.
+    """
+    chunks = damaged_params(store)
+    if not chunks:
+        return 0
+    store._require_writable()  # and, on an object store, that this process still holds the lease
+    recipe, seed, grid = store.recipe(), store.views.seed, store.grid
+    arr = store.params()
+    sums = np.asarray(store.view_checksums()[:])
+    for v, j in chunks:
+        start, stop = grid.bounds(j)
+        drawn = np.stack([sample_params(recipe, seed, i, v, source.image_size(i)) for i in range(start, stop)])
+        drawn = drawn.reshape(stop - start, *arr.shape[2:]).astype(np.int32)
+        if checksum(drawn) != int(sums[v, j]):
+            raise StoreCorruptError(
+                f"{store.path}: {layout.VIEW_PARAMS} view {v} chunk {j} is damaged and the seed no longer draws "
+                "the parameters it recorded (made by another NumPy or tool), so it cannot be rewritten; "
+                "precompute the store again into a new --out"
+            )
+        target = layout.chunk_file(Path(str(store.path)), layout.VIEW_PARAMS, v, j, 0)
+        try:
+            arr[v, start:stop] = drawn
+            if store.location.local is not None:
+                fsync_path(target)  # durable before the run that trusts it goes on
+        except OSError as exc:
+            raise naming(target, exc) from exc
+        except object_errors(store.location) as exc:
+            raise store.location.unreachable(exc) from None
+    return len(chunks)
