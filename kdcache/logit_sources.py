@@ -35,7 +35,7 @@ from kdcache.errors import KdcacheError, StoreMismatchError
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
-from kdcache.stats.registry import missing
+from kdcache.stats.registry import missing, stats_command
 from kdcache.store import Store
 from kdcache.store.location import Location
 from kdcache.progress import console
@@ -168,8 +168,7 @@ class CachedLogits(LogitSource):
             console.print(f"[yellow]{warning}")
         for arg, wanted in spec.store_stats(hparams).items():
             provider = for_loss_arg(arg)
-            fix = (f"run `kdcache stats {self.store.path} --teacher-name {self.name}"
-                   f"{provider.fix_options(wanted)}`")
+            fix = f"run `{stats_command(self.store, self.name, provider, wanted)}`"
             if provider.name not in listed:
                 if spec.stats.get(arg, {}).get("required", True):
                     raise missing(self.store, self.name, provider.name, f"loss {spec.name!r} needs it; {fix}")

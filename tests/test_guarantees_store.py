@@ -90,6 +90,23 @@ def test_fgcr_with_a_tau0_the_store_lacks_is_refused_naming_the_tau0_to_compute(
     assert code == 0, text
 
 
+def test_the_fix_for_a_missing_class_table_keeps_a_custom_tau_star_grid(tmp_path: Path) -> None:
+    # One stats run recomputes every statistic from its options: the advised command must restate the
+    # recorded grid, or adding FGCR's table would silently re-search ISATS' tau* over the default grid.
+    store = make_store(tmp_path / "s.zarr", "--encoding", "float32")
+    code, text = run_cli("stats", store, "--grid", "1", "--grid", "2", "--tau0", "3")
+    assert code == 0, text
+    run = tmp_path / "fgcr"
+    code, text = run_cli(*distill_args(store, run, "fgcr", "--loss-opt", "tau0=5"))
+    assert_one_line_error(code, text, "--tau0 5", "--grid 1 --grid 2")
+    run_the_fix(error_line(text))
+    stats = zarr.open_group(store, mode="r").attrs["kdcache"]["teachers"]["tiny"]["stats"]
+    assert [float(g) for g in stats["isats_tau"]["grid"]] == [1.0, 2.0]
+    assert sorted(stats["class_table"]["tau0"]) == [3.0, 5.0]
+    code, text = run_cli(*distill_args(store, tmp_path / "isats", "isats", "--loss-opt", "grid=[1,2]"))
+    assert code == 0, text
+
+
 # ---------------------------------------------------------------- the teacher's identity
 
 

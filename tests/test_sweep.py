@@ -171,11 +171,11 @@ def test_a_sweep_stopped_between_students_resumes_each_from_its_own_epoch(
     original = Engine.end_epoch
     ended: list[int] = []
 
-    def end_epoch(self: Engine, tally, progress: bool = True):  # type: ignore[no-untyped-def]
+    def end_epoch(self: Engine, tally, progress: bool = True, seconds=None):  # type: ignore[no-untyped-def]
         if tally.epoch == 2 and len([e for e in ended if e == 2]) == 3:
             raise KeyboardInterrupt
         ended.append(tally.epoch)
-        return original(self, tally, progress)
+        return original(self, tally, progress, seconds)
 
     monkeypatch.setattr(Engine, "end_epoch", end_epoch)
     code, text = run_cli(*sweep_args(store, out))
@@ -433,8 +433,8 @@ def test_every_student_records_the_time_of_the_shared_pass(store: Path, tmp_path
 
     original = Engine.end_epoch
 
-    def end_epoch(self: Engine, tally, progress: bool = True):  # type: ignore[no-untyped-def]
-        row = original(self, tally, progress)
+    def end_epoch(self: Engine, tally, progress: bool = True, seconds=None):  # type: ignore[no-untyped-def]
+        row = original(self, tally, progress, seconds)
         time.sleep(0.2)
         return row
 

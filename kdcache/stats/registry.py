@@ -137,6 +137,20 @@ def repair_command(store: Store, teacher: str) -> str:
     return f"kdcache stats {store.path} --teacher-name {teacher}{options}"
 
 
+def stats_command(store: Store, teacher: str, provider: StatProvider, wanted: Mapping[str, Any]) -> str:
+    """The ``kdcache stats`` command that makes ``provider``'s statistic with ``wanted`` parameters and
+    keeps every other statistic the card lists as it is.
+
+    One run recomputes every statistic from the options it is given, so the others' recorded
+    parameters are restated: adding the class table a loss asks for must not recompute τ* over the
+    default grid instead of the recorded one.
+    """
+    listed = store.card(teacher).stats
+    others = "".join(p.made_with(listed[name]) for name, p in _PROVIDERS.items()
+                     if name in listed and name != provider.name)
+    return f"kdcache stats {store.path} --teacher-name {teacher}{provider.fix_options(wanted)}{others}"
+
+
 def missing(store: Store, teacher: str, name: str, fix: str) -> StoreIncompleteError:
     """The error for a statistic the card does not list."""
     return StoreIncompleteError(f"{store.path}: teacher {teacher!r} has no statistic {name!r}; {fix}")
