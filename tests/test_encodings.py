@@ -15,7 +15,7 @@ import zarr
 from kdcache import encodings, losses
 from kdcache.encodings import Rows
 from kdcache.encodings.consume import check_consumption
-from kdcache.errors import UsageError
+from kdcache.errors import StoreCorruptError, UsageError
 from kdcache.store import Store
 from tests.cli_helpers import assert_one_line_error, run_cli
 
@@ -235,6 +235,21 @@ def test_int8_bound_holds_at_the_edges() -> None:
 
 
 # ---------------------------------------------------------------- the sample draw
+
+
+def test_decoding_a_sample_row_with_a_count_in_an_empty_slot_is_a_one_line_error() -> None:
+    """A damaged chunk whose checksum record was rewritten: no IndexError, a kdcache error saying what is wrong."""
+    enc = encodings.parse("sample:16@4")
+    parts = enc.encode(model_like(4, 40, seed=9), Rows(0, 0, np.arange(4), "t"))
+    row = int(np.flatnonzero((parts["sample_counts"] == 0).any(axis=1))[0])
+    slot = int(np.flatnonzero(parts["sample_counts"][row] == 0)[0])
+    parts["sample_counts"][row, slot] = 2
+    for decode in (lambda: enc.decode(parts, 40), lambda: enc.probabilities(parts, 40)):
+        with pytest.raises(StoreCorruptError) as info:
+            decode()
+        text = str(info.value)
+        assert "\n" not in text and text.endswith("precompute it again into a new --out"), text
+        assert f"holds the count 2 in slot {slot}, whose id 65535 is the empty-slot marker, not a class (0..39)" in text
 
 
 def test_sample_draw_replays_whatever_the_chunking_and_depends_on_seed_view_sample_teacher() -> None:

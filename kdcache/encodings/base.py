@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from kdcache.errors import StoreCorruptError
+
 # log-probability given to a class an encoding holds nothing for: exp(-1000) is an exact 0 in
 # float32 and float64 at every temperature >= 1/8, yet the value stays finite (0·log 0 = 0 in the losses).
 EMPTY_LOG_PROB = -1000.0
@@ -132,3 +134,10 @@ def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(x - safe), axis=axis, keepdims=True)) + safe
     return np.squeeze(out, axis=axis)
+
+
+def damaged(encoding: Encoding, what: str) -> StoreCorruptError:
+    """The one-line error for a row of ``encoding`` that no encoder writes (its checksum record matched it)."""
+    return StoreCorruptError(f"a stored {encoding.spec} row {what}, which no encoder writes: the chunk is "
+                             "damaged, though it matches its checksum record; restore the store from a copy "
+                             "or precompute it again into a new --out")

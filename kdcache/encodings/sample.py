@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows, empty_id, id_dtype, logsumexp, teacher_words
+from kdcache.encodings.base import (EMPTY_LOG_PROB, Encoding, Part, Rows, damaged, empty_id, id_dtype, logsumexp,
+                                    teacher_words)
 
 SAMPLE_TAG = 0x5A4D_0001
 
@@ -76,8 +77,23 @@ class SampleEncoding(Encoding):
             counts[r, : len(hit)] = drawn[hit]
         return {"sample_ids": ids, "sample_counts": counts}
 
+    def _drawn(self, parts: dict[str, np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, slot) of every slot holding a count, and its class id; a count on an id that is not a class
+        (the empty-slot marker, say) raises :class:`StoreCorruptError` instead of an IndexError."""
+        ids = parts["sample_ids"].astype(np.int64)
+        rows, slots = np.nonzero(parts["sample_counts"])
+        drawn = ids[rows, slots]
+        bad = (drawn < 0) | (drawn >= num_classes)
+        if bad.any():
+            at = int(np.flatnonzero(bad)[0])
+            marker = "the empty-slot marker, " if drawn[at] == empty_id(num_classes) else ""
+            raise damaged(self, f"holds the count {int(parts['sample_counts'][rows[at], slots[at]])} in slot "
+                          f"{int(slots[at])}, whose id {int(drawn[at])} is {marker}not a class (0..{num_classes - 1})")
+        return rows, slots, drawn
+
     def probabilities(self, parts: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
         """``q̂ = counts / N`` as a dense (rows, C) float32 array."""
+        self._drawn(parts, num_classes)  # a damaged row is refused in one line
         ids = parts["sample_ids"].astype(np.int64)
         counts = parts["sample_counts"].astype(np.float32)
         used = counts > 0
@@ -90,11 +106,11 @@ class SampleEncoding(Encoding):
                tail: str = "temperature") -> np.ndarray:
         """Pseudo-logits ``T·log q̂`` (T the stored temperature; undrawn classes ``T·(−1000)``), so that
         softmax(pseudo / T) is exactly q̂ for a loss reading the teacher at T."""
-        ids = parts["sample_ids"].astype(np.int64)
         counts = parts["sample_counts"]
-        rows, slots = np.nonzero(counts)
+        rows, slots, drawn = self._drawn(parts, num_classes)
         # Fill, then scatter the few drawn classes: the log is taken of the counts only.
-        out = np.full((ids.shape[0], num_classes), np.float32(self.temperature * EMPTY_LOG_PROB), dtype=np.float32)
+        out = np.full((counts.shape[0], num_classes), np.float32(self.temperature * EMPTY_LOG_PROB),
+                      dtype=np.float32)
         logq = np.log(counts[rows, slots].astype(np.float32) / np.float32(self.n))
-        out[rows, ids[rows, slots]] = np.float32(self.temperature) * logq
+        out[rows, drawn] = np.float32(self.temperature) * logq
         return out
