@@ -1,5 +1,6 @@
 """Encodings (docs/encodings.md, docs/store-format.md "Encodings"): what each stores, how a plain-zarr
-reader decodes it, the dense-rebuild rule, the replayable sample draw, and which losses consume which."""
+reader decodes it, the dense-rebuild rule, the replayable sample draw, what each guarantees about logits
+recomputed on another platform (verify --replay), and which losses consume which."""
 
 from __future__ import annotations
 
@@ -234,7 +235,80 @@ def test_int8_bound_holds_at_the_edges() -> None:
     assert err[0] == 0 and err[1] == 0  # constant rows are exact
 
 
-# ---------------------------------------------------------------- the sample draw
+# ---------------------------------------------------------------- replay on another platform
+
+
+def _near(z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits another platform may have computed: within 0.9 x the slack of ``z``, and the per-row slack."""
+    slack = 1e-4 * np.maximum(1.0, np.abs(z).max(axis=1).astype(np.float64))
+    noise = np.random.default_rng(seed).uniform(-0.9, 0.9, z.shape) * slack[:, None]
+    return (z + noise).astype(np.float32), slack
+
+
+@pytest.mark.parametrize("spec", ["float16", "float32", "int8", "topk:5", "sample:16@2"])
+def test_replay_rule_accepts_every_encoding_of_logits_within_the_slack(spec: str) -> None:
+    z = model_like(512, 100, seed=6)
+    if spec.startswith("topk"):  # ties at the edge of the top 5: another platform may swap them
+        order = np.argsort(-z, axis=1, kind="stable")
+        rows = np.arange(len(z))
+        z[rows, order[:, 5]] = z[rows, order[:, 4]]
+    enc, rows = encodings.parse(spec), Rows(0, 0, np.arange(512), "t")
+    elsewhere, slack = _near(z)
+    parts, exact = enc.encode(elsewhere, rows), enc.encode(z, rows)
+    assert enc.replay_mismatch(parts, z, slack) <= 1.0
+    if spec == "int8":
+        assert (parts["q"] != exact["q"]).sum() > 10  # codes rounded the other way, as the rule allows
+    if spec.startswith("topk"):
+        assert (np.sort(parts["topk_ids"], axis=1) != np.sort(exact["topk_ids"], axis=1)).any(axis=1).sum() > 10
+
+
+def test_replay_rule_fails_what_lies_beyond_the_bound() -> None:
+    z = model_like(64, 100, seed=7)
+    rows = Rows(0, 0, np.arange(64), "t")
+    elsewhere, slack = _near(z)
+    enc = encodings.parse("int8")
+    parts = enc.encode(elsewhere, rows)
+    parts["q"][3, np.flatnonzero(parts["q"][3] >= 3)[0]] -= np.uint8(3)  # three quantisation steps
+    assert enc.replay_mismatch(parts, z, slack) > 4
+    parts = enc.encode(elsewhere, rows)
+    parts["affine"][5, 1] *= np.float32(1.01)  # a step that would widen the bound
+    assert enc.replay_mismatch(parts, z, slack) > 1
+    enc = encodings.parse("topk:5")
+    good = enc.encode(elsewhere, rows)
+    for part, row, change in (("topk_values", 2, lambda v: v * np.float16(1.01)),  # 1e-2 relative
+                              ("topk_ids", 4, lambda v: np.int64(np.argmin(z[4]))),  # a member no tie explains
+                              ("lse", 6, lambda v: v + np.float32(3 * slack[6])),
+                              ("tail_lse", 8, lambda v: v + np.float32(3 * slack[8])),
+                              ("lse", 9, lambda v: np.float32(np.nan))):
+        parts = {k: a.copy() for k, a in good.items()}
+        target = parts[part][row]
+        if target.ndim:
+            target[-1] = change(target[-1])
+        else:
+            parts[part][row] = change(target)
+        assert enc.replay_mismatch(parts, z, slack) > 1, part
+    enc = encodings.parse("float16")
+    parts = enc.encode(elsewhere, rows)
+    parts["logits"][1, 7] += np.float16(0.05)
+    assert enc.replay_mismatch(parts, z, slack) > 1
+
+
+def test_replay_rule_of_a_sample_checks_its_structure_and_that_each_drawn_class_had_a_chance() -> None:
+    z = model_like(32, 20, seed=8)
+    z[:, 0] = z.max(axis=1) - 400  # probability exp(-200) at T=2: never drawn by a correct store
+    enc, rows = encodings.parse("sample:16@2"), Rows(0, 0, np.arange(32), "t")
+    elsewhere, slack = _near(z)
+    good = enc.encode(elsewhere, rows)
+    assert enc.replay_mismatch(good, z, slack) <= 1.0 and not (good["sample_ids"] == 0).any()
+    parts = {k: a.copy() for k, a in good.items()}
+    parts["sample_ids"][0, 0] = 0  # drawn class 0: the lowest id, so still ascending and distinct
+    assert enc.replay_mismatch(parts, z, slack) > 1e6
+    for part, at, value, needle in (("sample_counts", (1, 0), good["sample_counts"][1, 0] + 1, "summing to 17"),
+                                    ("sample_ids", (2, 1), good["sample_ids"][2, 0], "not ascending and distinct")):
+        parts = {k: a.copy() for k, a in good.items()}
+        parts[part][at] = value
+        with pytest.raises(StoreCorruptError, match=needle):
+            enc.replay_mismatch(parts, z, slack)
 
 
 def test_decoding_a_sample_row_with_a_count_in_an_empty_slot_is_a_one_line_error() -> None:
@@ -250,6 +324,9 @@ def test_decoding_a_sample_row_with_a_count_in_an_empty_slot_is_a_one_line_error
         text = str(info.value)
         assert "\n" not in text and text.endswith("precompute it again into a new --out"), text
         assert f"holds the count 2 in slot {slot}, whose id 65535 is the empty-slot marker, not a class (0..39)" in text
+
+
+# ---------------------------------------------------------------- the sample draw
 
 
 def test_sample_draw_replays_whatever_the_chunking_and_depends_on_seed_view_sample_teacher() -> None:

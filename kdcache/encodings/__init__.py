@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows
+from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows, half_ulp
 from kdcache.encodings.dense import FloatEncoding, Int8Encoding
 from kdcache.encodings.sample import SampleEncoding, row_generator
 from kdcache.encodings.topk import BETAS, TAILS, TopKEncoding, tail_log_partition
@@ -18,7 +18,7 @@ from kdcache.errors import UsageError
 
 __all__ = [
     "BETAS", "EMPTY_LOG_PROB", "ENCODING_HELP", "Encoding", "FloatEncoding", "Int8Encoding", "Part", "Rows",
-    "SampleEncoding", "TAILS", "TopKEncoding", "parse", "row_generator", "tail_log_partition",
+    "SampleEncoding", "TAILS", "TopKEncoding", "half_ulp", "parse", "row_generator", "tail_log_partition",
 ]
 
 ENCODING_HELP = ("float16 (default), float32 (exact), int8 (per-row affine), topk:K (K largest logits + "

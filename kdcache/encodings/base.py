@@ -68,6 +68,27 @@ class Encoding(ABC):
                tail: str = "temperature") -> np.ndarray:
         """Dense (rows, C) logits (or pseudo-logits) from the stored parts."""
 
+    @abstractmethod
+    def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
+        """How far stored parts are from what this encoding guarantees about logits computed again elsewhere.
+
+        ``recomputed`` (rows, C) are the teacher's float32 logits computed
+        again (on another platform than the store's: other kernels round
+        differently, so the stored bits cannot be expected), and ``slack``
+        (rows,) bounds, per row, how far each logit the store encoded may be
+        from its recomputed value. Returns the worst ratio, over every check
+        of :attr:`replay_rule` and every row, of a difference to its bound:
+        at most 1 when the stored parts are an encoding this encoder could
+        have written for some logits within ``slack`` of ``recomputed``.
+        NaN counts as infinitely far. A row no encoder writes (an id that is
+        not a class, counts that do not add up) raises :class:`StoreCorruptError`.
+        """
+
+    @property
+    @abstractmethod
+    def replay_rule(self) -> str:
+        """One sentence: what :meth:`replay_mismatch` checks (the report and the docs state it)."""
+
     def check(self, num_classes: int) -> str | None:
         """Why this encoding cannot store ``num_classes`` classes (a message), or None."""
         return None
@@ -134,6 +155,25 @@ def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(x - safe), axis=axis, keepdims=True)) + safe
     return np.squeeze(out, axis=axis)
+
+
+def half_ulp(values: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Half the spacing of ``dtype`` at each value's magnitude (float64): the most rounding to it moves a value."""
+    return np.spacing(np.abs(np.asarray(values, dtype=np.float64)).astype(dtype)).astype(np.float64) / 2
+
+
+def ratio(diff: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """``diff / bound`` elementwise, with an exact match (0) at ratio 0 even against a zero bound."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(diff == 0, 0.0, np.asarray(diff, dtype=np.float64) / bound)
+
+
+def worst(ratios: np.ndarray) -> float:
+    """The largest of ``ratios`` as a float; NaN (a NaN stored or recomputed value) counts as infinite."""
+    r = np.asarray(ratios, dtype=np.float64)
+    if r.size == 0:
+        return 0.0
+    return float(np.where(np.isnan(r), np.inf, r).max())
 
 
 def damaged(encoding: Encoding, what: str) -> StoreCorruptError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdcache.encodings.base import Encoding, Part, Rows
+from kdcache.encodings.base import Encoding, Part, Rows, damaged, half_ulp, ratio, worst
 
 
 class FloatEncoding(Encoding):
@@ -24,6 +24,16 @@ class FloatEncoding(Encoding):
     def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
                tail: str = "temperature") -> np.ndarray:
         return parts["logits"]  # the stored dtype: readers upcast where they compute
+
+    def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
+        """Each stored value against the recomputed logit: half an ulp of the dtype (its rounding) + slack."""
+        v = stored["logits"].astype(np.float64)
+        diff = np.abs(v - np.asarray(recomputed, dtype=np.float64))
+        return worst(ratio(diff, half_ulp(v, self.dtype) + np.asarray(slack, dtype=np.float64)[:, None]))
+
+    @property
+    def replay_rule(self) -> str:
+        return f"every stored value within half an ulp of {self.dtype} at its magnitude + slack of the recomputed logit"
 
     @property
     def lossless_dense(self) -> bool:
@@ -64,6 +74,40 @@ class Int8Encoding(Encoding):
         np.subtract(np.float32(255), out, out=out)
         np.multiply(out, step, out=out)
         return np.subtract(hi, out, out=out)
+
+    def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
+        """Codes and affine against the recomputed logits ``z``, each logit encoded within ``slack`` of ``z``.
+
+        A code may land one quantisation step either way of the code of ``z``
+        itself (a logit near a rounding boundary), so the codes are not
+        compared; what holds whatever the rounding is :meth:`bound`: every
+        dequantised value within ``step/2`` (+ float32 round-off) of the
+        logit encoded, so within ``bound + slack`` of ``z``. The affine is
+        checked too, so a damaged step cannot widen that bound: ``hi`` (the
+        encoded row's largest logit, stored exactly) within ``slack`` of
+        ``max z``, and ``step = float32(range / 255)`` within
+        ``2·slack/255 + 2^-23·step`` of ``(max z − min z) / 255``.
+        """
+        affine = stored["affine"].astype(np.float64)
+        broken = ~np.isfinite(affine).all(axis=1) | (affine[:, 1] < 0)
+        if broken.any():
+            raise damaged(self, f"has the affine [hi, step] = {stored['affine'][np.flatnonzero(broken)[0]].tolist()} "
+                          "(not finite, or a negative step)")
+        z = np.asarray(recomputed, dtype=np.float64)
+        s = np.asarray(slack, dtype=np.float64)
+        hi, step = affine[:, 0], affine[:, 1]
+        decoded = self.decode(stored, z.shape[1]).astype(np.float64)
+        values = ratio(np.abs(decoded - z), (self.bound(stored["affine"]) + s)[:, None])
+        tiny = 2.0**-40 * (np.abs(hi) + 1)  # float64 round-off of the comparison itself
+        top = ratio(np.abs(hi - z.max(axis=1)), s + tiny)
+        span = ratio(np.abs(step - (z.max(axis=1) - z.min(axis=1)) / 255), 2 * s / 255 + 2.0**-23 * step + tiny)
+        return max(worst(values), worst(top), worst(span))
+
+    @property
+    def replay_rule(self) -> str:
+        return ("every dequantised value within half its row's step (+ float32 round-off of the stored affine) "
+                "+ slack of the recomputed logit, the row's stored largest logit within slack, and its step "
+                "within 2 x slack / 255 of the recomputed row's (codes themselves may round either way)")
 
     @staticmethod
     def bound(affine: np.ndarray) -> np.ndarray:

@@ -29,9 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from kdcache.encodings.base import (EMPTY_LOG_PROB, Encoding, Part, Rows, damaged, empty_id, id_dtype, logsumexp,
-                                    teacher_words)
+                                    ratio, teacher_words, worst)
 
 SAMPLE_TAG = 0x5A4D_0001
+# Off-platform replay fails a drawn class whose drawing probability may have been below DRAW_FLOOR / N: a
+# correct store draws such a class with chance below DRAW_FLOOR per class and row.
+DRAW_FLOOR = 1e-12
 
 
 def row_generator(seed: int, sample: int, view: int, teacher: str) -> np.random.Generator:
@@ -114,3 +117,40 @@ class SampleEncoding(Encoding):
         logq = np.log(counts[rows, slots].astype(np.float32) / np.float32(self.n))
         out[rows, drawn] = np.float32(self.temperature) * logq
         return out
+
+    def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
+        """The structure of the draws, and that each drawn class could have been drawn; not the draws.
+
+        Another platform's logits ``z'`` (within ``s`` of the recomputed ``z``)
+        give other probabilities, and a multinomial draw from them may differ
+        anywhere, so the ids and counts are compared bit for bit only on the
+        store's platform. Here the row must be one an encoder writes: drawn ids
+        ascending and distinct, each a class, in the first slots, the rest
+        empty (the marker, count 0), counts summing to N (else
+        :class:`StoreCorruptError`). And a drawn class ``c`` must have had a
+        chance: ``softmax(z'/T)_c <= softmax(z/T)_c·exp(2s/T)``, and a class
+        of probability p is drawn at all with chance at most N·p, so the ratio
+        ``DRAW_FLOOR / (N·softmax(z/T)_c·exp(2s/T))`` exceeds 1 only where a
+        correct store had a chance below :data:`DRAW_FLOOR` of drawing it.
+        """
+        ids = stored["sample_ids"].astype(np.int64)
+        counts = stored["sample_counts"].astype(np.int64)
+        z = np.asarray(recomputed, dtype=np.float64)
+        rows, _, drawn = self._drawn(stored, z.shape[1])
+        used = counts > 0
+        if (counts.sum(axis=1) != self.n).any():
+            raise damaged(self, f"holds counts summing to {int(counts.sum(axis=1)[counts.sum(axis=1) != self.n][0])}"
+                          f", not N = {self.n}")
+        if (used[:, 1:] & ~used[:, :-1]).any() or (ids[~used] != empty_id(z.shape[1])).any():
+            raise damaged(self, "has a drawn slot after an empty one, or an empty slot (count 0) holding a class id")
+        if (np.diff(np.where(used, ids, np.iinfo(np.int64).max), axis=1) <= 0)[used[:, 1:]].any():
+            raise damaged(self, "holds drawn ids that are not ascending and distinct")
+        s = np.asarray(slack, dtype=np.float64)
+        p = self.target(z)[rows, drawn] * np.exp(2 * s[rows] / self.temperature)
+        return worst(ratio(np.full(p.shape, DRAW_FLOOR), self.n * p))
+
+    @property
+    def replay_rule(self) -> str:
+        return ("draws are compared bit for bit only on the store's platform; here only their structure (valid, "
+                f"ascending, distinct class ids; counts summing to N = {self.n}) and that every drawn class had "
+                f"probability at least {DRAW_FLOOR:g}/N at the recomputed logits (within the slack) are checked")

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from kdcache.encodings.base import EMPTY_LOG_PROB, Encoding, Part, Rows, empty_id, id_dtype, logsumexp
+from kdcache.encodings.base import (EMPTY_LOG_PROB, Encoding, Part, Rows, damaged, empty_id, half_ulp, id_dtype,
+                                    logsumexp, ratio, worst)
 
 BETAS = (1.0, 0.5, 0.25, 0.125)
 TAILS = ("temperature", "constant")
@@ -82,6 +83,53 @@ class TopKEncoding(Encoding):
     @property
     def decode_depends_on_loss(self) -> bool:
         return True  # the rebuilt tail is the tail mass at the loss's temperature
+
+    def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
+        """Ids, values, log-sum-exp and tail log-partitions against the recomputed logits ``z``.
+
+        The stored row encodes logits ``z'`` with ``|z' − z| <= s`` (``slack``) per class. Then:
+
+        * the ids are a top-K set of ``z'``: every stored id's ``z`` is at least every other class's
+          ``z`` − 2s (so near-ties, within 2s, may be swapped; the ids' order is not compared);
+        * each value is ``float16(z'_i)``: within half an ulp of float16 + s of ``z_i``;
+        * ``lse`` is ``float32(LSE(z'))`` and LSE moves at most ``max |z' − z|``: within
+          s + half an ulp of float32 of ``LSE(z)``;
+        * ``tail_lse[β]`` is ``float32(log Σ_{j∉ids} exp(β·z'_j))`` over the STORED ids' complement,
+          which moves at most β·s: within β·s + half an ulp of float32 of the same sum over ``z``.
+
+        A float64 round-off margin of ``C·2^-50·(1 + |value|)`` is added to the two log-partitions.
+        """
+        ids = stored["topk_ids"].astype(np.int64)
+        z = np.asarray(recomputed, dtype=np.float64)
+        rows, num_classes = z.shape
+        if ((ids < 0) | (ids >= num_classes)).any():
+            raise damaged(self, f"holds the top-K id {int(ids[(ids < 0) | (ids >= num_classes)][0])}, not a class "
+                          f"(0..{num_classes - 1})")
+        if (np.diff(np.sort(ids, axis=1), axis=1) == 0).any():
+            raise damaged(self, "holds a top-K id twice")
+        s = np.asarray(slack, dtype=np.float64)
+        top = np.zeros((rows, num_classes), dtype=bool)
+        np.put_along_axis(top, ids, True, axis=1)
+        at_ids = np.take_along_axis(z, ids, axis=1)
+        tail = np.where(top, -np.inf, z)
+        gap = ratio(np.maximum(tail.max(axis=1) - at_ids.min(axis=1), 0.0), 2 * s)
+        v = stored["topk_values"].astype(np.float64)
+        values = ratio(np.abs(v - at_ids), half_ulp(v, "float16") + s[:, None])
+        margin = num_classes * 2.0**-50
+        lse = stored["lse"].astype(np.float64)
+        lse_ratio = ratio(np.abs(lse - logsumexp(z)), s + half_ulp(lse, "float32") + margin * (1 + np.abs(lse)))
+        a = stored["tail_lse"].astype(np.float64)
+        here = np.stack([logsumexp(b * tail) for b in BETAS], axis=1)
+        betas = np.asarray(BETAS)[None, :]
+        tail_ratio = ratio(np.abs(a - here), betas * s[:, None] + half_ulp(a, "float32") + margin * (1 + np.abs(a)))
+        return max(worst(gap), worst(values), worst(lse_ratio), worst(tail_ratio))
+
+    @property
+    def replay_rule(self) -> str:
+        return ("the stored ids a top-K set of the recomputed logits up to near-ties within 2 x slack, each stored "
+                "value within half an ulp of float16 + slack of the recomputed logit at its id, lse within slack "
+                "and each tail log-partition at beta within beta x slack (each + half an ulp of float32) of "
+                "those of the recomputed logits (the tail taken as the classes the store does not list)")
 
     def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
                tail: str = "temperature") -> np.ndarray:
