@@ -9,11 +9,17 @@ precompute scored it, and compares values:
   versions; cards of older stores record none, and the manifest's versions
   stand in, as the report says), the replayed logits, encoded like
   the store, must equal the stored bytes bit for bit;
-* elsewhere bits cannot be expected (other kernels round differently), so the
-  largest difference is reported against a tolerance: half a unit in the last
-  place of the store's encoding at each value's magnitude (the rounding of the
-  encoding itself) plus 1e-4 times the row's largest |logit| (other kernels'
-  float32 round-off, with margin).
+* elsewhere bits cannot be expected (other kernels round differently: an int8
+  code may round the other way, a near-tied top-K member swap, a sample draw
+  differently), so the stored parts are checked against what the encoding
+  guarantees about the recomputed float32 logits
+  (:meth:`kdcache.encodings.Encoding.replay_mismatch`, stated by its
+  ``replay_rule``), each logit the store encoded taken to lie within a slack
+  of the recomputed one: 1e-4 times the row's largest |logit|, at least
+  1e-4 (other kernels' float32 round-off, with margin), plus half an ulp at
+  that magnitude of each float source a converted teacher was encoded
+  through. The worst ratio to its bound is reported; above 1 fails. A row no
+  encoder writes (an id that is not a class) fails as damaged.
 
 A teacher made by ``kdcache convert`` is replayed the way convert made it:
 the replayed logits are encoded as its float source stores them (float16
@@ -35,7 +41,7 @@ import torch
 from kdcache import encodings
 from kdcache.convert import encode_from_source
 from kdcache.data import open_data
-from kdcache.errors import StoreMismatchError, UsageError
+from kdcache.errors import StoreCorruptError, StoreMismatchError, UsageError
 from kdcache.models import run_model, sha256_file
 from kdcache.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
@@ -55,8 +61,10 @@ class ReplayResult:
     argmax_agreement: float
     same_platform: bool = True
     bitwise: bool = True  # every replayed row equals the stored encoding bit for bit
-    tolerance_exceeded: float = 0.0  # largest |difference| / tolerance (off-platform check; <= 1 passes)
+    tolerance_exceeded: float = 0.0  # worst ratio to the encoding's replay bound (off-platform only; <= 1 passes)
     first_mismatch: tuple[int, int] | None = None
+    damaged: str | None = None  # why the first mismatching row is one no encoder writes, if it is
+    rule: str = ""  # what the off-platform check compares (the encoding's replay_rule, and the slack)
     platform_differences: list[str] = field(default_factory=list)
     platform_source: str = "teacher card"  # or "manifest" for a card that records no platform
 
@@ -102,6 +110,9 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
             report.replay[name] = r
             if r.first_mismatch is not None:
                 s, v = r.first_mismatch
+                if r.damaged is not None:
+                    report.problems.append(f"replay of {name}: sample {s}, view {v}: {r.damaged}")
+                    continue
                 how = "not bitwise equal to the stored encoding" if r.same_platform else (
                     f"{r.tolerance_exceeded:.3g}x the tolerance")
                 report.problems.append(f"replay of {name}: sample {s}, view {v} differs from the store ({how}; "
@@ -181,9 +192,27 @@ def _replay_parts(chain: list[_Step], logits: np.ndarray, rows: encodings.Rows,
     return parts
 
 
-def _half_ulp(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Half the spacing of ``dtype`` at each value's magnitude: the rounding of encoding it."""
-    return np.spacing(np.abs(values).astype(dtype)).astype(np.float64) / 2
+def _slack(chain: list[_Step], logits: np.ndarray) -> np.ndarray:
+    """How far, per row, each logit the last teacher of ``chain`` encoded may be from ``logits`` (rows, C).
+
+    Other kernels' float32 round-off (:data:`RELATIVE_SLACK` times the
+    row's largest |logit|, or times 1 when that is smaller), and, for a
+    converted teacher, the rounding of each float source on the way (half
+    an ulp of its dtype at the row's largest magnitude: the source stored
+    the other platform's logits rounded).
+    """
+    top = np.abs(np.asarray(logits, dtype=np.float64)).max(axis=1)
+    slack = RELATIVE_SLACK * np.maximum(1.0, top)
+    for step in chain[:-1]:  # float sources only (_encoding_chain refuses any other)
+        slack = slack + encodings.half_ulp(top + slack, np.dtype(step.encoding.spec))
+    return slack
+
+
+def _rule(chain: list[_Step]) -> str:
+    """The off-platform check of the last teacher of ``chain``, as the report states it."""
+    via = "".join(f" + half an ulp of {step.encoding.spec} at that magnitude (float source {step.name!r})"
+                  for step in chain[:-1])
+    return f"{chain[-1].encoding.replay_rule}; slack = {RELATIVE_SLACK:g} x max(1, the row's largest |logit|){via}"
 
 
 def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = None, weights: str | None = None,
@@ -204,8 +233,6 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
     chosen = [(int(rng.integers(n)), int(rng.integers(store.num_views))) for _ in range(pairs)]
     micro, grid = card.micro_batch, store.grid
     enc = encodings.parse(card.encoding)
-    # Compact encodings are compared as their float16-precision decode; their parts bit for bit.
-    dtype = np.dtype(card.encoding if enc.lossless_dense else "float16")
     # The replay runs on the CPU; it is compared with where this teacher was scored.
     now = platform_record("cpu")
     then, source_name = (card.platform, "teacher card") if card.platform else (store.manifest.versions, "manifest")
@@ -215,7 +242,7 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         platform_diffs = [d for d in platform_diffs if not d.startswith(("device", "cuda", "cudnn"))]
     result = ReplayResult(pairs=len(chosen), max_abs_diff=0.0, argmax_agreement=0.0,
                           same_platform=not platform_diffs, platform_differences=platform_diffs,
-                          platform_source=source_name)
+                          platform_source=source_name, rule=_rule(chain))
     agree = 0
     for sample, view in chosen:
         j = sample // grid.chunk_rows
@@ -223,7 +250,6 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         params = store.read_params_chunk(view, j)  # the record, never the seed
         r = sample - chunk_start
         stored_parts = {k: p[r : r + 1] for k, p in store.read_encoded_chunk(teacher, view, j).items()}
-        stored = enc.decode(stored_parts, card.num_classes)[0]
         # Rebuild the micro-batch the row was scored in: aligned to its chunk start.
         mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
         mb_stop = min(mb_start + micro, chunk_stop)
@@ -233,15 +259,22 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
         mine = _replay_parts(chain, recomputed[None].astype(np.float32),
                              encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]),
                                             teacher=teacher), card.num_classes)
-        encoded = enc.decode(mine, card.num_classes)[0]
-        diff = np.abs((recomputed if enc.lossless_dense else encoded).astype(np.float64) - stored.astype(np.float64))
-        result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded.astype(np.float64) - stored).max()))
-        agree += int(recomputed.argmax() == stored.argmax())
         bitwise = all(mine[k].tobytes() == stored_parts[k].tobytes() for k in mine)
         result.bitwise &= bitwise
-        tol = _half_ulp(stored, dtype) + RELATIVE_SLACK * max(1.0, float(np.abs(stored).max()))
-        result.tolerance_exceeded = max(result.tolerance_exceeded, float((diff / tol).max()))
-        bad = not bitwise if result.same_platform else bool((diff > tol).any())
+        try:  # a row no encoder writes is refused by its decode (and off-platform by its check)
+            stored = enc.decode(stored_parts, card.num_classes)[0].astype(np.float64)
+            mismatch = 0.0 if result.same_platform else enc.replay_mismatch(
+                stored_parts, recomputed[None], _slack(chain, recomputed[None]))
+        except StoreCorruptError as exc:
+            if result.first_mismatch is None:
+                result.first_mismatch, result.damaged = (sample, view), str(exc)
+            result.tolerance_exceeded = float("inf")
+            continue
+        encoded = enc.decode(mine, card.num_classes)[0].astype(np.float64)
+        result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded - stored).max()))
+        agree += int(recomputed.argmax() == stored.argmax())
+        result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
+        bad = not bitwise if result.same_platform else not mismatch <= 1.0  # NaN fails
         if bad and result.first_mismatch is None:
             result.first_mismatch = (sample, view)
     result.argmax_agreement = agree / max(1, len(chosen))
@@ -263,8 +296,8 @@ def format_verify(report: VerifyReport) -> str:
         if not r.same_platform:
             lines.append(
                 f"  platform differs from the store's ({'; '.join(r.platform_differences)}): other kernels round "
-                "differently, so bits cannot be expected; checked against a tolerance of half an ulp of the "
-                f"encoding + {RELATIVE_SLACK:g} x the row's largest |logit| (worst: {r.tolerance_exceeded:.3g}x)")
+                f"differently, so bits cannot be expected; checked instead: {r.rule} "
+                f"(worst: {r.tolerance_exceeded:.3g}x the tolerance)")
     if report.ok:
         lines.append("OK: every chunk is complete and matches its checksum"
                      + (" and the replay agrees" if report.replay else ""))
