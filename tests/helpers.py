@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -51,6 +52,22 @@ class _NaNAfter(nn.Module):
 
 def nan_model(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return _seeded(lambda: _NaNAfter(num_classes, in_channels))
+
+
+class _NaNOnRank1(nn.Module):
+    """NaN logits on torchrun rank 1 only: a failure that exactly one rank of a job meets."""
+
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return torch.full_like(out, float("nan")) if os.environ.get("RANK") == "1" else out
+
+
+def nan_on_rank_1(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return _seeded(lambda: _NaNOnRank1(num_classes, in_channels))
 
 
 class _Slow(nn.Module):

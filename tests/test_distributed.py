@@ -79,21 +79,19 @@ def test_killed_two_rank_job_resumes_with_one_process(tmp_path: Path, reference:
 
 
 def test_failure_on_one_rank_is_its_one_line(tmp_path: Path, reference: Path) -> None:
-    """A corrupted recorded view chunk that only rank 1 reads: that rank's line, once, and every rank stops."""
+    """A teacher that gives NaN on rank 1 only: that rank's line, once, and every rank stops."""
     import shutil
 
     out = tmp_path / "corrupt.zarr"
     shutil.copytree(reference, out)
-    # A second teacher renders the recorded views; the strided split gives pending item 1, chunk (0, 1), to rank 1.
-    chunk = out / "views" / "params" / "c" / "0" / "1" / "0"
-    raw = bytearray(chunk.read_bytes())
-    raw[5] ^= 0xFF
-    chunk.write_bytes(bytes(raw))
-    code, text = torchrun(2, *precompute_args(out, "--teacher-name", "second"))
+    # A second teacher on the recorded views; the strided split gives rank 1 pending chunks of its own.
+    args = [a if a != "import:tests.helpers:tiny" else "import:tests.helpers:nan_on_rank_1"
+            for a in precompute_args(out, "--teacher-name", "second")]
+    code, text = torchrun(2, *args)
     assert code != 0, text
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, text
-    assert errors[0].startswith("error: rank 1: ") and "views/params" in errors[0], text
+    assert errors[0].startswith("error: rank 1: ") and "NaN" in errors[0], text
     # No rank prints a traceback (torchrun's own end-of-job report follows, naming rank 1's line as the cause).
     assert "[rank0]: Traceback" not in text and "[rank1]: Traceback" not in text, text
     assert "root cause" in text.lower() and "rank 1: " in text.lower().split("root cause")[1], text
