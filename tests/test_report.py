@@ -420,3 +420,18 @@ def test_stats_counts_tau_star_under_each_grid_value_even_when_float32_cannot_ho
     assert sum(result.tau_star_histogram.values()) == s.num_views * s.num_samples
     line = format_stats(result)
     assert line.count("τ*=1.2:") == 1 and line.count("τ*=0.3:") == 1, line
+
+
+def test_a_sweep_directory_reports_every_student(tmp_path: Path, workdir: Path) -> None:
+    from kdcache.report.runs import expand_sweeps
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for run in runs_of(workdir):
+        shutil.copytree(run, sweep / run.name)
+    (sweep / "sweep.json").write_text("{}\n")
+    (sweep / "leaderboard.md").write_text("# Sweep leaderboard\n")
+    assert expand_sweeps([sweep]) == sorted(sweep / r.name for r in runs_of(workdir))
+    code, text = run_cli("report", sweep, "--out", tmp_path / "out")
+    assert code == 0, text
+    assert sorted(r.name for r in load_runs([sweep])) == sorted(r.name for r in runs_of(workdir))

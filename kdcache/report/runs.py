@@ -193,11 +193,26 @@ def load_run(path: str | Path) -> RunRecord:
                      store=str(store) if store is not None else None)
 
 
+def expand_sweeps(paths: Sequence[str | Path]) -> list[Path]:
+    """Each path, with a sweep's ``--out`` (it holds ``sweep.json``) replaced by its students' run
+    directories, so ``kdcache report runs/main`` reports every student of that sweep."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir() and (p / "sweep.json").is_file() and not (p / "run.json").exists():
+            students = sorted(d for d in p.iterdir() if (d / "run.json").is_file())
+            if not students:
+                raise RunError(f"{p} is a sweep with no student run yet; report it once a student has started")
+            out += students
+        else:
+            out.append(p)
+    return out
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Read every run directory; two runs with the same directory name would be confused in the plots."""
     if not paths:
         raise RunError("no run directories given; pass at least one RUN_DIR")
-    runs = [load_run(p) for p in paths]
+    runs = [load_run(p) for p in expand_sweeps(paths)]
     names = [r.name for r in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
