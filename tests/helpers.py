@@ -54,12 +54,8 @@ def nan_model(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return _seeded(lambda: _NaNAfter(num_classes, in_channels))
 
 
-class _NaNOnRank1(nn.Module):
+class _NaNOnRank1(_NaNAfter):
     """NaN logits on torchrun rank 1 only: a failure that exactly one rank of a job meets."""
-
-    def __init__(self, num_classes: int, in_channels: int) -> None:
-        super().__init__()
-        self.net = TinyNet(num_classes, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)

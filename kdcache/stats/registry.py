@@ -125,30 +125,25 @@ def option_number(value: float) -> str:
 
 
 def repair_command(store: Store, teacher: str) -> str:
-    """The ``kdcache stats`` command that rewrites every statistic ``teacher``'s card lists as it is.
+    """The ``kdcache stats`` command that rewrites every statistic ``teacher``'s card lists as it is
+    (a damaged one included), with the recorded parameters of all of them."""
+    return stats_command(store, teacher)
 
-    One run recomputes every statistic at once, from the options it is given
-    (the library's defaults for those left out), so the command carries the
-    recorded parameters of all of them: repairing a class table must not
-    recompute τ* over the default grid instead of the recorded one.
+
+def stats_command(store: Store, teacher: str, provider: StatProvider | None = None,
+                  wanted: Mapping[str, Any] | None = None) -> str:
+    """The ``kdcache stats`` command that makes ``provider``'s statistic with ``wanted`` parameters (if
+    given) and keeps every statistic the card lists as it is.
+
+    One run recomputes every statistic from the options it is given (the library's defaults for
+    those left out), so the others' recorded parameters are restated: adding the class table a loss
+    asks for, or repairing one, must not recompute τ* over the default grid instead of the recorded one.
     """
     listed = store.card(teacher).stats
-    options = "".join(p.made_with(listed[name]) for name, p in _PROVIDERS.items() if name in listed)
-    return f"kdcache stats {store.path} --teacher-name {teacher}{options}"
-
-
-def stats_command(store: Store, teacher: str, provider: StatProvider, wanted: Mapping[str, Any]) -> str:
-    """The ``kdcache stats`` command that makes ``provider``'s statistic with ``wanted`` parameters and
-    keeps every other statistic the card lists as it is.
-
-    One run recomputes every statistic from the options it is given, so the others' recorded
-    parameters are restated: adding the class table a loss asks for must not recompute τ* over the
-    default grid instead of the recorded one.
-    """
-    listed = store.card(teacher).stats
+    asked = provider.fix_options(wanted or {}) if provider is not None else ""
     others = "".join(p.made_with(listed[name]) for name, p in _PROVIDERS.items()
-                     if name in listed and name != provider.name)
-    return f"kdcache stats {store.path} --teacher-name {teacher}{provider.fix_options(wanted)}{others}"
+                     if name in listed and (provider is None or name != provider.name))
+    return f"kdcache stats {store.path} --teacher-name {teacher}{asked}{others}"
 
 
 def missing(store: Store, teacher: str, name: str, fix: str) -> StoreIncompleteError:

@@ -11,6 +11,7 @@ rewritten by ``kdcache stats`` (:func:`kdcache.store.stat_io.repair`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,21 +37,10 @@ def check_chunks(store: Store, names: list[str]) -> tuple[int, list[str]]:
     problems: list[str] = []
     checked = 0
     grid = store.grid
-    view_sums = np.asarray(store.view_checksums()[:])
-    arr = store.params()  # outside the loop: damaged metadata is its own one-line error, not a damaged chunk
-    for v, j in store.iter_chunks():
-        start, stop = grid.bounds(j)
-        where = f"{layout.VIEW_PARAMS} view {v} chunk {j} (rows {start}-{stop - 1})"
-        if view_sums[v, j] == 0:
-            problems.append(f"{where} was never written")
-            continue
-        try:
-            params = np.asarray(arr[v, start:stop])
-        except UNDECODABLE as exc:  # cut short
-            problems.append(f"{where} cannot be read ({type(exc).__name__})")
-            continue
-        if checksum(params) != int(view_sums[v, j]):
-            problems.append(f"{where}: checksum mismatch (corrupted)")
+    for v, j, problem in _params_problems(store):
+        if problem is not None:
+            start, stop = grid.bounds(j)
+            problems.append(f"{layout.VIEW_PARAMS} view {v} chunk {j} (rows {start}-{stop - 1}){problem}")
     for name in names:
         sums = np.asarray(store.logit_checksums(name)[:])
         for v, j in store.iter_chunks():
@@ -110,25 +100,30 @@ def check_stats(store: Store, teacher: str) -> list[str]:
     return problems
 
 
+def _params_problems(store: Store) -> Iterator[tuple[int, int, str | None]]:
+    """Each chunk of ``views/params`` with what is wrong with it, as the tail of a report line (None:
+    intact): never written, cut short (zarr cannot decode it), or no longer hashing to its record."""
+    sums = np.asarray(store.view_checksums()[:])
+    arr = store.params()  # outside the loop: damaged metadata is its own one-line error, not a damaged chunk
+    for v, j in store.iter_chunks():
+        if sums[v, j] == 0:
+            yield v, j, " was never written"
+            continue
+        start, stop = store.grid.bounds(j)
+        try:
+            params = np.asarray(arr[v, start:stop])
+        except UNDECODABLE as exc:  # cut short
+            yield v, j, f" cannot be read ({type(exc).__name__})"
+            continue
+        yield v, j, None if checksum(params) == int(sums[v, j]) else ": checksum mismatch (corrupted)"
+
+
 def damaged_params(store: Store) -> list[tuple[int, int]]:
     """The recorded chunks of ``views/params`` whose bytes no longer hash to their record (a flipped bit,
     a file cut short or lost), in (view, chunk) order. Chunks never recorded are not listed: the run
     that scores their logits draws and writes them."""
-    sums = np.asarray(store.view_checksums()[:])
-    arr = store.params()  # outside the loop: damaged metadata is its own one-line error, not a damaged chunk
-    grid = store.grid
-    damaged: list[tuple[int, int]] = []
-    for v, j in store.iter_chunks():
-        if sums[v, j] == 0:
-            continue
-        start, stop = grid.bounds(j)
-        try:
-            intact = checksum(np.asarray(arr[v, start:stop])) == int(sums[v, j])
-        except UNDECODABLE:
-            intact = False  # cut short: zarr cannot even decode it
-        if not intact:
-            damaged.append((v, j))
-    return damaged
+    return [(v, j) for v, j, problem in _params_problems(store)
+            if problem is not None and problem != " was never written"]
 
 
 def repair_params(store: Store, source: DataSource) -> int:
