@@ -70,3 +70,23 @@ class LossConfigError(KdcacheError, ValueError):
 
 class RunError(KdcacheError, ValueError):
     """A training run directory cannot be created or resumed as asked."""
+
+
+class KdcacheBug(RuntimeError):
+    """An internal invariant broke: a bug in kdcache, not a user error.
+
+    Deliberately *not* a :class:`KdcacheError`: the CLI lets it keep its
+    traceback, so a report carries where it happened.
+    """
+
+
+class KdcacheWarning(UserWarning):
+    """Base class of the warnings kdcache emits (filter them with ``warnings.filterwarnings``)."""
+
+
+class ApproximateEncodingWarning(KdcacheWarning):
+    """Rows of a compact encoding are served in a way that is not exact (decoded at another temperature)."""
+
+
+class StoreRepairWarning(KdcacheWarning):
+    """A writer found chunks that no longer matched their checksum records and rewrote them."""
