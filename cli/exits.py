@@ -7,7 +7,9 @@ Click reports itself, or :class:`kdcache.errors.UsageError` from the library);
 reaches the CLI (permission denied, disk full, a missing parent directory, a
 read-only filesystem) is a condition of the user's machine, not a bug: it also
 ends in one line naming the path and what to do, exit 1. Anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback (:class:`kdcache.errors.KdcacheBug`, an internal invariant that broke, is one).
+The library's log records and warnings print as lines on stderr while a command runs
+(:mod:`kdcache_cli.reporting`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ try:  # recent Typer vendors its own copy of Click; its exceptions are the ones 
 except ImportError:  # pragma: no cover - Typer that uses the click package
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from kdcache.errors import KdcacheError, UsageError
+from kdcache.errors import KdcacheBug, KdcacheError, UsageError
+from kdcache_cli.reporting import reporting
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -97,7 +100,10 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 _refuse_under_torchrun(func.__name__)
-                return func(*args, **kwargs)
+                with reporting():  # the library's log records and warnings, as lines on stderr
+                    return func(*args, **kwargs)
+            except KdcacheBug:
+                raise  # a bug in kdcache: its traceback says where
             except UsageError as exc:
                 _rank_fail(str(exc), EXIT_USAGE, usage=True)
             except KdcacheError as exc:

@@ -31,7 +31,7 @@ import torch
 from kdcache import losses
 from kdcache.data import DataSource
 from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
-from kdcache.errors import KdcacheError, StoreMismatchError
+from kdcache.errors import KdcacheBug, KdcacheError, StoreMismatchError
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
@@ -147,7 +147,7 @@ class CachedLogits(LogitSource):
         names = list(dict.fromkeys(name for s in sources for name in s.row_arg))
         temperatures = {s.decode_temperature for s in sources}
         if len(temperatures) != 1:
-            raise KdcacheError(f"one reader cannot decode at temperatures {sorted(temperatures)} (a kdcache bug)")
+            raise KdcacheBug(f"one reader cannot decode at temperatures {sorted(temperatures)}")
         return CachedRows(self.store, self.name, names, decode_temperature=temperatures.pop())
 
     def _serve(self, spec: losses.LossSpec | None, hparams: dict[str, Any] | None) -> None:
@@ -210,14 +210,14 @@ class CachedLogits(LogitSource):
 
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if rows is None:
-            raise KdcacheError("cached teacher logits were not read for this batch (a kdcache bug)")
+            raise KdcacheBug("cached teacher logits were not read for this batch")
         return rows["teacher_logits"]
 
     def call_inputs(self, rows: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.static)
         for stored, arg in self.row_arg.items():
             if rows is None or stored not in rows:  # never fall back to the loss's own estimate silently
-                raise KdcacheError(f"the per-row statistic {stored} was not read for this batch (a kdcache bug)")
+                raise KdcacheBug(f"the per-row statistic {stored} was not read for this batch")
             out[arg] = rows[stored]
         return out
 

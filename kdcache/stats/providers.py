@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kdcache import losses
-from kdcache.errors import KdcacheError, StoreIncompleteError
+from kdcache.errors import KdcacheBug, KdcacheError, StoreIncompleteError
 from kdcache.store import Store
 from kdcache.store.stat_io import StatWriter, read_static
 from kdcache.stats.registry import Accumulator, StatContext, StatProvider, StatsOptions, option_number, register
@@ -36,13 +36,13 @@ class _TauAcc(Accumulator):
     def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
         tau = losses.isats_tau_star(logits, labels, self.grid).to(torch.float32).numpy()
         if self.writer is None:
-            raise RuntimeError("per-row accumulator used before begin()")
+            raise KdcacheBug("per-row accumulator used before begin()")
         self.writer.write_rows(self.name, view, chunk, tau)
         values, counts = np.unique(tau, return_counts=True)
         for value, k in zip(values, counts):
             g = self._grid_of.get(float(value))
             if g is None:
-                raise KdcacheError(f"ISATS tau* {float(value)} is not on the grid {self.grid} (a kdcache bug)")
+                raise KdcacheBug(f"ISATS tau* {float(value)} is not on the grid {self.grid}")
             self.hist[g] += int(k)
 
     def finish(self, writer: StatWriter) -> dict[str, Any]:
