@@ -268,9 +268,10 @@ def quickstart(
     Trains a teacher, precomputes a store, computes statistics, distills a student with CE, KD, NKD
     and ISATS, runs KD online for comparison, and prints a table.
     """
-    from kdcache.quickstart import format_table, run_quickstart
+    from kdcache.quickstart import run_quickstart
+    from kdcache_cli.tables import quickstart_table
 
     if old_workdir is not None:
         deprecated("--workdir", "use --out DIR: kdcache quickstart --out DIR")
         out = old_workdir
-    typer.echo(format_table(run_quickstart(out, student_epochs=epochs)))
+    typer.echo(quickstart_table(run_quickstart(out, student_epochs=epochs)))

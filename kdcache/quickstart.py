@@ -6,12 +6,14 @@ accuracy, time and the speed-up of cached over online distillation, and a
 ``kdcache report`` of the students and the store in ``workdir/report``.
 
 Re-running reuses the teacher and the store in ``workdir`` (both resumable)
-and re-trains the students.
+and re-trains the students. Each step is announced on the ``kdcache.quickstart``
+logger; :func:`run_quickstart` returns the numbers, and the CLI renders the table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,11 +22,12 @@ from pathlib import Path
 from kdcache.distill import DistillConfig, distill
 from kdcache.errors import KdcacheError
 from kdcache.precompute import TeacherRequest, precompute
-from kdcache.progress import console
 from kdcache.report import write_report
 from kdcache.stats import compute_stats
 from kdcache.teacher import TeacherConfig, train_teacher
 from kdcache.engine import OptimConfig
+
+log = logging.getLogger(__name__)
 
 DATA = "embedded"
 VAL = "embedded,split=test"
@@ -48,21 +51,34 @@ METHODS: dict[str, dict[str, float]] = {
 
 @dataclass
 class Row:
+    """One student of the quickstart: its method, ``cached`` or ``online``, and how it did."""
+
     method: str
     mode: str
     val_top1: float
     seconds: float
     samples_per_s: float
+    options: dict[str, float] = field(default_factory=dict)  # the loss options it was trained with
 
 
 @dataclass
 class QuickstartResult:
+    """What the quickstart did and measured (the CLI prints it as a table)."""
+
     workdir: Path
     teacher_top1: float
     precompute_seconds: float
     rows: list[Row] = field(default_factory=list)
+    teacher: str = TEACHER
+    student: str = STUDENT
+    data: str = DATA
+    val_data: str = VAL
     report: Path | None = None  # the report page (kdcache report) of the students and the store
     plot: Path | None = None  # its figure of final accuracy per method
+
+    @property
+    def store(self) -> Path:
+        return self.workdir / "store.zarr"
 
     def row(self, method: str, mode: str) -> Row:
         return next(r for r in self.rows if r.method == method and r.mode == mode)
@@ -78,7 +94,7 @@ def _fresh_run_dir(path: Path) -> Path:
     if path.exists():
         record = path / "run.json"
         if not record.exists() or json.loads(record.read_text()).get("kind") != "kdcache-distill":
-            raise KdcacheError(f"{path} exists and is not a kdcache run; choose another --workdir")
+            raise KdcacheError(f"{path} exists and is not a kdcache run; choose another directory for the quickstart")
         shutil.rmtree(path)
     return path
 
@@ -90,66 +106,45 @@ def run_quickstart(workdir: Path, student_epochs: int | None = None, progress: b
     epochs = student_epochs or STUDENT_EPOCHS
     teacher_path = workdir / "teacher.pt"
     if not teacher_path.exists():
-        console.print(f"[bold]1/5 training the teacher {TEACHER} on {DATA}")
+        log.info("1/5 training the teacher %s on %s", TEACHER, DATA)
         train_teacher(TeacherConfig(
             data=DATA, val_data=VAL, model=TEACHER, epochs=TEACHER_EPOCHS, out=teacher_path, recipe=RECIPE,
             optim=OptimConfig(lr=0.05, epochs=TEACHER_EPOCHS, schedule="cosine"), seed=SEED,
         ), progress=progress)
     else:
-        console.print(f"1/5 reusing the teacher in {teacher_path}")
+        log.info("1/5 reusing the teacher in %s", teacher_path)
     from kdcache.models import load_checkpoint
 
     teacher_top1 = float(load_checkpoint(teacher_path)["card"]["trained"]["val_top1"])
 
     store = workdir / "store.zarr"
-    console.print(f"[bold]2/5 precomputing {VIEWS} views of the teacher's logits into {store}")
+    log.info("2/5 precomputing %d views of the teacher's logits into %s", VIEWS, store)
     t0 = time.perf_counter()
     precompute(data=DATA, teachers=[TeacherRequest(TEACHER, str(teacher_path), "teacher")], views=VIEWS,
                seed=SEED, out=store, recipe=RECIPE, encoding="float16", progress=progress)
     precompute_seconds = time.perf_counter() - t0
-    console.print("[bold]3/5 computing statistics (ISATS tau*, FGCR class tables)")
+    log.info("3/5 computing statistics (ISATS tau*, FGCR class tables)")
     compute_stats(store, tau0=[3.0], progress=progress)
 
     result = QuickstartResult(workdir=workdir, teacher_top1=teacher_top1, precompute_seconds=precompute_seconds)
     optim = OptimConfig(lr=0.05, epochs=epochs, schedule="cosine")
-    console.print(f"[bold]4/5 distilling {STUDENT} from the store: {', '.join(METHODS)}")
+    log.info("4/5 distilling %s from the store: %s", STUDENT, ", ".join(METHODS))
     for method, opts in METHODS.items():
         out = _fresh_run_dir(workdir / "runs" / method)
         r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss=method, loss_opts=opts,
                                   epochs=epochs, out=out, store=str(store), optim=optim, seed=SEED),
                     progress=progress)
         result.rows.append(Row(method, "cached", r.final["val_top1"], r.seconds,
-                               sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics)))
-    console.print("[bold]5/5 distilling with KD online (the teacher run live), for comparison")
+                               sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics), dict(opts)))
+    log.info("5/5 distilling with KD online (the teacher run live), for comparison")
     out = _fresh_run_dir(workdir / "runs" / "kd-online")
     r = distill(DistillConfig(data=DATA, val_data=VAL, student=STUDENT, loss="kd", loss_opts=METHODS["kd"],
                               epochs=epochs, out=out, teacher=TEACHER, weights=str(teacher_path), views=VIEWS, recipe=RECIPE,
                               optim=optim, seed=SEED), progress=progress)
     result.rows.append(Row("kd", "online", r.final["val_top1"], r.seconds,
-                           sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics)))
+                           sum(m["samples_per_s"] for m in r.metrics) / len(r.metrics), dict(METHODS["kd"])))
     written = write_report([workdir / "runs" / m for m in METHODS] + [out], workdir / "report", store=store,
                            title="kdcache quickstart")
     result.report, result.plot = written.page, written.figures["final"]
     return result
 
-
-def format_table(result: QuickstartResult) -> str:
-    """The quickstart's closing table."""
-    ce = result.row("ce", "cached").val_top1
-    lines = [
-        f"teacher {TEACHER}: val top-1 {result.teacher_top1:.2%}; precompute {result.precompute_seconds:.1f}s",
-        f"student {STUDENT} on {DATA} ({VAL} for validation)",
-        "",
-        f"{'method':<8} {'mode':<7} {'val top-1':>9} {'vs CE':>7} {'time':>7} {'samples/s':>10}  options",
-    ]
-    for r in result.rows:
-        opts = ", ".join(f"{k}={v:g}" for k, v in METHODS[r.method].items()) or "defaults"
-        lines.append(
-            f"{r.method:<8} {r.mode:<7} {r.val_top1:>9.2%} {100 * (r.val_top1 - ce):>+6.2f}p "
-            f"{r.seconds:>6.1f}s {r.samples_per_s:>10,.0f}  {opts}"
-        )
-    lines += ["", f"speed-up of cached over online KD: {result.speedup:.2f}x "
-                  f"(online runs the teacher every step; cached reads its logits from {result.workdir / 'store.zarr'})"]
-    if result.plot is not None:
-        lines += [f"plot: {result.plot} (accuracy per method); every figure: {result.report}"]
-    return "\n".join(lines)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from kdcache.quickstart import format_table, run_quickstart
+from kdcache.quickstart import run_quickstart
+from kdcache_cli.tables import quickstart_table
 
 
 @pytest.mark.slow
 def test_quickstart_runs_and_prints_the_table(tmp_path: Path) -> None:
     result = run_quickstart(tmp_path / "qs", student_epochs=2, progress=False)
-    table = format_table(result)
+    table = quickstart_table(result)
     for method in ("ce", "kd", "nkd", "isats"):
         assert result.row(method, "cached").val_top1 > 0.3
     assert result.row("kd", "online").val_top1 > 0.3
