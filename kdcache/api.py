@@ -38,8 +38,7 @@ from kdcache.data import DataSource, open_data
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource
 from kdcache.engine.config import require_choice, require_int
-from kdcache.errors import UsageError
-from kdcache.progress import console
+from kdcache.errors import ApproximateEncodingWarning, UsageError, warn
 from kdcache.store import Store
 from kdcache.store.location import Location, locate
 from kdcache.views import Recipe, Render, ViewDataset, eval_dataset
@@ -151,7 +150,8 @@ class CachedStore:
         Without ``loss``, a store whose dense rows depend on the loss that reads them (``topk:K``: the
         rebuilt tail is the tail mass at the loss's temperature; ``sample:N@T``: pseudo-logits only
         KD at T may consume) is refused, as is a loss that cannot use the encoding exactly, unless
-        ``allow_approximate_encoding`` (then a warning is printed and the rows are decoded at T=1).
+        ``allow_approximate_encoding`` (then an :class:`~kdcache.errors.ApproximateEncodingWarning` is issued and the
+        rows are decoded at T=1).
         """
         if loss is None:
             encoding = self._teacher.store.encoding(self._teacher.name)
@@ -161,7 +161,8 @@ class CachedStore:
                 if not allow_approximate_encoding:
                     raise UsageError(f"{why}: pass loss=... (and loss_opts) to batches() so they are decoded for "
                                      "it, or allow_approximate_encoding=True for rows decoded at T=1")
-                console.print(f"[yellow]warning: {why}; serving rows decoded at T=1 (allow_approximate_encoding)")
+                warn(f"{why}; serving rows decoded at T=1 (allow_approximate_encoding=True)",
+                     ApproximateEncodingWarning)
             return self._teacher
         spec = losses.spec(loss)
         hparams = spec.resolve(loss_opts)

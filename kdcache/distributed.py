@@ -119,9 +119,9 @@ def init(device: str | torch.device = "cpu") -> tuple[Context, torch.device]:
 def _quiet_other_ranks() -> None:
     # One console for the whole job: N copies of every progress bar and note would interleave.
     if not _context.is_main:
-        from kdcache.progress import console
+        from kdcache.progress import silence
 
-        console.quiet = True
+        silence()
 
 
 def barrier() -> None:
@@ -183,6 +183,15 @@ class Counter:
             self._local += n
             return self._local
         return int(self._store.add(self.key, int(n)))
+
+    def final(self) -> int:
+        """The job-wide total once every rank has added all of its share.
+
+        A collective (a barrier): every rank calls it at the same point. Rank 0 often finishes its share
+        first; its bar would otherwise stop at the total of that moment (86% of a 2-rank job).
+        """
+        barrier()
+        return self.add(0)
 
 
 def error_line(message: str, usage: bool) -> str | None:

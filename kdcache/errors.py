@@ -11,6 +11,10 @@ for an option value it refuses), 130 interrupted.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class KdcacheError(Exception):
     """Base class of every error kdcache raises on purpose."""
@@ -90,3 +94,17 @@ class ApproximateEncodingWarning(KdcacheWarning):
 
 class StoreRepairWarning(KdcacheWarning):
     """A writer found chunks that no longer matched their checksum records and rewrote them."""
+
+
+def warn(message: str, category: type[KdcacheWarning] = KdcacheWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the first caller outside the kdcache package.
+
+    A fixed ``stacklevel`` names a kdcache module whenever the warning is raised a few calls deep
+    (``CachedStore.batches`` -> ``for_loss`` -> here); the user's own line is what ``-W`` filters
+    and the once-per-location rule should key on.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

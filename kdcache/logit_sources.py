@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,15 +32,16 @@ import torch
 from kdcache import losses
 from kdcache.data import DataSource
 from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
-from kdcache.errors import KdcacheBug, KdcacheError, StoreMismatchError
+from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, KdcacheError, StoreMismatchError, warn
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing, stats_command
 from kdcache.store import Store
 from kdcache.store.location import Location
-from kdcache.progress import console
 from kdcache.views import Recipe, Render, resolve_recipe
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from kdcache.distill import DistillConfig
@@ -165,7 +167,7 @@ class CachedLogits(LogitSource):
         self.decode_temperature, warning = check_consumption(self.store.encoding(self.name), spec, hparams,
                                                              self.allow_approximate, self.allow_flag)
         if warning:
-            console.print(f"[yellow]{warning}")
+            warn(warning, ApproximateEncodingWarning)
         for arg, wanted in spec.store_stats(hparams).items():
             provider = for_loss_arg(arg)
             fix = f"run `{stats_command(self.store, self.name, provider, wanted)}`"
@@ -253,5 +255,5 @@ class OnlineLogits(LogitSource):
 def _online_recipe(name: str | None, source: DataSource) -> Recipe:
     recipe = resolve_recipe(name, source)
     if name is None:
-        console.print(f"recipe: {recipe.name} (the default for {source.spec}; pass --recipe to choose another)")
+        log.info("recipe: %s (the default for %s; give a recipe to choose another)", recipe.name, source.spec)
     return recipe

@@ -67,3 +67,38 @@ def test_quickstart_refusal_names_no_cli_flag(tmp_path: Path) -> None:
     with pytest.raises(qs.KdcacheError) as err:
         qs._fresh_run_dir(tmp_path / "qs" / "runs" / "ce")
     assert "--" not in str(err.value) and "not a kdcache run" in str(err.value)
+
+
+# --- the Python API warns instead of printing ------------------------------------------------------
+
+DATA = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5"
+RECIPE = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "recipe-small.json")
+
+
+@pytest.fixture(scope="module")
+def encoded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quiet-enc") / "store.zarr"
+    code, text = run_cli("precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "1",
+                         "--recipe", RECIPE, "--encoding", "float32", "--out", out)
+    assert code == 0, text
+    for enc, name in (("topk:2", "top2"), ("sample:8@2", "s8")):
+        code, text = run_cli("convert", out, "--teacher-name", "tiny", "--encoding", enc, "--as", name)
+        assert code == 0, text
+    return out
+
+
+def test_api_approximate_rows_warn_with_a_kdcache_warning(encoded_store: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import kdcache
+    from kdcache.errors import ApproximateEncodingWarning
+
+    capsys.readouterr()
+    store = kdcache.open_store(encoded_store, DATA, teacher_name="top2")
+    with pytest.warns(ApproximateEncodingWarning, match="decoded at T=1 .allow_approximate_encoding=True") as got:
+        store.batches(1, batch_size=16, allow_approximate_encoding=True)
+    assert got[0].filename == __file__  # pointed at the caller's line, not kdcache's
+    sampled = kdcache.open_store(encoded_store, DATA, teacher_name="s8")
+    with pytest.warns(ApproximateEncodingWarning, match="biased") as got:
+        sampled.batches(1, batch_size=16, loss="nkd", allow_approximate_encoding=True)
+    assert not str(got[0].message).startswith("warning:")  # the CLI adds the prefix, once
+    assert capsys.readouterr() == ("", "")

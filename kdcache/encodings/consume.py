@@ -38,5 +38,5 @@ def check_consumption(encoding: Encoding, spec: LossSpec, hparams: Mapping[str, 
     if not allow_approximate:
         raise UsageError(f"{why}: it accepts {spec.accepted_encodings(hparams)}; pass {flag} "
                          "to train on the sample anyway (biased)")
-    return temperature, (f"warning: {why}; training on it anyway ({flag}): the loss and its gradient "
+    return temperature, (f"{why}; training on it anyway ({flag}): the loss and its gradient "
                          "are biased approximations")
