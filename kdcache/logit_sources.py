@@ -180,6 +180,10 @@ class CachedLogits(LogitSource):
             self._read[provider.name] = {k: v for k, v in entry.items() if k not in ("computed", "node")}
             if value is None:
                 self.row_arg[provider.name] = arg
+            elif isinstance(value, str):  # one column of a per-row statistic (ISATS τ* of one grid)
+                self.row_arg[value] = arg
+                # What is read is the loss's column: adding another (a grid) to the store leaves it unchanged.
+                self._read[provider.name] = {**{k: v for k, v in entry.items() if k == "source"}, **wanted}
             else:
                 self.static[arg] = value
                 self._read[provider.name]["served"] = hashlib.sha256(value.numpy().tobytes()).hexdigest()

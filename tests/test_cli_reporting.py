@@ -180,7 +180,7 @@ def test_a_tau_off_the_grid_is_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     from kdcache import losses
     from kdcache.stats.providers import _TauAcc
 
-    acc = _TauAcc([1.0, 2.0], "isats_tau")
+    acc = _TauAcc([(1.0, 2.0)], "isats_tau")
     with pytest.raises(KdcacheBug, match="begin"):
         acc.update(0, 0, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
     acc.writer = SimpleNamespace(write_rows=lambda *a: None)  # type: ignore[assignment]

@@ -106,12 +106,12 @@ def deprecation_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("kdcache: ") and "deprecated" in line]
 
 
-def recorded_grid(store: Path) -> list[float]:
+def recorded_grids(store: Path) -> list[list[float]]:
     code, text = run_cli("info", store, "--json")
     assert code == 0, text
-    found = [v for v in _walk(json.loads(text)) if isinstance(v, dict) and "grid" in v]
+    found = [v for v in _walk(json.loads(text)) if isinstance(v, dict) and "grids" in v]
     assert found, text
-    return [float(g) for g in found[0]["grid"]]
+    return [[float(g) for g in grid] for grid in found[0]["grids"]]
 
 
 def _walk(obj: object):  # every dict and list inside a JSON value
@@ -128,14 +128,14 @@ def test_stats_old_teacher_and_comma_grid_still_work(store: Path) -> None:
     code, text = run_cli("stats", store, "--teacher-name", "tiny", "--grid", "1", "--grid", "2", "--grid", "4")
     assert code == 0, text
     assert deprecation_lines(text) == []
-    assert recorded_grid(store) == [1.0, 2.0, 4.0]
+    assert recorded_grids(store) == [[1.0, 2.0, 4.0]]
 
     code, text = run_cli("stats", store, "--teacher", "tiny", "--grid", "1,3,5")
     assert code == 0, text
     notes = deprecation_lines(text)
     assert len(notes) == 2, text
     assert any("--teacher-name" in n for n in notes) and any("--grid" in n for n in notes)
-    assert recorded_grid(store) == [1.0, 3.0, 5.0]
+    assert recorded_grids(store) == [[1.0, 2.0, 4.0], [1.0, 3.0, 5.0]]  # a grid is added, none dropped
 
 
 def test_verify_old_teacher_spelling_still_works(store: Path) -> None:

@@ -67,7 +67,7 @@ def test_isats_on_a_store_whose_tau_star_used_another_grid_is_refused_with_the_f
     assert code == 0, text
     run = tmp_path / "isats"
     code, text = run_cli(*distill_args(store, run, "isats"))  # the loss's default grid is 1 2 3 4 5 6 8
-    assert_one_line_error(code, text, "searched over [1.0, 2.0]", "kdcache stats",
+    assert_one_line_error(code, text, "searched over [1, 2]", "kdcache stats",
                           "--grid 1 --grid 2 --grid 3 --grid 4 --grid 5 --grid 6 --grid 8")
     assert not run.exists()
     run_the_fix(error_line(text))  # the named command is the fix
@@ -101,7 +101,7 @@ def test_the_fix_for_a_missing_class_table_keeps_a_custom_tau_star_grid(tmp_path
     assert_one_line_error(code, text, "--tau0 5", "--grid 1 --grid 2")
     run_the_fix(error_line(text))
     stats = zarr.open_group(store, mode="r").attrs["kdcache"]["teachers"]["tiny"]["stats"]
-    assert [float(g) for g in stats["isats_tau"]["grid"]] == [1.0, 2.0]
+    assert [[float(g) for g in grid] for grid in stats["isats_tau"]["grids"]] == [[1.0, 2.0]]
     assert sorted(stats["class_table"]["tau0"]) == [3.0, 5.0]
     code, text = run_cli(*distill_args(store, tmp_path / "isats", "isats", "--loss-opt", "grid=[1,2]"))
     assert code == 0, text

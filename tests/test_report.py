@@ -243,8 +243,8 @@ def test_teacher_accuracy_per_view_equals_argmax_of_the_stored_logits(grid_store
 def test_tau_histogram_has_one_bar_per_grid_value_counting_the_stored_tau(grid_store: Path) -> None:
     figures = read_store_stats(grid_store)
     store = Store.open(grid_store)
-    stored = np.asarray(open_stat(store, figures.teacher, "isats_tau")[...])  # (V, N) float32, read whole
-    assert stored.shape == (store.num_views, store.num_samples) and stored.dtype == np.float32
+    stored = np.asarray(open_stat(store, figures.teacher, "isats_tau")[...])  # (V, N, 1) float32, read whole
+    assert stored.shape == (store.num_views, store.num_samples, 1) and stored.dtype == np.float32
     counts = figures.tau_counts
     assert counts is not None
     assert list(counts) == GRID  # one key per grid value, as recorded (1.2, never 1.2000000476837158)

@@ -84,7 +84,7 @@ def test_a_damaged_precompute_chunk_is_rewritten_by_the_advised_precompute(prist
 
 
 @pytest.mark.parametrize(("name", "chunk", "where"), [
-    ("isats_tau", (0, 1), "view 0 chunk 1 (rows 64-127)"),
+    ("isats_tau", (0, 1, 0), "view 0 chunk 1 (rows 64-127)"),  # (V, N, K): one chunk holds every grid
     ("class_table", (0, 0, 0), "chunk 0 (stored whole)"),
 ])
 def test_a_damaged_statistic_is_rewritten_by_the_advised_stats_run(pristine: Path, tmp_path: Path, name: str,
@@ -121,7 +121,7 @@ def test_a_damaged_statistic_is_rewritten_by_the_advised_stats_run(pristine: Pat
 def test_a_statistic_chunk_cut_short_names_kdcache_stats(pristine: Path, tmp_path: Path) -> None:
     store = _copy(pristine, tmp_path)
     node = _stat_node(store, "isats_tau")
-    path = layout.chunk_file(store, node, 0, 1)
+    path = layout.chunk_file(store, node, 0, 1, 0)
     path.write_bytes(path.read_bytes()[:10])
     line = _damaged_distill(store, tmp_path, READS["isats_tau"], node, "view 0 chunk 1", "cannot be decoded",
                             "re-run `kdcache stats")

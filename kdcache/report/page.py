@@ -71,12 +71,14 @@ def _tau_counts(store: Store, name: str, entry: dict[str, Any]) -> dict[float, i
     value counts its rows once (keyed by the grid value as recorded). A
     value off the grid means the statistic does not fit its own record.
     """
+    from kdcache.stats.providers import tau_star_grids, tau_star_key
     from kdcache.store.stat_io import RowStatReader
 
-    grid = [float(g) for g in entry.get("grid", [])]
+    grids = tau_star_grids(entry)  # the first grid the store holds τ* for (one figure)
+    grid = [float(g) for g in (grids[0] if grids else [])]
     grid32, first = np.unique(np.asarray(grid, dtype=np.float32), return_index=True)
     counts = np.zeros(len(grid32), dtype=np.int64)
-    reader = RowStatReader(store, name, "isats_tau")
+    reader = RowStatReader(store, name, tau_star_key(entry, grid) or "isats_tau")
     for view, chunk in store.iter_chunks():
         values = np.asarray(reader.read_chunk(view, chunk), dtype=np.float32).ravel()
         index = np.minimum(np.searchsorted(grid32, values), max(0, len(grid32) - 1))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kdcache.errors import UsageError
+from kdcache.losses._registry import temperature_grid
 from kdcache.progress import make_progress, rate_text
 from kdcache.stats import providers as _providers  # noqa: F401 - registers the built-in statistics
 from kdcache.stats.registry import StatContext, StatsOptions, providers
@@ -31,22 +32,27 @@ DEFAULT_GRID: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 8)
 
 @dataclass
 class StatsResult:
+    """What a ``kdcache stats`` run wrote: ``grid`` is the ISATS grid it was asked for and
+    ``tau_star_histogram`` the rows per τ* over it; ``grids`` every grid the store now holds τ* for."""
+
     teacher: str
     tau0: list[float]
     grid: list[float]
     accuracy_per_view: list[float]
     tau_star_histogram: dict[float, int]
     seconds: float
+    grids: list[list[float]] = field(default_factory=list)
 
 
 def _options(tau0: Sequence[float], grid: Sequence[float]) -> StatsOptions:
     tau0s = sorted({float(t) for t in tau0})
     if not tau0s or any(t <= 0 for t in tau0s):
         raise UsageError(f"--tau0 values must be positive (got {list(tau0)})")
-    grid_f = [float(g) for g in grid]
-    if not grid_f or any(g <= 0 for g in grid_f):
-        raise UsageError(f"--grid values must be positive (got {list(grid)})")
-    return StatsOptions(tau0=tuple(tau0s), grid=tuple(grid_f))
+    try:  # sorted, as a loss resolves its grid: `--grid 4 --grid 1 --grid 2` serves grid=[1,2,4]
+        grid_t = temperature_grid([float(g) for g in grid])
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--grid values {exc} (got {list(grid)})") from None
+    return StatsOptions(tau0=tuple(tau0s), grid=grid_t)
 
 
 def densest_source(store: Store, name: str) -> tuple[str, str]:
@@ -110,11 +116,12 @@ def compute_stats(
         # Each entry records the logits it was computed from (docs/encodings.md, "Statistics").
         entries = {n: {**acc.finish(writer), "source": source} for n, acc in accs.items()}
         writer.publish(entries)
-    tau_acc = accs.get("isats_tau")
+    hist = getattr(accs.get("isats_tau"), "hist", {})
     return StatsResult(
         teacher=name, tau0=list(entries.get("class_table", {}).get("tau0", [])), grid=list(options.grid),
         accuracy_per_view=list(entries.get("accuracy", {}).get("values", [])),
-        tau_star_histogram=dict(getattr(tau_acc, "hist", {})), seconds=time.perf_counter() - t_start,
+        tau_star_histogram=dict(hist.get(options.grid, {})), seconds=time.perf_counter() - t_start,
+        grids=[list(g) for g in entries.get("isats_tau", {}).get("grids", [])],
     )
 
 
@@ -123,9 +130,12 @@ def format_stats(result: StatsResult) -> str:
     total = sum(result.tau_star_histogram.values()) or 1
     hist = ", ".join(f"τ*={g:g}: {n / total:.1%}" for g, n in sorted(result.tau_star_histogram.items()))
     acc = ", ".join(f"{a:.2%}" for a in result.accuracy_per_view[:8])
+    others = [g for g in result.grids if g != result.grid]
+    kept = f"\n  ISATS τ* also kept for grid{'s' if len(others) > 1 else ''} {', '.join(map(str, others))}" \
+        if others else ""
     return (
         f"teacher {result.teacher}: statistics written in {result.seconds:.1f}s\n"
-        f"  ISATS τ* over grid {result.grid}: {hist}\n"
+        f"  ISATS τ* over grid {result.grid}: {hist}{kept}\n"
         f"  FGCR class tables for τ0 = {result.tau0}\n"
         f"  accuracy per view: {acc}{' ...' if len(result.accuracy_per_view) > 8 else ''}"
     )

@@ -5,7 +5,7 @@ The formulas are in ``docs/losses.md`` (ISATS and FGCR sections).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,66 +14,106 @@ import torch
 from kdcache import losses
 from kdcache.errors import KdcacheBug, KdcacheError, StoreIncompleteError
 from kdcache.store import Store
-from kdcache.store.stat_io import StatWriter, read_static
+from kdcache.store.stat_io import StatWriter, read_static, row_key
 from kdcache.stats.registry import Accumulator, StatContext, StatProvider, StatsOptions, option_number, register
 
 
+Grid = tuple[float, ...]
+
+
+def tau_star_grids(entry: Mapping[str, Any]) -> list[Grid]:
+    """The grids an ``isats_tau`` card entry holds τ* for, in column order.
+
+    An entry written since store format 2 lists them (``grids``, one column of the (V, N, K) array
+    each); an older one holds τ* for the single ``grid`` it records, as a (V, N) array.
+    """
+    if "grids" in entry:
+        return [tuple(float(g) for g in grid) for grid in entry["grids"]]
+    return [tuple(float(g) for g in entry["grid"])] if "grid" in entry else []
+
+
+def tau_star_key(entry: Mapping[str, Any], grid: Sequence[float]) -> str | None:
+    """The row key (:func:`~kdcache.store.stat_io.row_key`) of the τ* searched over ``grid``, or None
+    when the entry holds none for it."""
+    grids = tau_star_grids(entry)
+    wanted = tuple(float(g) for g in grid)
+    if wanted not in grids:
+        return None
+    return row_key(IsatsTau.name, grids.index(wanted) if "grids" in entry else None)
+
+
+def _grid_text(grid: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{g:g}" for g in grid) + "]"
+
+
 class _TauAcc(Accumulator):
-    def __init__(self, grid: list[float], writer_name: str) -> None:
-        self.grid = grid
+    """τ* of every row for each grid: column k of the (V, N, K) array holds the search over ``grids[k]``."""
+
+    def __init__(self, grids: list[Grid], writer_name: str) -> None:
+        self.grids = grids
         self.name = writer_name
-        self.hist: dict[float, int] = {g: 0 for g in grid}
+        self.hist: dict[Grid, dict[float, int]] = {grid: {g: 0 for g in grid} for grid in grids}
         # τ* is stored (and searched) in float32: a grid value float32 cannot hold exactly (1.2)
         # comes back as its float32 neighbour, which must count under the grid value, not beside it.
-        self._grid_of = {float(np.float32(g)): g for g in grid}
-        self.chunks: list[tuple[int, int, np.ndarray]] = []
+        self._grid_of = {grid: {float(np.float32(g)): g for g in grid} for grid in grids}
         self.writer: StatWriter | None = None
 
     def begin(self, writer: StatWriter) -> None:
         self.writer = writer
-        writer.per_row(self.name, "float32", {"grid": self.grid, "method": "ISATS tau* per cached row"})
+        writer.per_row(self.name, "float32", {"grids": [list(g) for g in self.grids],
+                                              "method": "ISATS tau* per cached row, column k searched over grids[k]"},
+                       columns=len(self.grids))
 
     def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        tau = losses.isats_tau_star(logits, labels, self.grid).to(torch.float32).numpy()
         if self.writer is None:
             raise KdcacheBug("per-row accumulator used before begin()")
-        self.writer.write_rows(self.name, view, chunk, tau)
-        values, counts = np.unique(tau, return_counts=True)
-        for value, k in zip(values, counts):
-            g = self._grid_of.get(float(value))
-            if g is None:
-                raise KdcacheBug(f"ISATS tau* {float(value)} is not on the grid {self.grid}")
-            self.hist[g] += int(k)
+        columns = [losses.isats_tau_star(logits, labels, grid).to(torch.float32).numpy() for grid in self.grids]
+        self.writer.write_rows(self.name, view, chunk, np.stack(columns, axis=1))
+        for grid, tau in zip(self.grids, columns):
+            values, counts = np.unique(tau, return_counts=True)
+            for value, k in zip(values, counts):
+                g = self._grid_of[grid].get(float(value))
+                if g is None:
+                    raise KdcacheBug(f"ISATS tau* {float(value)} is not on the grid {list(grid)}")
+                self.hist[grid][g] += int(k)
 
     def finish(self, writer: StatWriter) -> dict[str, Any]:
-        return {"grid": self.grid}
+        return {"grids": [list(g) for g in self.grids]}
 
 
 @register
 class IsatsTau(StatProvider):
-    """ISATS τ* of every cached (view, sample) row, searched over a temperature grid."""
+    """ISATS τ* of every cached (view, sample) row, searched over each of the temperature grids asked for."""
 
     name = "isats_tau"
     per_row = True
     loss_arg = "tau_star"
-    description = "ISATS tau* of every cached row"
+    description = "ISATS tau* of every cached row, per grid"
 
     def start(self, ctx: StatContext, options: StatsOptions, previous: Mapping[str, Any] | None) -> Accumulator:
-        return _TauAcc([float(g) for g in options.grid], self.name)
+        # Keep the grids computed earlier: a second run adds a grid, never drops one (as class tables
+        # keep their tau0), so a loss on either grid finds its τ*. Sorted: the columns do not depend
+        # on the order the grids were asked in.
+        grids = set(tau_star_grids(previous or {})) | {tuple(float(g) for g in options.grid)}
+        return _TauAcc(sorted(grids), self.name)
 
     def serve(self, store: Store, teacher: str, entry: Mapping[str, Any], wanted: Mapping[str, Any],
-              fix: str) -> torch.Tensor | None:
-        grid = [float(g) for g in entry.get("grid", [])]
-        if grid != [float(g) for g in wanted["grid"]]:
+              fix: str) -> str:
+        key = tau_star_key(entry, wanted["grid"])
+        if key is None:
+            held = " and ".join(_grid_text(g) for g in tau_star_grids(entry)) or "no grid"
             raise StoreIncompleteError(
-                f"the store's tau* was searched over {grid}, the loss asks {list(wanted['grid'])}; {fix}")
-        return None
+                f"the store's ISATS tau* was searched over {held}, the loss asks {_grid_text(wanted['grid'])}; "
+                f"{fix} (the store keeps the tau* it has)")
+        return key
 
     def fix_options(self, wanted: Mapping[str, Any]) -> str:
         return "".join(f" --grid {option_number(g)}" for g in wanted.get("grid", []))
 
     def made_with(self, entry: Mapping[str, Any]) -> str:
-        return self.fix_options(entry)  # the entry records the grid as a loss asks for it
+        # One grid is enough: a run keeps every grid the entry holds; naming none would add the default.
+        grids = tau_star_grids(entry)
+        return self.fix_options({"grid": grids[0]}) if grids else ""
 
 
 class _TableAcc(Accumulator):

@@ -79,9 +79,11 @@ class StatProvider:
         raise NotImplementedError
 
     def serve(self, store: Store, teacher: str, entry: Mapping[str, Any], wanted: Mapping[str, Any],
-              fix: str) -> torch.Tensor | None:
-        """Check the stored ``entry`` against the loss's ``wanted`` parameters; the static tensor, or
-        None for a per-row statistic. ``fix`` is the command that would compute what is missing."""
+              fix: str) -> torch.Tensor | str | None:
+        """Check the stored ``entry`` against the loss's ``wanted`` parameters; the static tensor, or for
+        a per-row statistic the row key to read (:func:`~kdcache.store.stat_io.row_key`: one column of a
+        (V, N, K) array; None: the provider's (V, N) array). ``fix`` is the command that would compute
+        what is missing."""
         raise NotImplementedError
 
     def fix_options(self, wanted: Mapping[str, Any]) -> str:

@@ -16,6 +16,10 @@ A reader follows the node names of the card it opened: the generation it
 uses stays on disk until the next ``kdcache stats`` run after the one that
 replaced it. However a run is interrupted, every statistic the card lists is
 complete and unchanged, and a re-run starts again from step 1.
+
+A per-row statistic is (V, N) in the logits' chunks, or (V, N, K) with one
+column per parameter setting (ISATS τ* for K grids); a loss reads one column,
+named by a row key (:func:`row_key`).
 """
 
 from __future__ import annotations
@@ -115,8 +119,23 @@ def node_of(store: Store, teacher: str, name: str) -> str:
 
 
 def is_per_row(store: Store, arr: zarr.Array) -> bool:
-    """Whether ``arr`` is a per-row statistic: (V, N) in the logits' chunks; else it is stored whole."""
-    return tuple(arr.shape) == (store.num_views, store.num_samples) and tuple(arr.chunks) == (1, store.grid.chunk_rows)
+    """Whether ``arr`` is a per-row statistic: (V, N) in the logits' chunks, or (V, N, K) whose chunks hold
+    all K columns of those rows; else it is stored whole."""
+    rows = (store.num_views, store.num_samples), (1, store.grid.chunk_rows)
+    if arr.ndim == 2:
+        return (tuple(arr.shape), tuple(arr.chunks)) == rows
+    return arr.ndim == 3 and (tuple(arr.shape[:2]), tuple(arr.chunks)) == (rows[0], (*rows[1], arr.shape[2]))
+
+
+def row_key(name: str, column: int | None = None) -> str:
+    """How a loader names what it reads of per-row statistic ``name``: the whole (V, N) array, or column
+    ``column`` of a (V, N, K) one (``isats_tau:1``); :class:`RowStatReader` takes it."""
+    return name if column is None else f"{name}:{column}"
+
+
+def _parse_row_key(key: str) -> tuple[str, int | None]:
+    name, sep, column = key.partition(":")
+    return (name, int(column)) if sep else (name, None)
 
 
 def open_stat(store: Store, teacher: str, name: str) -> zarr.Array:
@@ -144,22 +163,35 @@ def records(store: Store, teacher: str, name: str, arr: zarr.Array) -> list[list
 
 
 class RowStatReader:
-    """Verified chunk reads of a per-row statistic (V, N): the same grid as the logits."""
+    """Verified chunk reads of a per-row statistic: the same grid as the logits.
 
-    def __init__(self, store: Store, teacher: str, name: str) -> None:
+    ``key`` is a :func:`row_key`: a statistic's name reads its chunks whole, ``name:k`` column k of a
+    (V, N, K) one. A chunk is checked whole (all K columns, as its record covers them).
+    """
+
+    def __init__(self, store: Store, teacher: str, key: str) -> None:
+        name, self.column = _parse_row_key(key)
         self.store = store
         self.array = open_stat(store, teacher, name)
         self.node = node_of(store, teacher, name)
         self.records = records(store, teacher, name, self.array)
         self.fix = repair(store, teacher)  # a damaged chunk is rewritten by `kdcache stats`, not precompute
+        if not is_per_row(store, self.array) or (self.column is not None and (
+                self.array.ndim != 3 or not 0 <= self.column < self.array.shape[2])):
+            raise StoreCorruptError(
+                f"{store.path}: {self.node} has shape {tuple(self.array.shape)}, chunks {tuple(self.array.chunks)}, "
+                f"not a per-row statistic with the column its card names ({key}); {self.fix}")
 
     def read_chunk(self, view: int, chunk: int, verify: bool = True) -> np.ndarray:
         start, stop = self.store.grid.bounds(chunk)
         if not verify:
-            return np.asarray(self.array[view, start:stop])
-        record = self.records[view][chunk] if view < len(self.records) and chunk < len(self.records[view]) else 0
-        return self.store.verify_chunk(self.node, lambda: np.asarray(self.array[view, start:stop]), record, view,
-                                       chunk, (view, chunk), fix=self.fix)
+            data = np.asarray(self.array[view, start:stop])
+        else:
+            record = self.records[view][chunk] if view < len(self.records) and chunk < len(self.records[view]) else 0
+            index = (view, chunk) if self.column is None else (view, chunk, 0)
+            data = self.store.verify_chunk(self.node, lambda: np.asarray(self.array[view, start:stop]), record, view,
+                                           chunk, index, fix=self.fix)
+        return data if self.column is None else np.ascontiguousarray(data[:, self.column])
 
 
 def read_static(store: Store, teacher: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -207,12 +239,15 @@ class StatWriter:
             self._nodes[name] = name if first else f"{name}.{self.token}"
         return self._nodes[name]
 
-    def per_row(self, name: str, dtype: str, attrs: dict[str, Any]) -> None:
-        """Start per-row statistic ``name``: a (V, N) array chunked like the logits, filled with NaN."""
+    def per_row(self, name: str, dtype: str, attrs: dict[str, Any], columns: int | None = None) -> None:
+        """Start per-row statistic ``name``: a (V, N) array chunked like the logits, or (V, N, ``columns``)
+        with every column of a row in its chunk, filled with NaN."""
         s = self.store
-        arr = create_node(s, self.teacher, self._fresh(name), shape=(s.num_views, s.num_samples),
-                                 chunks=(1, s.grid.chunk_rows), dtype=dtype, fill_value=np.nan,
-                                 compressors=None, attributes=attrs)
+        shape, chunks = (s.num_views, s.num_samples), (1, s.grid.chunk_rows)
+        if columns is not None:
+            shape, chunks = (*shape, columns), (*chunks, columns)
+        arr = create_node(s, self.teacher, self._fresh(name), shape=shape, chunks=chunks, dtype=dtype,
+                          fill_value=np.nan, compressors=None, attributes=attrs)
         self._arrays[name] = (arr, [["0" * 16] * s.grid.num_chunks for _ in range(s.num_views)])
 
     def write_rows(self, name: str, view: int, chunk: int, values: np.ndarray) -> None:
