@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdcache_cli.exits import handle_errors
+from kdcache_cli.exits import fail, handle_errors, usage_fail
 from kdcache_cli.options import StorageOpt, TeacherNameOpt, use_storage_options
 
 REPORT_EPILOG = (
@@ -40,5 +40,9 @@ def report(
     """Plot validation accuracy per epoch, final accuracy per method (± std over seeds) and a store's statistics."""
     from kdcache.report import format_report, write_report
 
+    if not runs and store is None:
+        usage_fail("nothing to report: pass run directories (RUN_DIR...) and/or --store STORE")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory; choose another --out")
     use_storage_options(storage_option)
     typer.echo(format_report(write_report(runs or [], out, store=store, teacher=teacher_name, baseline=baseline)))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kdcache.errors import KdcacheError, StoreError, StoreIncompleteError, UsageError
+from kdcache.errors import KdcacheError, RunError, StoreError, StoreIncompleteError, UsageError
 from kdcache.report import plots
 from kdcache.report.runs import MethodSummary, RunRecord, grouping_notes, load_runs, summarise
 
@@ -133,6 +133,40 @@ def _table(summaries: Sequence[MethodSummary], baseline: str | None) -> list[str
     return lines
 
 
+def check_sweep_records(paths: Sequence[str | Path]) -> None:
+    """Refuse a sweep directory whose ``sweep.json`` is not the JSON object a sweep writes, naming the file.
+
+    The report reads a sweep's students from their own run directories; a damaged record would
+    otherwise pass for a sweep that has not started a student yet.
+    """
+    for path in map(Path, paths):
+        record = path / "sweep.json"  # kdcache.sweep_records.SWEEP_JSON
+        if not (path.is_dir() and record.is_file()) or (path / "run.json").exists():
+            continue
+        try:
+            data = json.loads(record.read_text())
+        except ValueError as exc:  # not JSON, or not UTF-8
+            problem = f"not JSON ({exc})"
+        else:
+            problem = "" if isinstance(data, dict) else f"a JSON {type(data).__name__}, not the object a sweep writes"
+        if problem:
+            raise RunError(f"{record} is malformed: {problem}; restore it, or report the sweep's students by "
+                           f"their own run directories ({path}/NAME-sN)")
+
+
+def make_report_dir(out: Path) -> None:
+    """Create the report directory ``out`` (and its parents), or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise KdcacheError(f"the report directory {out} exists and is not a directory; choose another path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError as exc:
+        # Its parents exist by now, so "no such file" means the filesystem refuses new entries (/proc, /sys).
+        made = Path(exc.filename) if exc.filename else out
+        raise KdcacheError(f"cannot create the report directory {out}: {made.parent} does not accept new "
+                           "directories (a virtual or special filesystem); choose a path you can write to") from None
+
+
 def remove_earlier_report(out: Path) -> list[Path]:
     """Delete the files an earlier report wrote in ``out``, so that no stale figure sits beside the new page.
 
@@ -174,14 +208,13 @@ def write_report(
     leaves ``out`` as it was; then the files of an earlier report in ``out``
     are removed (see :func:`remove_earlier_report`).
     """
+    check_sweep_records(runs)
     records: list[RunRecord] = load_runs(runs) if runs else []
     figures_data = read_store_stats(store, teacher) if store is not None else None
     if not records and figures_data is None:
-        raise UsageError("nothing to report: pass run directories and/or --store STORE")
+        raise UsageError("nothing to report: give run directories and/or a store")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise KdcacheError(f"--out {out} exists and is not a directory; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_report_dir(out)
     remove_earlier_report(out)
     result = ReportResult(out=out, page=out / PAGE)
     page = [f"# {title}", ""]
