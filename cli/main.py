@@ -42,9 +42,5 @@ app.command(epilog=train_cmds.QUICKSTART_EPILOG)(train_cmds.quickstart)
 app.command(epilog=report_cmds.REPORT_EPILOG)(report_cmds.report)
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

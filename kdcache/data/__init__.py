@@ -7,7 +7,7 @@ records the source's canonical spec and its content fingerprint, so a student
 can be refused data that differs from what the teacher saw (see
 ``docs/data-and-views.md``).
 
-Specs (``docs/internals.md``)::
+Specs (``docs/data-and-views.md``, "Data specs")::
 
     fashion-mnist[:ROOT][,split=train|test]
     cifar10:ROOT[,split=train|test]      cifar100:ROOT[,split=train|test]
