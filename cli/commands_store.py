@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdcache_cli.exits import deprecated, handle_errors, usage_fail
+from kdcache_cli.exits import handle_errors, usage_fail
 from kdcache_cli.options import (
     BatchOpt,
     Codec,
@@ -20,7 +20,6 @@ from kdcache_cli.options import (
     Device,
     DeviceOpt,
     EncodingOpt,
-    OldTeacherNameOpt,
     Precision,
     PrecisionOpt,
     RecipeOpt,
@@ -118,17 +117,6 @@ def info(
     typer.echo(json.dumps(description, indent=2) if as_json else format_info(description))
 
 
-def teacher_name_or_old(name: str | None, old: str | None, command: str) -> str | None:
-    """``--teacher-name``, or the deprecated ``--teacher NAME`` of verify/stats with a one-line note."""
-    if old is None:
-        return name
-    if name is not None and name != old:
-        usage_fail("give the teacher once, as --teacher-name NAME")
-    deprecated(f"--teacher NAME in `kdcache {command}`",
-               f"use --teacher-name NAME (--teacher is a model spec): kdcache {command} STORE --teacher-name {old}")
-    return old
-
-
 VERIFY_EPILOG = "Example:\n\n    kdcache verify store.zarr --replay 16"
 
 
@@ -144,7 +132,6 @@ def verify(
         "--weights", help="Teacher checkpoint for --replay, if moved from where the store says (its SHA-256 "
                           "must match).",
         show_default=False)] = None,
-    old_teacher: OldTeacherNameOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
     """Check every chunk's completion and checksum; with --replay, audit the teacher's logits.
@@ -154,24 +141,22 @@ def verify(
     from kdcache.audit import format_verify, verify_store
 
     use_storage_options(storage_option)
-    name = teacher_name_or_old(teacher_name, old_teacher, "verify")
-    report = verify_store(store, replay=replay, teacher=name, data=data, weights=weights)
+    report = verify_store(store, replay=replay, teacher=teacher_name, data=data, weights=weights)
     typer.echo(format_verify(report))
     if not report.ok:
         raise typer.Exit(1)
 
 
 def parse_grid(items: list[str] | None) -> list[float] | None:
-    """Repeated ``--grid T`` values; the old ``--grid 1,2,3`` still works, with a deprecation note."""
+    """Repeated ``--grid T`` values, one number each (the comma form ``--grid 1,2,3`` was removed)."""
     if not items:
         return None
-    if any("," in item for item in items):
-        deprecated("--grid with commas", "repeat the option instead: --grid 1 --grid 2 --grid 3")
-    parts = [p.strip() for item in items for p in item.split(",") if p.strip()]
     try:
-        return [float(p) for p in parts]
+        return [float(item) for item in items]
     except ValueError:
-        usage_fail(f"--grid {' '.join(items)!r} must be numbers, e.g. --grid 1 --grid 2 --grid 4")
+        parts = [p.strip() for item in items for p in item.split(",") if p.strip()]
+        again = " ".join(f"--grid {p}" for p in parts) or "--grid 1 --grid 2 --grid 4"
+        usage_fail(f"--grid {' '.join(items)!r}: each --grid takes one number; repeat the option: {again}")
 
 
 CONVERT_EPILOG = ("Example:\n\n    kdcache convert store.zarr --teacher-name cnn --encoding topk:32 --as cnn_top32\n\n"
@@ -209,13 +194,11 @@ def stats(
     grid: Annotated[Optional[list[str]], typer.Option(
         "--grid", help="ISATS temperature grid value (repeatable; default 1 2 3 4 5 6 8).",
         show_default=False)] = None,
-    old_teacher: OldTeacherNameOpt = None,
     storage_option: StorageOpt = None,
 ) -> None:
     """Compute ISATS tau*, FGCR class tables and teacher accuracy once, into the store."""
     from kdcache.stats import compute_stats, format_stats
 
     use_storage_options(storage_option)
-    name = teacher_name_or_old(teacher_name, old_teacher, "stats")
-    result = compute_stats(store, teacher=name, **given(tau0=tau0, grid=parse_grid(grid)))
+    result = compute_stats(store, teacher=teacher_name, **given(tau0=tau0, grid=parse_grid(grid)))
     typer.echo(format_stats(result))

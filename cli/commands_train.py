@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kdcache_cli.exits import deprecated, handle_errors, usage_fail
+from kdcache_cli.exits import handle_errors
 from kdcache_cli.options import (
     BatchOpt,
     DataOpt,
@@ -50,16 +50,6 @@ def _optim(optimizer: Optimizer, lr: float, momentum: float, weight_decay: float
 
     return OptimConfig(optimizer=value(optimizer), lr=lr, momentum=momentum, weight_decay=weight_decay,
                        schedule=value(schedule), epochs=epochs)
-
-
-def store_or_old(store: str | None, old: str | None) -> str | None:
-    """The positional STORE, or the deprecated ``--store STORE`` with a one-line note."""
-    if old is None:
-        return store
-    if store is not None:
-        usage_fail("give the store once, as the first argument: kdcache distill STORE ...")
-    deprecated("--store", "pass the store as the first argument: kdcache distill STORE ...")
-    return old
 
 
 DISTILL_EPILOG = (
@@ -119,7 +109,6 @@ def distill(
                               "or random.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     device: DeviceOpt = Device.cpu,
-    old_store: Annotated[Optional[str], typer.Option("--store", hidden=True)] = None,
     storage_option: StorageOpt = None,
     allow_approximate_encoding: Annotated[bool, typer.Option(
         "--allow-approximate-encoding", help="Train on a store encoding the loss cannot use exactly (e.g. a "
@@ -132,7 +121,6 @@ def distill(
     from kdcache.distributed import is_main
 
     use_storage_options(storage_option)
-    store = store_or_old(store, old_store)
     cfg = DistillConfig(
         data=data, val_data=val_data, student=student, loss=value(loss), epochs=epochs, out=out,
         store=None if store is None else str(store), teacher_name=teacher_name, teacher=teacher, weights=weights,
@@ -261,7 +249,6 @@ def quickstart(
         "kdcache-quickstart"),
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Student epochs per method (default 12).",
                                                   min=1, show_default=False)] = None,
-    old_workdir: Annotated[Optional[Path], typer.Option("--workdir", hidden=True)] = None,
 ) -> None:
     """The whole pipeline on the embedded real Fashion-MNIST sample, no download, a few CPU minutes.
 
@@ -271,7 +258,4 @@ def quickstart(
     from kdcache.quickstart import run_quickstart
     from kdcache_cli.tables import quickstart_table
 
-    if old_workdir is not None:
-        deprecated("--workdir", "use --out DIR: kdcache quickstart --out DIR")
-        out = old_workdir
     typer.echo(quickstart_table(run_quickstart(out, student_epochs=epochs)))

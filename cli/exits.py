@@ -1,4 +1,4 @@
-"""How a kdcache command ends: exit codes, one-line errors and deprecation notes.
+"""How a kdcache command ends: exit codes and one-line errors.
 
 Exit codes: 0 ok; 1 a kdcache error (:class:`kdcache.errors.KdcacheError`, one
 ``error:`` line on stderr); 2 a usage error (a malformed command line, which
@@ -50,11 +50,6 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 def usage_fail(message: str) -> NoReturn:
     """A bad option value found by the CLI itself: one line, exit 2."""
     fail(message, EXIT_USAGE)
-
-
-def deprecated(old: str, new: str) -> None:
-    """One line on stderr: an old spelling still works in this version but will go."""
-    typer.echo(f"kdcache: {old} is deprecated; {new}", err=True)
 
 
 # What to do about each OS condition; {path} is the file the OS named.

@@ -10,9 +10,10 @@ One spelling per thing, in every command:
   else (exit 2); lists are repeatable options.
 
 The values mirror the library's own tuples (``tests/test_cli_vocabulary.py``
-fails when they drift). They are spelled here rather than imported so that
-``kdcache --help`` does not import torch. The loss names come from the loss
-registry itself, so a newly registered loss appears without a CLI change.
+fails when they drift). The loss names and the encodings come from their
+registries themselves, so a newly registered loss or encoding appears without
+a CLI change (the loss registry costs a torch import, paid once per CLI
+start, ``--help`` included).
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from typing import Annotated, Any, Optional
 import typer
 
 
-# Free text, not a choice: topk:K and sample:N[@T] carry numbers; kdcache.encodings.parse checks the value.
+def _encoding_help() -> str:
+    from kdcache import encodings  # the registry (numpy only; no torch)
+
+    return encodings.encoding_help()
+
+
+# Free text, not a choice: an encoding may carry numbers (topk:K); kdcache.encodings.parse checks the value.
 EncodingOpt = Annotated[str, typer.Option(
-    "--encoding", help="Logit encoding: float16 (default, half the bytes), float32 (exact), int8 (per-row "
-                       "affine, C+8 B/row), topk:K (K largest logits + exact T=1 tail mass), sample:N[@T] "
-                       "(N draws from the softmax at T; KD at that T only). See docs/encodings.md.")]
+    "--encoding", help=f"Logit encoding: {_encoding_help()}. See docs/encodings.md.")]
 
 
 class Codec(str, Enum):
@@ -128,7 +133,6 @@ TeacherNameOpt = Annotated[
     Optional[str], typer.Option("--teacher-name", help="Teacher in the store (default: the only one).",
                                 show_default=False)]
 # The old spelling of --teacher-name in verify and stats (a name, where --teacher now means a spec).
-OldTeacherNameOpt = Annotated[Optional[str], typer.Option("--teacher", hidden=True)]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Training epochs.", min=1)]
 LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="sgd (with momentum) or adamw.")]

@@ -37,7 +37,7 @@ from kdcache import losses
 from kdcache.data import DataSource, open_data
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource
-from kdcache.engine.config import require_choice, require_int
+from kdcache.validate import require_choice, require_int
 from kdcache.errors import ApproximateEncodingWarning, UsageError, warn
 from kdcache.store import Store
 from kdcache.store.location import Location, locate

@@ -48,7 +48,8 @@ from kdcache.engine import (
     seed_everything,
     write_json_atomic,
 )
-from kdcache.engine.config import require_choice, require_int
+from kdcache.validate import require_choice, require_int
+from kdcache.losses.options import parse_loss_opts  # noqa: F401  (re-exported: sweep, the CLI)
 from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.state import determinism
 from kdcache.errors import RunError, UsageError
@@ -147,20 +148,6 @@ class DistillResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.metrics[-1] if self.metrics else {}
-
-
-def parse_loss_opts(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings to a dict; values are JSON when they parse (numbers, lists, true)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--loss-opt {item!r} must look like key=value, e.g. temperature=4")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
 
 
 class _DistillTask:

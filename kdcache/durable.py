@@ -22,18 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["fsync_dir", "replace_durably", "write_text_atomic"]
+__all__ = ["fsync_path", "replace_durably", "write_text_atomic"]
 
 
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make a rename in directory ``path`` durable.
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a file, or a directory to make a rename in it durable (kdcache's one fsync helper).
 
-    A no-op only where a directory cannot be opened for reading (some platforms and file
-    systems refuse it); an error of the fsync itself is raised.
+    A no-op only where the path cannot be opened for reading (some platforms and file systems
+    refuse a directory) or is gone (renamed away meanwhile: nothing of ours to make durable);
+    an error of the fsync itself is raised.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
-    except (PermissionError, IsADirectoryError):
+    except (PermissionError, IsADirectoryError, FileNotFoundError):
         return
     try:
         os.fsync(fd)
@@ -64,7 +65,7 @@ def replace_durably(path: str | os.PathLike[str], write: Callable[[IO[Any]], Non
             # the user's error line names the file they asked for.
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -68,8 +68,8 @@ class NonFiniteLogitsError(KdcacheError, ValueError):
     """A teacher produced NaN or Inf logits."""
 
 
-class LossConfigError(KdcacheError, ValueError):
-    """A loss name or hyper-parameter is invalid."""
+class LossConfigError(UsageError):
+    """A loss name, hyper-parameter or option is invalid: a usage error (the CLI exits 2)."""
 
 
 class RunError(KdcacheError, ValueError):

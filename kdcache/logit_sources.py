@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,7 @@ from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing, stats_command
 from kdcache.store import Store
+from kdcache.engine.records import canonical_hash
 from kdcache.store.location import Location
 from kdcache.views import Recipe, Render, resolve_recipe
 
@@ -45,11 +45,6 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from kdcache.distill import DistillConfig
-
-
-def _hash(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_store_matches_data(store: Store, source: DataSource, teacher: str) -> None:
@@ -195,7 +190,7 @@ class CachedLogits(LogitSource):
 
     def manifest_hash(self) -> str:
         """Hash of the whole manifest (recorded by a run, for the curious)."""
-        return _hash(self.store.manifest.to_dict())
+        return canonical_hash(self.store.manifest.to_dict())
 
     def input_record(self) -> dict[str, Any]:
         """What this run reads from the store: data, views, this teacher's logits and statistics (JSON).
@@ -212,7 +207,7 @@ class CachedLogits(LogitSource):
 
     def input_hash(self) -> str:
         """Hash of :meth:`input_record` (what a resumed run compares)."""
-        return _hash(self.input_record())
+        return canonical_hash(self.input_record())
 
     def logits(self, batch: dict[str, Any], rows: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if rows is None:

@@ -56,6 +56,7 @@ from kdcache.store import (
     writer_lock,
 )
 from kdcache.store.integrity import repair_params
+from kdcache.validate import require_choice, require_int
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
@@ -139,21 +140,16 @@ def _open_or_create(
 
 def _check_arguments(views: int, batch_size: int, workers: int, encoding: str, codec: str, micro_batch: int,
                      chunk_rows: int | None, teachers: Sequence[TeacherRequest]) -> None:
-    """Refuse bad option values before anything is opened or written (one line each)."""
-    checks = [
-        (isinstance(views, int) and views >= 1, f"--views must be at least 1 (got {views})"),
-        (isinstance(batch_size, int) and batch_size >= 1, f"--batch-size must be at least 1 (got {batch_size})"),
-        (isinstance(workers, int) and workers >= 0,
-         f"--workers must be 0 (render in this process) or a positive number of processes (got {workers})"),
-        (isinstance(micro_batch, int) and micro_batch >= 1, f"the micro-batch must be at least 1 (got {micro_batch})"),
-        (chunk_rows is None or (isinstance(chunk_rows, int) and chunk_rows >= 1),
-         f"--chunk-rows must be at least 1 (got {chunk_rows})"),
-        (codec in CODECS, f"--codec must be one of {', '.join(CODECS)} (got {codec!r})"),
-        (bool(teachers), "give at least one --teacher"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    """Refuse bad option values before anything is opened or written (one line each; kdcache.validate)."""
+    require_int("--views", views, 1)
+    require_int("--batch-size", batch_size, 1)
+    require_int("--workers", workers, 0)  # 0: render in this process
+    require_int("micro_batch", micro_batch, 1)
+    if chunk_rows is not None:
+        require_int("--chunk-rows", chunk_rows, 1)
+    require_choice("--codec", codec, CODECS)
+    if not teachers:
+        raise UsageError("give at least one --teacher")
     encodings.parse(encoding)  # one line naming the encodings when it is not one
 
 
@@ -256,7 +252,7 @@ def precompute(
         store = None
         if ctx.is_main:
             store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
-                                    _itemsize(encoding), micro_batch)
+                                    encodings.parse(encoding).class_bytes(), micro_batch)
             # Before any teacher renders from the record: a damaged params chunk is drawn again from the seed.
             fixed = repair_params(store, source)
             if fixed:
@@ -270,12 +266,6 @@ def precompute(
                              progress and ctx.is_main)
             )
     return result
-
-
-def _itemsize(encoding: str) -> int:
-    """Bytes per class that size a new store's chunks: the float's width, 2 for the compact encodings
-    (a chunk then decodes to about as many rows as a float16 chunk holds)."""
-    return 4 if encoding == "float32" else 2
 
 
 def _check_platform(store: Store, name: str, card: TeacherCard) -> None:

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdcache.engine.parallel import PRECISIONS  # noqa: F401  (precompute's --precision choices)
+from kdcache.engine.parallel import autocast as teacher_autocast  # one autocast: training, scoring, replay
 from kdcache.errors import StoreMismatchError
 from kdcache.models import build_model, state_dict_sha256
 from kdcache.store import Store
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class ChunkKeys:
     """The DataLoader's batch_sampler: the keys of every pending chunk, batch by batch, made lazily.
@@ -75,12 +74,6 @@ def build_teacher(spec: str, num_classes: int, in_channels: int, weights: str | 
         torch.manual_seed(int(init_seed))
         model, built = build_model(spec, num_classes, in_channels, None, random_init=True)
     return model, {**built, "init_seed": int(init_seed), "state_sha256": state_dict_sha256(model)}
-
-
-def teacher_autocast(device: torch.device, precision: str | None) -> torch.autocast:
-    """The autocast a teacher card's ``precision`` scores under (fp32: none): precompute and replay share it."""
-    dtype = PRECISIONS[precision or "fp32"]
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def worker_init(_: int) -> None:

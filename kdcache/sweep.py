@@ -75,7 +75,7 @@ from kdcache.engine import (
     restore_rng,
     seed_everything,
 )
-from kdcache.engine.config import require_int
+from kdcache.validate import require_int
 from kdcache.engine.loop import EpochTally
 from kdcache.errors import RunError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, CachedBatches, epoch_plan
@@ -135,7 +135,7 @@ def parse_run(text: str) -> SweepRun:
         raise UsageError(f"--run name {name!r} must be letters, digits and _ . + - (it names the run's directory)")
     if loss not in losses.names():
         raise UsageError(f"--run {text!r}: unknown loss {loss!r}; valid: {', '.join(losses.names())}")
-    return SweepRun(name=name, loss=loss, loss_opts=parse_loss_opts(_split_top_level(opts)))
+    return SweepRun(name=name, loss=loss, loss_opts=parse_loss_opts(_split_top_level(opts), f"--run {name}"))
 
 
 @dataclass

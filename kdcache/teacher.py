@@ -40,13 +40,14 @@ from kdcache.engine import (
     recorded_args,
     seed_everything,
 )
-from kdcache.engine.config import diff_args, require_choice, require_int, require_number
+from kdcache.engine.config import diff_args
 from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
 from kdcache.models import build_model, check_output_width, load_checkpoint, save_checkpoint
 from kdcache.progress import console
+from kdcache.validate import require_choice, require_int, require_number
 from kdcache.views import Recipe, ViewDataset, resolve_recipe
 
 COMMAND = "train-teacher"

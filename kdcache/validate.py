@@ -1,4 +1,5 @@
-"""Checks of values a user writes (recipe JSON, loss hyper-parameters, options), written once.
+"""Checks of values a user writes (recipe JSON, loss hyper-parameters, options, model arguments): the one
+place kdcache checks a value.
 
 Each check is a *parser*: it takes a value and returns it normalised (numbers
 as ``float`` or ``int``, pairs as lists) or raises :class:`Invalid` with the
@@ -9,6 +10,13 @@ catches :class:`Invalid` (a ``ValueError``) itself::
     check(fraction, 1.5, RecipeError, "recipe 'r', op 0 (horizontal_flip): p")
     # RecipeError: recipe 'r', op 0 (horizontal_flip): p=1.5 must be in [0, 1]
 
+An option value is checked the same way with :func:`require` (a
+:class:`~kdcache.errors.UsageError` unless told otherwise); ``require_int``,
+``require_number`` and ``require_choice`` spell the common parsers::
+
+    require_int("--epochs", 0, 1)
+    # UsageError: --epochs=0 must be a positive integer
+
 ``bool`` is refused wherever a number is expected: ``True`` as a
 temperature or a crop size is a mistake, not 1.
 """
@@ -17,15 +25,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import numpy as np
+
+from kdcache.errors import UsageError
 
 __all__ = [
     "Invalid",
     "Parser",
     "check",
     "choice",
+    "number_in",
     "flag",
     "fraction",
     "int_in",
@@ -39,6 +51,10 @@ __all__ = [
     "pair",
     "positive",
     "positive_int",
+    "require",
+    "require_choice",
+    "require_int",
+    "require_number",
 ]
 
 
@@ -139,10 +155,28 @@ def flag(value: Any) -> bool:
     return value
 
 
+def number_in(lo: float, hi: float | None = None, *, open_low: bool = False, open_high: bool = True) -> Parser:
+    """A finite number in the interval from ``lo`` to ``hi`` (``None``: unbounded), as float; the ends
+    are closed unless ``open_low``/``open_high`` (the upper end is open by default: ``[0, 1)``)."""
+    if hi is None:
+        expect = f"must be {'>' if open_low else '>='} {lo:g}"
+    else:
+        expect = f"must be in {'(' if open_low else '['}{lo:g}, {hi:g}{')' if open_high else ']'}"
+
+    def parse(value: Any) -> float:
+        value = number(value)
+        if value < lo or (open_low and value == lo) or (hi is not None and (value > hi or (open_high and value == hi))):
+            raise Invalid(expect)
+        return value
+
+    return parse
+
+
 def choice(*options: str) -> Parser:
-    """One of a fixed set of strings."""
+    """One of a fixed set of strings (an Enum member counts as its value)."""
 
     def parse(value: Any) -> str:
+        value = value.value if isinstance(value, Enum) else value
         if value not in options:
             raise Invalid(f"must be one of {', '.join(map(repr, options))}")
         return value
@@ -171,3 +205,27 @@ def pair(item: Parser, expect: str) -> Parser:
             raise Invalid(f"must be {expect}") from None
 
     return parse
+
+
+# --------------------------------------------------------------------------- option values
+
+
+def require(what: str, value: Any, parse: Parser, error: type[Exception] = UsageError) -> Any:
+    """``parse(value)``, or one line ``error("<what>=<value> must be ...")`` (:func:`check` for options)."""
+    return check(parse, value, error, what)
+
+
+def require_int(what: str, value: Any, minimum: int, error: type[Exception] = UsageError) -> int:
+    """An integer option >= ``minimum``."""
+    return require(what, value, int_in(minimum, None), error)
+
+
+def require_number(what: str, value: Any, *, minimum: float, inclusive: bool = True, below: float | None = None,
+                   error: type[Exception] = UsageError) -> float:
+    """A number option in ``[minimum, below)`` (``(minimum, below)`` when not ``inclusive``)."""
+    return require(what, value, number_in(minimum, below, open_low=not inclusive), error)
+
+
+def require_choice(what: str, value: Any, choices: tuple[str, ...], error: type[Exception] = UsageError) -> str:
+    """The string value of a choice option (an Enum by its value)."""
+    return str(require(what, value, choice(*choices), error))

@@ -1,5 +1,5 @@
 """One CLI vocabulary: every choice is listed in `--help` and checked by Click with the library's own
-names; a store that is read is the positional STORE; old spellings still work, with one deprecation line."""
+names; a store that is read is the positional STORE; the old spellings of the last version are refused."""
 
 from __future__ import annotations
 
@@ -86,11 +86,13 @@ def test_a_store_that_is_read_is_the_positional_store(command: str) -> None:
 def test_a_teacher_inside_a_store_is_teacher_name(command: str) -> None:
     text = help_text(command)
     assert "--teacher-name" in text
-    if command in ("verify", "stats"):  # --teacher NAME is only a hidden, deprecated alias here
+    if command in ("verify", "stats"):  # --teacher NAME (a removed spelling) is not an option here
         assert "--teacher " not in text.replace("--teacher-name", "")
 
 
-# --- old spellings, end to end on a small store -------------------------------------------------
+# --- removed spellings, end to end on a small store ---------------------------------------------
+# The deprecated spellings of the last version (distill --store, verify/stats --teacher NAME, stats --grid
+# 1,2,4, quickstart --workdir) were promised for one version only: each is now a one-line usage error.
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +102,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", "float32")
     assert code == 0, text
     return out
-
-
-def deprecation_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("kdcache: ") and "deprecated" in line]
 
 
 def recorded_grids(store: Path) -> list[list[float]]:
@@ -124,27 +122,22 @@ def _walk(obj: object):  # every dict and list inside a JSON value
             yield from _walk(v)
 
 
-def test_stats_old_teacher_and_comma_grid_still_work(store: Path) -> None:
+def test_stats_old_teacher_and_comma_grid_are_refused(store: Path) -> None:
     code, text = run_cli("stats", store, "--teacher-name", "tiny", "--grid", "1", "--grid", "2", "--grid", "4")
     assert code == 0, text
-    assert deprecation_lines(text) == []
     assert recorded_grids(store) == [[1.0, 2.0, 4.0]]
 
-    code, text = run_cli("stats", store, "--teacher", "tiny", "--grid", "1,3,5")
-    assert code == 0, text
-    notes = deprecation_lines(text)
-    assert len(notes) == 2, text
-    assert any("--teacher-name" in n for n in notes) and any("--grid" in n for n in notes)
-    assert recorded_grids(store) == [[1.0, 2.0, 4.0], [1.0, 3.0, 5.0]]  # a grid is added, none dropped
+    assert_one_line_error(*run_cli("stats", store, "--teacher", "tiny"), "--teacher", exit_code=2)
+    # The comma grid is refused with the user's own values spelled the current way, and nothing is added.
+    assert_one_line_error(*run_cli("stats", store, "--teacher-name", "tiny", "--grid", "1,3,5"),
+                          "--grid 1 --grid 3 --grid 5", exit_code=2)
+    assert recorded_grids(store) == [[1.0, 2.0, 4.0]]
 
 
-def test_verify_old_teacher_spelling_still_works(store: Path) -> None:
-    code, text = run_cli("verify", store, "--teacher", "tiny")
-    assert code == 0, text
-    (note,) = deprecation_lines(text)
-    assert "--teacher-name" in note
+def test_verify_old_teacher_spelling_is_refused(store: Path) -> None:
+    assert_one_line_error(*run_cli("verify", store, "--teacher", "tiny"), "--teacher", exit_code=2)
     code, text = run_cli("verify", store, "--teacher-name", "tiny")
-    assert code == 0 and deprecation_lines(text) == [], text
+    assert code == 0, text
 
 
 def distill_args(out: Path) -> list[object]:
@@ -152,30 +145,12 @@ def distill_args(out: Path) -> list[object]:
             "--batch-size", "32", "--out", out]
 
 
-def test_distill_store_positional_and_old_store_option(tmp_path: Path, store: Path) -> None:
-    code, text = run_cli("distill", store, *distill_args(tmp_path / "new"))
-    assert code == 0, text
-    assert deprecation_lines(text) == []
-
-    code, text = run_cli("distill", *distill_args(tmp_path / "old"), "--store", store)
-    assert code == 0, text
-    (note,) = deprecation_lines(text)
-    assert note == "kdcache: --store is deprecated; pass the store as the first argument: kdcache distill STORE ..."
-    # Both spellings train the same run: same record and the same final weights.
-    new, old = (json.loads((tmp_path / d / "run.json").read_text())["args"] for d in ("new", "old"))
-    assert {k: v for k, v in new.items() if k != "out"} == {k: v for k, v in old.items() if k != "out"}
-    assert (tmp_path / "new" / "final.pt").read_bytes() != b""
-
-    # Giving the store twice is a usage error.
-    assert_one_line_error(*run_cli("distill", store, *distill_args(tmp_path / "twice"), "--store", store),
-                          "once", exit_code=2)
+def test_distill_old_store_option_is_refused(tmp_path: Path, store: Path) -> None:
+    assert_one_line_error(*run_cli("distill", *distill_args(tmp_path / "old"), "--store", store), "--store",
+                          exit_code=2)
+    assert not (tmp_path / "old").exists()  # refused before anything is written
 
 
-def test_quickstart_old_workdir_spelling_still_works(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    code, text = run_cli("quickstart", "--workdir", blocker / "qs")
-    (note,) = deprecation_lines(text)
-    assert "--out" in note
-    # The old option's value is the one used: the run stops at once on that (impossible) directory.
-    assert_one_line_error(code, text, str(blocker))
+def test_quickstart_old_workdir_spelling_is_refused(tmp_path: Path) -> None:
+    assert_one_line_error(*run_cli("quickstart", "--workdir", tmp_path / "qs"), "--workdir", exit_code=2)
+    assert not (tmp_path / "qs").exists()

@@ -17,6 +17,7 @@ from torchvision.io import write_png
 
 from kdcache.data import DEFAULT_FASHION_MNIST_ROOT, EMBEDDED_PATH, FASHION_MNIST_CLASSES, DataSource, open_data
 from kdcache.errors import DataNotFoundError, SpecError
+from kdcache.registry import DuplicateNameError
 
 # torchvision 0.29 deprecates its image codecs in favour of torchcodec (not
 # installed here); the brief and docs/internals.md use torchvision.io.
@@ -298,7 +299,7 @@ def test_synthetic_is_deterministic_and_learnable():
     ("spec", "error", "message"),
     [
         ("", SpecError, "empty data spec"),
-        ("mnist", SpecError, r"unknown data scheme 'mnist' .*known: fashion-mnist, cifar10"),
+        ("mnist", SpecError, r"data spec 'mnist': unknown data scheme 'mnist'; known: fashion-mnist, cifar10"),
         ("digits,split=val", SpecError, r"split='val' .*expected split=train or split=test"),
         ("digits,colour=1", SpecError, r"unknown option 'colour' for digits .*allowed: split"),
         ("digits,split=test,split=train", SpecError, "option 'split' given twice"),
@@ -376,7 +377,7 @@ def test_a_new_scheme_is_one_registration(monkeypatch):
     from kdcache.data import ArraySource, Scheme, get_scheme, list_schemes, register_scheme
     from kdcache.data import registry
 
-    monkeypatch.setattr(registry, "_SCHEMES", dict(registry._SCHEMES))
+    monkeypatch.setattr(registry.SCHEMES, "_entries", dict(registry.SCHEMES.items()))  # restored after the test
     opened = []
 
     def opener(spec, root, options):
@@ -391,7 +392,7 @@ def test_a_new_scheme_is_one_registration(monkeypatch):
     assert len(source) == 3 and opened[-1] == ("ones:rel/dir,k=v", os.path.abspath("rel/dir"), {"k": "v"})
     with pytest.raises(SpecError, match="unknown option 'j' for ones"):
         open_data("ones,j=1")
-    with pytest.raises(RuntimeError, match="registered twice"):
+    with pytest.raises(DuplicateNameError, match="data scheme 'ones' is already registered"):
         register_scheme(Scheme("ones", opener, root="none", options=(), default_recipe="none"))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdcache.durable import fsync_dir, write_text_atomic
+from kdcache.durable import fsync_path, write_text_atomic
 from kdcache.models import atomic_torch_save
 from tests.cli_helpers import assert_one_line_error, run_cli
 
@@ -71,7 +71,7 @@ def test_a_failed_torch_save_fsync_keeps_the_old_checkpoint(tmp_path: Path, monk
 def test_a_failed_directory_fsync_is_raised_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hits = failing_fsync(monkeypatch, lambda name: name == str(tmp_path))
     with pytest.raises(OSError) as info:
-        fsync_dir(tmp_path)
+        fsync_path(tmp_path)
     assert hits == [str(tmp_path)] and info.value.errno == errno.EIO
     # the rename into the directory happened; only its durability is in doubt, and the caller is told
     with pytest.raises(OSError):

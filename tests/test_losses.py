@@ -30,6 +30,7 @@ from hypothesis.extra import numpy as hnp
 from kdcache import losses
 from kdcache.errors import LossConfigError
 from kdcache.losses import _registry
+from kdcache.registry import DuplicateNameError
 
 DATA = Path(__file__).parent / "data"
 ALL = losses.names()
@@ -227,18 +228,18 @@ def test_invalid_hyperparameters_raise(name: str, hparams: dict, match: str):
 
 
 def test_duplicate_registration_raises_and_changes_nothing():
-    before = dict(_registry._REGISTRY)
-    with pytest.raises(LossConfigError, match="already registered"):
+    before = _registry.LOSSES.items()
+    with pytest.raises(DuplicateNameError, match="loss 'kd' is already registered"):
 
         @losses.register("kd", parsers={}, summary="dup")
         def kd_again(student_logits, teacher_logits, labels):  # pragma: no cover - never registered
             return {}
 
-    assert _registry._REGISTRY == before
+    assert _registry.LOSSES.items() == before
 
 
 def test_register_adds_a_working_loss(monkeypatch):
-    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # restored after the test
+    monkeypatch.setattr(_registry.LOSSES, "_entries", dict(_registry.LOSSES.items()))  # restored after the test
 
     @losses.register("half_ce", parsers={"w": _registry.non_negative}, summary="test loss", needs_teacher=False)
     def half_ce(student_logits, teacher_logits, labels, *, w: float = 0.5):

@@ -17,8 +17,9 @@ from typing import Literal
 
 from kdcache.data.source import DataSource
 from kdcache.errors import SpecError
+from kdcache.registry import Registry
 
-__all__ = ["Scheme", "get_scheme", "int_option", "list_schemes", "open_data", "register_scheme", "split_option"]
+__all__ = ["SCHEMES", "Scheme", "get_scheme", "int_option", "list_schemes", "open_data", "register_scheme", "split_option"]
 
 SPLITS = ("train", "test")
 
@@ -44,30 +45,27 @@ class Scheme:
     root_hint: str = ""
 
 
-_SCHEMES: dict[str, Scheme] = {}
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"data scheme name {name!r} must be letters, digits, '-' or '_'")
+
+
+SCHEMES: Registry[Scheme] = Registry("data scheme", SpecError, check_name=_check_name)
 
 
 def register_scheme(scheme: Scheme) -> Scheme:
     """Make ``scheme`` openable as ``scheme.name[...]``; a name can be registered once."""
-    if scheme.name in _SCHEMES:
-        raise RuntimeError(f"data scheme {scheme.name!r} registered twice")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", scheme.name):
-        raise RuntimeError(f"data scheme name {scheme.name!r} must be letters, digits, '-' or '_'")
-    _SCHEMES[scheme.name] = scheme
-    return scheme
+    return SCHEMES.add(scheme.name, scheme)
 
 
 def list_schemes() -> list[str]:
     """Registered scheme names, in registration order."""
-    return list(_SCHEMES)
+    return SCHEMES.names()
 
 
 def get_scheme(name: str) -> Scheme:
     """The :class:`Scheme` registered as ``name``; unknown names raise listing the known ones."""
-    try:
-        return _SCHEMES[name]
-    except KeyError:
-        raise SpecError(f"unknown data scheme {name!r}; known: {', '.join(_SCHEMES)}") from None
+    return SCHEMES.get(name)
 
 
 _OPTION = re.compile(r"^([a-z_]+)=(.*)$")
@@ -76,13 +74,11 @@ _OPTION = re.compile(r"^([a-z_]+)=(.*)$")
 def parse_spec(spec: str) -> tuple[Scheme, str | None, dict[str, str]]:
     """Split ``scheme[:root][,key=value...]`` into its parts, checking names."""
     if not isinstance(spec, str) or not spec.strip():
-        raise SpecError(f"empty data spec; expected one of: {', '.join(_SCHEMES)}")
+        raise SpecError(f"empty data spec; expected one of: {', '.join(SCHEMES)}")
     text = spec.strip()
     m = re.match(r"^([A-Za-z0-9_-]+)(.*)$", text, re.DOTALL)
     name, rest = (m[1], m[2]) if m else ("", text)
-    if name not in _SCHEMES:
-        raise SpecError(f"unknown data scheme {name!r} in {spec!r}; known: {', '.join(_SCHEMES)}")
-    scheme = _SCHEMES[name]
+    scheme = SCHEMES.get(name, where=f"data spec {spec!r}")
     if rest and rest[0] not in ":,":
         raise SpecError(f"malformed data spec {spec!r}: expected ':' or ',' after {name!r}")
     tokens = rest[1:].split(",") if rest else []

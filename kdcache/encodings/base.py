@@ -93,6 +93,11 @@ class Encoding(ABC):
         """Why this encoding cannot store ``num_classes`` classes (a message), or None."""
         return None
 
+    def class_bytes(self) -> int:
+        """Bytes per class that size a new store's chunks: 2 for a compact encoding, so that a chunk
+        decodes to about as many rows as a float16 chunk holds (a float encoding: its width)."""
+        return 2
+
     def row_bytes(self, num_classes: int) -> int:
         """Stored bytes per (view, sample) row, before any codec."""
         return sum(p.row_bytes() for p in self.parts(num_classes))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Callable
+
 from kdcache.encodings.base import Encoding, Part, Rows, damaged, half_ulp, ratio, worst
+from kdcache.encodings.registry import EncodingType, register_encoding
+from kdcache.validate import Invalid
 
 
 class FloatEncoding(Encoding):
@@ -24,6 +28,9 @@ class FloatEncoding(Encoding):
     def decode(self, parts: dict[str, np.ndarray], num_classes: int, temperature: float = 1.0,
                tail: str = "temperature") -> np.ndarray:
         return parts["logits"]  # the stored dtype: readers upcast where they compute
+
+    def class_bytes(self) -> int:
+        return int(np.dtype(self.dtype).itemsize)
 
     def replay_mismatch(self, stored: dict[str, np.ndarray], recomputed: np.ndarray, slack: np.ndarray) -> float:
         """Each stored value against the recomputed logit: half an ulp of the dtype (its rounding) + slack."""
@@ -114,3 +121,18 @@ class Int8Encoding(Encoding):
         """The stated per-row bound on |decoded − original|: ``step/2 + 2^-22·(|hi| + 255·step)``."""
         hi, step = affine[:, 0].astype(np.float64), affine[:, 1].astype(np.float64)
         return step / 2 + 2.0**-22 * (np.abs(hi) + 255 * step)
+
+
+def _no_args(make: Callable[[], Encoding]) -> Callable[[str | None], Encoding]:
+    def parse(args: str | None) -> Encoding:
+        if args is not None:
+            raise Invalid("takes no arguments")
+        return make()
+
+    return parse
+
+
+# Registration order is the order users are shown (float16 first: the default).
+for _dtype, _summary in (("float16", "default"), ("float32", "exact")):
+    register_encoding(EncodingType(_dtype, _dtype, _summary, _no_args(lambda d=_dtype: FloatEncoding(d))))
+register_encoding(EncodingType(Int8Encoding.spec, Int8Encoding.spec, "per-row affine", _no_args(Int8Encoding)))

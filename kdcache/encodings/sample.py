@@ -26,10 +26,15 @@ which ``--codec zstd`` removes almost entirely.
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 
 from kdcache.encodings.base import (EMPTY_LOG_PROB, Encoding, Part, Rows, damaged, empty_id, id_dtype, logsumexp,
                                     ratio, teacher_words, worst)
+from kdcache.encodings.registry import EncodingType, register_encoding
+from kdcache.validate import Invalid
 
 SAMPLE_TAG = 0x5A4D_0001
 # Off-platform replay fails a drawn class whose drawing probability may have been below DRAW_FLOOR / N: a
@@ -46,12 +51,13 @@ def row_generator(seed: int, sample: int, view: int, teacher: str) -> np.random.
 class SampleEncoding(Encoding):
     """N draws from softmax(z/T), stored as distinct ids with counts in S = min(N, C) fixed slots."""
 
+    name = "sample"
     kind = "probabilities"
 
     def __init__(self, n: int, temperature: float) -> None:
         self.n = int(n)
         self.temperature = float(temperature)
-        self.spec = f"sample:{self.n}@{self.temperature:g}"
+        self.spec = f"{self.name}:{self.n}@{self.temperature:g}"
 
     def slots(self, num_classes: int) -> int:
         return min(self.n, num_classes)
@@ -154,3 +160,22 @@ class SampleEncoding(Encoding):
         return ("draws are compared bit for bit only on the store's platform; here only their structure (valid, "
                 f"ascending, distinct class ids; counts summing to N = {self.n}) and that every drawn class had "
                 f"probability at least {DRAW_FLOOR:g}/N at the recomputed logits (within the slack) are checked")
+
+
+def _parse(args: str | None) -> SampleEncoding:
+    """``N[@T]``: 1 <= N <= 65535 draws at a finite temperature T > 0 (default 1)."""
+    m = re.fullmatch(r"(\d+)(?:@([0-9.eE+-]+))?", args or "")
+    if m is None:
+        raise Invalid("must be sample:N[@T]")
+    n = int(m.group(1))
+    try:
+        t = float(m.group(2)) if m.group(2) else 1.0
+    except ValueError:
+        t = math.nan
+    if not (1 <= n <= 65535 and math.isfinite(t) and t > 0):
+        raise Invalid("must be sample:N[@T] with 1 <= N <= 65535 and T > 0")
+    return SampleEncoding(n, t)
+
+
+register_encoding(EncodingType(SampleEncoding.name, "sample:N[@T]", "N draws from softmax at T, default T=1",
+                               _parse, kind="probabilities", exact_form="sample:N@{T}"))

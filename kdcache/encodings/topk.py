@@ -17,11 +17,14 @@ the documented dense-rebuild rule.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from kdcache.encodings.base import (EMPTY_LOG_PROB, Encoding, Part, Rows, damaged, empty_id, half_ulp, id_dtype,
                                     logsumexp, ratio, worst)
+from kdcache.encodings.registry import EncodingType, register_encoding
+from kdcache.validate import Invalid
 
 BETAS = (1.0, 0.5, 0.25, 0.125)
 TAILS = ("temperature", "constant")
@@ -50,9 +53,11 @@ def tail_log_partition(tail_lse: np.ndarray, tail_count: int, beta: float) -> np
 class TopKEncoding(Encoding):
     """K largest logits + ids + log-sum-exp + tail log-partitions (see the module docstring)."""
 
+    name = "topk"
+
     def __init__(self, k: int) -> None:
         self.k = int(k)
-        self.spec = f"topk:{self.k}"
+        self.spec = f"{self.name}:{self.k}"
 
     def check(self, num_classes: int) -> str | None:
         if not 1 <= self.k < num_classes:
@@ -168,3 +173,13 @@ class TopKEncoding(Encoding):
         flat = ids + (np.arange(len(c)) * num_classes)[:, None]
         out.reshape(-1)[flat.reshape(-1)] = v.reshape(-1)
         return out
+
+
+def _parse(args: str | None) -> TopKEncoding:
+    """``K``, an integer in [1, 65535) (ids are stored as uint16 below 65,535 classes)."""
+    if args is None or not re.fullmatch(r"\d+", args) or not 1 <= int(args) < 65535:
+        raise Invalid("must be topk:K with 1 <= K < 65535")
+    return TopKEncoding(int(args))
+
+
+register_encoding(EncodingType(TopKEncoding.name, "topk:K", "K largest logits + exact T=1 tail mass", _parse))

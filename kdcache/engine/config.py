@@ -1,4 +1,5 @@
-"""What a training run is, as recorded: arguments derived from its config dataclass, and their checks.
+"""What a training run is, as recorded: arguments derived from its config dataclass (values are checked
+by :mod:`kdcache.validate`).
 
 A run records every field of its config. Fields that may differ when the run
 is continued (worker count, device, the output path) carry
@@ -14,8 +15,6 @@ from dataclasses import fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
-
-from kdcache.errors import UsageError
 
 MAY_CHANGE: dict[str, bool] = {"may_change_on_resume": True}
 """Field metadata: this argument may change when a run is resumed (it does not change the result)."""
@@ -67,27 +66,3 @@ def diff_args(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> lis
             diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return diffs
 
-
-def require_int(option: str, value: Any, minimum: int) -> None:
-    """Refuse an option value that is not an integer >= ``minimum`` (one line naming the option)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{option} must be an integer >= {minimum} (got {value!r})")
-
-
-def require_number(option: str, value: Any, *, minimum: float, inclusive: bool = True,
-                   below: float | None = None) -> None:
-    """Refuse an option value outside ``[minimum, below)`` (or ``(minimum, below)`` when not inclusive)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    ok = ok and (value >= minimum if inclusive else value > minimum) and (below is None or value < below)
-    if not ok:
-        low = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-        high = f" and < {below:g}" if below is not None else ""
-        raise UsageError(f"{option} must be a number {low}{high} (got {value!r})")
-
-
-def require_choice(option: str, value: Any, choices: tuple[str, ...]) -> str:
-    """The string value of a choice option (enums by value), or a one-line refusal listing the choices."""
-    value = value.value if isinstance(value, Enum) else value
-    if value not in choices:
-        raise UsageError(f"{option} must be one of {', '.join(choices)} (got {value!r})")
-    return str(value)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdcache.engine.config import require_choice, require_int, require_number
+from kdcache.validate import require_choice, require_int, require_number
 from kdcache.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adamw")

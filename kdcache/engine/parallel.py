@@ -181,9 +181,10 @@ def wrap_modules(modules: dict[str, nn.Module], device: torch.device, sync_bn: b
     return out
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The autocast context of ``precision`` (disabled for fp32)."""
-    dtype = PRECISIONS[precision]
+def autocast(device: torch.device, precision: str | None) -> torch.autocast:
+    """The autocast context of ``precision`` (disabled for fp32, or None: a card that records none);
+    training, evaluation and a teacher's scoring and replay all use it."""
+    dtype = PRECISIONS[precision or "fp32"]
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 

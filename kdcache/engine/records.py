@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdcache.durable import fsync_dir, write_text_atomic
+from kdcache.durable import fsync_path, write_text_atomic
 from kdcache.errors import RunError
 
-__all__ = ["append_jsonl", "canonical_hash", "fsync_dir", "read_jsonl", "rewrite_jsonl", "write_json_atomic", "write_text_atomic"]
+__all__ = ["append_jsonl", "canonical_hash", "fsync_path", "read_jsonl", "rewrite_jsonl", "write_json_atomic", "write_text_atomic"]
 
 
 def canonical_hash(obj: Any) -> str:

@@ -21,7 +21,8 @@ regulariser :func:`regt` is not a distillation loss and is not registered.
 
 from __future__ import annotations
 
-from kdcache.losses._registry import LossFn, LossSpec, get, names, register, spec
+from kdcache.losses._registry import LOSSES, LossFn, LossSpec, get, names, register, spec
+from kdcache.losses.options import parse_loss_opts
 from kdcache.losses._stats import ISATS_GRID, class_table, class_table_from_sums, class_table_sums, isats_tau_star
 
 # One module per method family (kdcache/losses/methods/). Importing a module
@@ -41,6 +42,7 @@ from kdcache.losses.methods.regt import regt
 
 __all__ = [
     "ISATS_GRID",
+    "LOSSES",
     "LossFn",
     "LossSpec",
     "ats",
@@ -52,6 +54,7 @@ __all__ = [
     "dtd",
     "fgcr",
     "get",
+    "parse_loss_opts",
     "isats",
     "isats_tau_star",
     "kd",

@@ -21,11 +21,14 @@ from typing import Any
 
 from torch import Tensor
 
+from kdcache.encodings import accepted_forms
 from kdcache.errors import LossConfigError
 from kdcache.losses._numerics import prepare_inputs
+from kdcache.registry import Registry
 from kdcache.validate import Invalid, Parser, choice, flag, fraction, non_negative, optional, positive
 
 __all__ = [
+    "LOSSES",
     "LossFn",
     "LossSpec",
     "Parser",
@@ -190,8 +193,7 @@ class LossSpec:
         """The encodings this method consumes exactly, as a user reads them."""
         if not self.needs_teacher:
             return "any (it reads no teacher)"
-        dense = "float16, float32, int8, topk:K"
-        return f"{dense}, sample:N@{self.read_temperature(hparams):g}" if self.linear_teacher else dense
+        return accepted_forms(self.read_temperature(hparams) if self.linear_teacher else None)
 
     def config(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """JSON-able named configuration ``{"name": ..., "configuration": {...}}`` for run records."""
@@ -199,7 +201,7 @@ class LossSpec:
         return {"name": self.name, "configuration": {k: _jsonable(v) for k, v in resolved.items()}}
 
 
-_REGISTRY: dict[str, LossSpec] = {}
+LOSSES: Registry[LossSpec] = Registry("loss", LossConfigError)
 
 
 def register(
@@ -216,7 +218,8 @@ def register(
     teacher_temperature: str | None = None,
     linear_teacher: bool = False,
 ) -> Callable[[LossFn], LossFn]:
-    """Register a loss implementation under ``name``; raises if the name is taken.
+    """Register a loss implementation under ``name``; a taken name raises
+    :class:`~kdcache.registry.DuplicateNameError`.
 
     The decorated implementation takes already validated tensors (student in
     the maths dtype, teacher detached, labels int64) and fully resolved
@@ -228,8 +231,6 @@ def register(
     """
 
     def decorate(impl: LossFn) -> LossFn:
-        if name in _REGISTRY:
-            raise LossConfigError(f"a loss named {name!r} is already registered; pick another name.")
         kwonly = {
             p.name: p.default
             for p in inspect.signature(impl).parameters.values()
@@ -273,7 +274,7 @@ def register(
             parsers=dict(parsers),
             finalize=finalize,
         )
-        _REGISTRY[name] = loss_spec
+        LOSSES.add(name, loss_spec)
         return fn
 
     return decorate
@@ -281,15 +282,12 @@ def register(
 
 def names() -> list[str]:
     """Registered loss names, in registration order (the order of docs/methods.md)."""
-    return list(_REGISTRY)
+    return LOSSES.names()
 
 
 def spec(name: str) -> LossSpec:
     """The :class:`LossSpec` of ``name``; unknown names raise listing the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise LossConfigError(f"unknown loss {name!r}; valid names: {', '.join(_REGISTRY)}.") from None
+    return LOSSES.get(name)
 
 
 def get(name: str) -> LossFn:

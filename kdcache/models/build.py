@@ -16,6 +16,7 @@ from torch import nn
 from kdcache.errors import ModelError
 from kdcache.models.checkpoints import PathLike, load_weights_into, state_dict_sha256
 from kdcache.models.kinds import SpecKind, get_kind, parse_spec
+from kdcache.validate import check, flag, positive_int
 
 __all__ = ["build_model"]
 
@@ -64,8 +65,9 @@ def build_model(
     kind = get_kind(kind_name)
     rest = kind.canonical(rest)
     spec = f"{kind_name}:{rest}"
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
+    # bool is an int subclass; True classes is a caller bug, not 1 class (kdcache.validate refuses it).
+    check(positive_int, num_classes, ModelError, "num_classes")
+    check(positive_int, in_channels, ModelError, "in_channels")
     _check_weights_choice(kind, spec, weights, random_init, role)
     model, program_sha256 = kind.build(rest, num_classes, in_channels)
 
@@ -105,8 +107,7 @@ def _check_weights_choice(
     kind: SpecKind, spec: str, weights: PathLike | None, random_init: object, role: str
 ) -> None:
     """Refuse weights and random_init where they contradict each other or the kind."""
-    if not isinstance(random_init, bool):
-        raise ModelError(f"random_init must be True or False, got {random_init!r}")
+    check(flag, random_init, ModelError, "random_init")
     if random_init and weights is not None:
         raise ModelError(
             f"{role} {spec}: --weights and --random-init contradict each other; pass one of them"
@@ -117,12 +118,6 @@ def _check_weights_choice(
             f"{'drop --weights' if weights is not None else 'it cannot start untrained: drop --random-init'}, "
             "or use an architecture spec (kdcache:, torchvision:, import:)"
         )
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    # bool is an int subclass; True classes is a caller bug, not 1 class.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ModelError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _set_eval(model: nn.Module) -> None:

@@ -24,8 +24,9 @@ from typing import Literal
 from torch import nn
 
 from kdcache.errors import SpecError
+from kdcache.registry import Registry
 
-__all__ = ["SpecKind", "get_kind", "list_kinds", "parse_spec", "register_kind"]
+__all__ = ["KINDS", "SpecKind", "get_kind", "list_kinds", "parse_spec", "register_kind"]
 
 Builder = Callable[[str, int, int], "tuple[nn.Module, str | None]"]
 """``build(rest, num_classes, in_channels) -> (model, program_sha256 or None)``."""
@@ -47,25 +48,22 @@ class SpecKind:
     suggest: Callable[[str], "str | None"] | None = None
 
 
-_KINDS: dict[str, SpecKind] = {}
+KINDS: Registry[SpecKind] = Registry("model spec kind", SpecError)
 
 
 def register_kind(kind: SpecKind) -> SpecKind:
     """Make ``kind.name:...`` specs buildable; a name can be registered once."""
-    if kind.name in _KINDS:
-        raise RuntimeError(f"model spec kind {kind.name!r} registered twice")
-    _KINDS[kind.name] = kind
-    return kind
+    return KINDS.add(kind.name, kind)
 
 
 def list_kinds() -> list[str]:
     """Registered kind names, in registration order."""
-    return list(_KINDS)
+    return KINDS.names()
 
 
 def get_kind(name: str) -> SpecKind:
     """The registered kind ``name`` (the caller parsed it with :func:`parse_spec`)."""
-    return _KINDS[name]
+    return KINDS.get(name)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -73,17 +71,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"model spec must be a non-empty string, got {spec!r}")
     kind, sep, rest = spec.strip().partition(":")
-    if not sep or kind not in _KINDS:
+    if not sep or kind not in KINDS:
         name = spec.strip()
         hint = ""
-        for known in _KINDS.values():
+        for known in KINDS.values():
             meant = known.suggest(name) if known.suggest else None
             if meant:
                 hint = f"; did you mean {meant!r}?"
                 break
-        raise SpecError(
-            f"model spec {spec!r} must start with one of {', '.join(k + ':' for k in _KINDS)}{hint}"
-        )
+        # A spec is KIND:REST; without a colon the whole spec is the unknown kind.
+        raise KINDS.unknown(kind if sep else name, where=f"model spec {spec!r}", hint=hint)
     if not rest:
         raise SpecError(f"model spec {spec!r} names no model after '{kind}:'")
     return kind, rest

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from kdcache.errors import KdcacheError, StoreIncompleteError
+from kdcache.errors import KdcacheBug, StoreIncompleteError
+from kdcache.registry import Registry
 from kdcache.store import Store
 from kdcache.store.stat_io import StatWriter
 
@@ -96,28 +97,28 @@ class StatProvider:
         return ""
 
 
-_PROVIDERS: dict[str, StatProvider] = {}
+# An unknown statistic name comes from code (a loss declaration, a provider), never from a user.
+PROVIDERS: Registry[StatProvider] = Registry("statistic", KdcacheBug)
 
 
 def register(provider: type[StatProvider]) -> type[StatProvider]:
     """Class decorator: register a provider under its ``name`` (names are unique)."""
-    if provider.name in _PROVIDERS:
-        raise KdcacheError(f"a statistic named {provider.name!r} is already registered")
-    _PROVIDERS[provider.name] = provider()
+    PROVIDERS.add(provider.name, provider())
     return provider
 
 
 def providers() -> dict[str, StatProvider]:
     """Every registered provider by name, in registration order."""
-    return dict(_PROVIDERS)
+    return dict(PROVIDERS.items())
 
 
 def for_loss_arg(arg: str) -> StatProvider:
     """The provider that serves loss keyword ``arg`` (e.g. ``tau_star``)."""
-    for p in _PROVIDERS.values():
+    for p in PROVIDERS.values():
         if p.loss_arg == arg:
             return p
-    raise KdcacheError(f"no store statistic serves the loss input {arg!r} in this kdcache")
+    raise KdcacheBug(f"no store statistic serves the loss input {arg!r}; known: "
+                     f"{', '.join(str(p.loss_arg) for p in PROVIDERS.values() if p.loss_arg)}")
 
 
 def option_number(value: float) -> str:
@@ -143,7 +144,7 @@ def stats_command(store: Store, teacher: str, provider: StatProvider | None = No
     """
     listed = store.card(teacher).stats
     asked = provider.fix_options(wanted or {}) if provider is not None else ""
-    others = "".join(p.made_with(listed[name]) for name, p in _PROVIDERS.items()
+    others = "".join(p.made_with(listed[name]) for name, p in PROVIDERS.items()
                      if name in listed and (provider is None or name != provider.name))
     return f"kdcache stats {store.path} --teacher-name {teacher}{asked}{others}"
 

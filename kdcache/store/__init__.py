@@ -15,7 +15,6 @@
 from kdcache.store.chunks import (
     BITWISE_KEYS,
     CODECS,
-    ENCODINGS,
     TARGET_CHUNK_BYTES,
     ChunkGrid,
     checksum,
@@ -34,7 +33,7 @@ from kdcache.store.writing import ChunkWriter, WriterLock, sync_tree, writer_loc
 
 
 __all__ = [
-    "BITWISE_KEYS", "CODECS", "ENCODINGS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
+    "BITWISE_KEYS", "CODECS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
     "ChunkGrid", "ChunkWriter", "DatasetRecord", "Location", "Manifest", "Store", "TeacherCard", "ViewsRecord",
     "WriterLock", "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "locate",
     "parse_storage_options", "platform_differences", "platform_record", "probe", "store_target", "sync_tree",

@@ -17,8 +17,6 @@ import zarr
 from kdcache import __version__
 from kdcache.errors import StoreError
 
-# The --encoding forms (kdcache.encodings.parse reads them; docs/encodings.md).
-ENCODINGS = ("float16", "float32", "int8", "topk:K", "sample:N[@T]")
 CODECS = ("none", "zstd", "blosc-zstd")
 # Chunks of about this many bytes: big enough that a zarr call (~1 ms) is
 # amortised over thousands of rows, small enough to buffer a few in RAM.

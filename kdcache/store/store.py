@@ -30,7 +30,7 @@ from kdcache import encodings
 from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError, UsageError
 from kdcache.store import layout
 from kdcache.store.encoded import EncodedReads
-from kdcache.store.chunks import ENCODINGS, ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
+from kdcache.store.chunks import ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
 from kdcache.store.lease import held
@@ -352,7 +352,7 @@ class Store(VerifiedReads, EncodedReads):
         try:
             enc = encodings.parse(card.encoding)
         except UsageError:
-            raise StoreError(f"unknown encoding {card.encoding!r}; choose one of {', '.join(ENCODINGS)}") from None
+            raise StoreError(f"unknown encoding {card.encoding!r}; choose one of {', '.join(encodings.forms())}") from None
         grid = self.grid
         try:
             # overwrite: arrays of a teacher whose card was never written are leftovers, not data.

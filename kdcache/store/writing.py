@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdcache.durable import fsync_path
 from kdcache.errors import StoreBusyError
 from kdcache.store.layout import LOCK_NAME
 from kdcache.store.location import Location, locate
@@ -109,18 +110,6 @@ def writer_lock(target: str | os.PathLike[str] | Location) -> AbstractContextMan
     from kdcache.store.lease import Lease
 
     return Lease(location, ttl=location.lease_seconds)
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory (what zarr's rename-into-place leaves undone)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # renamed away meanwhile: nothing of ours to make durable
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_tree(path: Path) -> None:

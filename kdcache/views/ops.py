@@ -20,6 +20,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from kdcache.errors import RecipeError
+from kdcache.registry import Registry
 from kdcache.validate import (
     Invalid,
     Parser,
@@ -157,20 +158,17 @@ class Op:
         return image
 
 
-_OPS: dict[str, type[Op]] = {}
+OPS: Registry[type[Op]] = Registry("op", RecipeError)
 
 
 def register(cls: type[Op]) -> type[Op]:
-    """Make ``cls`` usable in recipes under ``cls.name`` (class decorator)."""
-    if cls.name in _OPS:
-        raise RuntimeError(f"op {cls.name!r} registered twice")
-    _OPS[cls.name] = cls
-    return cls
+    """Make ``cls`` usable in recipes under ``cls.name`` (class decorator; a name is registered once)."""
+    return OPS.add(cls.name, cls)
 
 
 def list_ops() -> list[str]:
     """Names of the ops a recipe may use."""
-    return sorted(_OPS)
+    return sorted(OPS)
 
 
 @register
@@ -380,9 +378,7 @@ def compile_ops(recipe_name: str, ops: Sequence[Any], what: str = "ops") -> tupl
             raise RecipeError(
                 f"{where} ({op['name']}): unknown key(s) {', '.join(extra)}; expected name, configuration"
             )
-        cls = _OPS.get(op["name"])
-        if cls is None:
-            raise RecipeError(f"{where}: unknown op {op['name']!r}; known ops: {', '.join(list_ops())}")
+        cls = OPS.get(op["name"], where=where)
         configuration = op.get("configuration", {})
         if not isinstance(configuration, Mapping):
             raise RecipeError(f"{where} ({cls.name}): configuration must be an object, got {configuration!r}")

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 from torch import nn
 
 from kdcache.errors import SpecError
+from kdcache.registry import Registry
 
 
 class ModelFactory(Protocol):
@@ -22,47 +23,35 @@ class ModelFactory(Protocol):
     def __call__(self, *, num_classes: int, in_channels: int) -> nn.Module: ...
 
 
-_MODELS: dict[str, ModelFactory] = {}
-
-
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator that registers ``factory`` under ``name`` (``kdcache:NAME``).
-
-    Raises :class:`SpecError` if ``name`` is already taken or is not a plain
-    identifier-like name (it becomes part of spec strings and cards).
-    """
+def _check_name(name: str) -> None:
     if not name or any(c in name for c in ":/, \t\n"):
         raise SpecError(
             f"model name {name!r} must be non-empty and contain no ':', '/', ',' or spaces"
         )
 
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            old = _MODELS[name]
-            raise SpecError(
-                f"model name {name!r} is already registered "
-                f"(by {getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', '?')}); "
-                "pick another name"
-            )
-        _MODELS[name] = factory
-        return factory
 
-    return decorate
+MODELS: Registry[ModelFactory] = Registry("zoo model", SpecError, check_name=_check_name)
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator that registers ``factory`` under ``name`` (``kdcache:NAME``).
+
+    Raises :class:`SpecError` if ``name`` is not a plain identifier-like name
+    (it becomes part of spec strings and cards), and
+    :class:`~kdcache.registry.DuplicateNameError` if it is taken.
+    """
+    _check_name(name)
+    return MODELS.decorator(name)
 
 
 def list_models() -> list[str]:
     """The registered ``kdcache:`` model names, sorted."""
-    return sorted(_MODELS)
+    return sorted(MODELS)
 
 
 def get_factory(name: str) -> ModelFactory:
     """The factory registered under ``name``; unknown names list the valid ones."""
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise SpecError(
-            f"unknown model 'kdcache:{name}'; valid names: {', '.join(list_models())}"
-        ) from None
+    return MODELS.get(name, where=f"kdcache:{name}")
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
