@@ -102,3 +102,19 @@ def test_api_approximate_rows_warn_with_a_kdcache_warning(encoded_store: Path,
         sampled.batches(1, batch_size=16, loss="nkd", allow_approximate_encoding=True)
     assert not str(got[0].message).startswith("warning:")  # the CLI adds the prefix, once
     assert capsys.readouterr() == ("", "")
+
+
+def test_store_create_names_no_cli_flag(tmp_path: Path) -> None:
+    import numpy as np
+
+    from kdcache.errors import StoreError
+    from kdcache.store import Store
+
+    (tmp_path / "f").write_text("mine")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("mine")
+    for path, fact in ((tmp_path / "f", "is a file"), (tmp_path / "d", "is a non-empty directory")):
+        with pytest.raises(StoreError, match=fact) as err:
+            # The path is refused before the records are looked at.
+            Store.create(path, dataset=None, labels=np.zeros(2, dtype=np.int64), views=None)  # type: ignore[arg-type]
+        assert "--out" not in str(err.value)  # a Python caller gave a path, not a flag

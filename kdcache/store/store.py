@@ -110,10 +110,10 @@ class Store(VerifiedReads, EncodedReads):
         p = loc.local if loc.local is not None else loc
         kind = probe_location(loc)
         if kind == "file":
-            raise StoreError(f"--out {p} is a file, not a store directory; choose another path")
+            raise StoreError(f"{p} is a file, not a store directory; choose another path")
         if kind in ("store", "foreign"):
             raise StoreError(
-                f"--out {p} is a non-empty directory that is not a new kdcache store; "
+                f"{p} is a non-empty directory that is not a new kdcache store; "
                 "choose a new path (kdcache will not write into it)"
             )
         grid = ChunkGrid(len(labels), views.chunk_rows)
