@@ -18,7 +18,9 @@ This package carries the view-replay contract: the image a student sees for
    see the same geometric view with a single resampling each.
 
 Where things live: ``seeds`` (seed derivation), ``geometry`` (exact boxes),
-``ops`` (the op registry), ``recipe`` (Recipe, Render, presets),
+``ops`` (the op registry), ``pixel``, ``autoaugment`` and ``erasing``
+(ops rendered on pixels at the recipe's size: RandAugment, TrivialAugment,
+AutoAugment, RandomErasing), ``recipe`` (Recipe, Render, presets),
 ``rendering`` (sample_params, apply_params), ``dataset`` (ViewDataset,
 eval_dataset). Formats and encodings are documented in
 ``docs/data-and-views.md``.
@@ -26,6 +28,8 @@ eval_dataset). Formats and encodings are documented in
 
 from __future__ import annotations
 
+# Registers the pixel ops (rand_augment, trivial_augment, auto_augment, random_erasing) with the op registry.
+from kdcache.views import autoaugment as _autoaugment, erasing as _erasing  # noqa: F401
 from kdcache.views.dataset import EvalDataset, ViewDataset, eval_dataset
 from kdcache.views.geometry import ViewGeometry
 from kdcache.views.ops import list_ops

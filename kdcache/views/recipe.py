@@ -22,6 +22,7 @@ from kdcache.errors import RecipeError, SpecError
 from kdcache.validate import check, is_int, is_number
 from kdcache.views.geometry import check_image_size
 from kdcache.views.ops import Op, compile_ops, size as size_parser
+from kdcache.views.pixel import PixelOp, check_pixel_order
 
 if TYPE_CHECKING:
     from kdcache.data import DataSource
@@ -120,8 +121,9 @@ class Recipe:
             raise RecipeError(f"recipe name must be a non-empty string, got {self.name!r}")
         compiled = compile_ops(self.name, self.ops)
         compiled_eval = compile_ops(self.name, self.eval_ops, what="eval")
+        check_pixel_order(self.name, compiled)
         for op in compiled_eval:
-            if op.param_keys:
+            if op.param_keys or isinstance(op, PixelOp):
                 raise RecipeError(
                     f"{op.where}: evaluation must not be random; use ops without params (resize, center_crop)"
                 )

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from kdcache.errors import RecipeError
 from kdcache.views.geometry import Geo, ViewGeometry, check_image_size
+from kdcache.views.pixel import PixelOp, has_pixel_ops
 from kdcache.views.recipe import Recipe, Render
 from kdcache.views.seeds import view_generator
 
@@ -86,13 +87,17 @@ def _crop_box(image: torch.Tensor, geo: ViewGeometry) -> torch.Tensor:
 def prepare(recipe: Recipe, image: torch.Tensor, params: Any) -> tuple[torch.Tensor, tuple[int, int]]:
     """The view at source resolution: box, flip, photometric ops; float32 in [0, 1].
 
-    Shared by every Render of a view, so renders differ only in the final
-    resize, channel count and normalisation.
+    A recipe with pixel ops (``kdcache.views.pixel``) gives the view at the
+    recipe's output size instead, its ops applied on those pixels. Shared by
+    every Render of a view, so renders differ only in the final resize,
+    channel count and normalisation.
     """
     if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
         raise TypeError(f"expected a uint8 image tensor (C, H, W), got {getattr(image, 'dtype', type(image))}")
     split = _split_params(recipe, params)
     geo = view_geometry(recipe, params, (image.shape[1], image.shape[2]))
+    if has_pixel_ops(recipe._compiled):
+        return _prepare_pixels(recipe, image, split, geo), geo.size
     x = F.to_dtype(_crop_box(image, geo), torch.float32, scale=True)
     if geo.flip:
         x = F.horizontal_flip(x)
@@ -103,6 +108,31 @@ def prepare(recipe: Recipe, image: torch.Tensor, params: Any) -> tuple[torch.Ten
         if op.photometric:
             x = op.adjust(x, p)
     return x, geo.size
+
+
+def _prepare_pixels(recipe: Recipe, image: torch.Tensor, split: list[Sequence[int]],
+                    geo: ViewGeometry) -> torch.Tensor:
+    """Pixel mode (``kdcache.views.pixel``): the box resized on uint8 to the recipe's size, then its ops in order.
+
+    The uint8 path of a torchvision pipeline: ``resized_crop`` and ``flip`` on
+    the uint8 tensor, ``color_jitter`` and the augment ops on uint8, then
+    float32 in [0, 1] for erasing and for the renders.
+    """
+    x = _crop_box(image, geo)
+    if tuple(x.shape[-2:]) != geo.size:
+        x = F.resize(x, list(geo.size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if geo.flip:
+        x = F.horizontal_flip(x)
+    for op, p in zip(recipe._compiled, split):
+        if isinstance(op, PixelOp):
+            if not op.uint8 and x.dtype == torch.uint8:
+                x = F.to_dtype(x, torch.float32, scale=True)
+            x = op.pixels(x, p, recipe.render)
+        elif op.photometric:
+            x = op.adjust(x, p)
+    if x.dtype == torch.uint8:
+        x = F.to_dtype(x, torch.float32, scale=True)
+    return x
 
 
 def render_prepared(x: torch.Tensor, recipe_size: tuple[int, int], render: Render) -> torch.Tensor:
