@@ -17,7 +17,7 @@ import torch
 
 import kdcache
 from kdcache.api import EpochLoader
-from kdcache.errors import KdcacheError, UsageError
+from kdcache.errors import ApproximateEncodingWarning, KdcacheError, UsageError
 from kdcache.store import Store
 from tests.cli_helpers import run_cli
 from tests.resume_helpers import assert_same_tensors
@@ -165,7 +165,8 @@ def test_a_topk_store_is_decoded_for_the_loss_and_refused_without_one(encoded_st
         store.batches(1, batch_size=32)
     kd4 = next(iter(store.batches(1, batch_size=32, loss="kd", loss_opts={"temperature": 4})))
     assert torch.equal(kd4.teacher_logits, rows_of(encoded_store, "top2", kd4, 4.0))  # distill's decode at T=4
-    t1 = next(iter(store.batches(1, batch_size=32, allow_approximate_encoding=True)))
+    with pytest.warns(ApproximateEncodingWarning, match="decoded at T=1"):
+        t1 = next(iter(store.batches(1, batch_size=32, allow_approximate_encoding=True)))
     assert torch.equal(t1.teacher_logits, rows_of(encoded_store, "top2", t1, 1.0))
     assert not torch.equal(t1.teacher_logits, kd4.teacher_logits)  # the reason a loss must be named
 
@@ -179,7 +180,8 @@ def test_a_sample_store_serves_kd_at_its_temperature_only(encoded_store: Path) -
         store.batches(1)
     kd = next(iter(store.batches(1, batch_size=16, loss="kd", loss_opts={"temperature": 2})))
     assert torch.equal(kd.teacher_logits, rows_of(encoded_store, "s8", kd, 2.0))
-    approx = next(iter(store.batches(1, batch_size=16, loss="nkd", allow_approximate_encoding=True)))
+    with pytest.warns(ApproximateEncodingWarning, match="biased"):
+        approx = next(iter(store.batches(1, batch_size=16, loss="nkd", allow_approximate_encoding=True)))
     assert approx.teacher_logits.shape == (16, 4)
 
 
