@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdcache.errors import LossConfigError
+from kdcache.losses.mixed import MixedLabels, check_mixed, mixed_cross_entropy
 
 
 def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
@@ -66,12 +67,14 @@ def check_labels(where: str, labels: object, batch: int, num_classes: int) -> Te
 
 def prepare_inputs(
     where: str, student: object, teacher: object, labels: object, *, needs_teacher: bool = True
-) -> tuple[Tensor, Tensor | None, Tensor]:
+) -> tuple[Tensor, Tensor | None, Tensor | MixedLabels]:
     """Validate (student, teacher, labels) and cast them to the maths dtype.
 
     The student keeps its autograd graph (the cast is differentiable); the
     teacher is detached. Methods without a teacher get ``None`` whatever was
-    passed, so nothing downstream can use it by accident.
+    passed, so nothing downstream can use it by accident. ``labels`` is a
+    plain (B,) tensor or :class:`~kdcache.losses.mixed.MixedLabels` (mixed
+    views), validated either way.
     """
     s = check_logits(where, "student_logits", student)
     t: Tensor | None = None
@@ -79,7 +82,10 @@ def prepare_inputs(
         if teacher is None:
             raise LossConfigError(f"{where}: needs teacher_logits, got None.")
         t = check_logits(where, "teacher_logits", teacher, tuple(s.shape))
-    y = check_labels(where, labels, s.shape[0], s.shape[1])
+    if isinstance(labels, MixedLabels):
+        y: Tensor | MixedLabels = check_mixed(where, labels, s.shape[0], s.shape[1])
+    else:
+        y = check_labels(where, labels, s.shape[0], s.shape[1])
     dtype = compute_dtype(s, t)
     return s.to(dtype), (t.detach().to(dtype) if t is not None else None), y
 
@@ -119,8 +125,11 @@ def kl_rows_prob(p: Tensor, log_q: Tensor) -> Tensor:
     return (torch.xlogy(p, p) - p * log_q).sum(1)
 
 
-def cross_entropy(s: Tensor, labels: Tensor) -> Tensor:
-    """``CE(s, y) = mean_b −logσ(s_b;1)_{y_b}``."""
+def cross_entropy(s: Tensor, labels: Tensor | MixedLabels) -> Tensor:
+    """``CE(s, y) = mean_b −logσ(s_b;1)_{y_b}``; on mixed labels timm's
+    ``mean_b [λ·CE(y) + (1−λ)·CE(y_partner)]`` (equal to the plain CE at λ = 1)."""
+    if isinstance(labels, MixedLabels):
+        return mixed_cross_entropy(s, labels)
     return F.cross_entropy(s, labels)
 
 

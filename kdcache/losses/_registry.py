@@ -118,6 +118,12 @@ class LossSpec:
             through ``σ(t; T)`` at that temperature (KD, SLKD), so an unbiased
             sample of that distribution (a ``sample:N@T`` store) gives an
             unbiased gradient; every other method needs dense logits.
+        mixed_rules: the rules the loss option ``mixed=`` may choose for mixed
+            (mixup/cutmix) views (kdcache/losses/mixed.py); empty when the
+            method has one rule. ``mixed`` is resolved only when given, so
+            resolved defaults and run records without it are unchanged.
+        mixed_default: the rule used when ``mixed`` is not given; None: the
+            method refuses mixed labels until a rule is chosen.
     """
 
     name: str
@@ -134,6 +140,8 @@ class LossSpec:
     linear_teacher: bool = False
     parsers: dict[str, Parser] = field(default_factory=dict, repr=False, compare=False)
     finalize: Finalizer | None = field(default=None, repr=False, compare=False)
+    mixed_rules: tuple[str, ...] = ()
+    mixed_default: str | None = None
 
     def resolve(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Return a fresh, complete and validated hyper-parameter dict.
@@ -143,6 +151,7 @@ class LossSpec:
         derived defaults (``dtd`` β per variant, ``fgcr`` τ0 = τ − 1).
         """
         hparams = dict(hparams or {})
+        mixed = hparams.pop("mixed", None) if self.mixed_rules else None
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
             valid = ", ".join(self.defaults) or "(none)"
@@ -158,6 +167,10 @@ class LossSpec:
                 resolved[key] = self.parsers[key](value)
             except ValueError as exc:
                 raise LossConfigError(f"{self.name}: {key} {exc}, got {value!r}.") from None
+        if mixed is not None:
+            if mixed not in self.mixed_rules:
+                raise LossConfigError(f"{self.name}: mixed must be one of {', '.join(self.mixed_rules)}, got {mixed!r}.")
+            resolved["mixed"] = mixed
         return self.finalize(resolved) if self.finalize else resolved
 
     def store_stats(self, hparams: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -217,6 +230,7 @@ def register(
     finalize: Finalizer | None = None,
     teacher_temperature: str | None = None,
     linear_teacher: bool = False,
+    mixed_rules: Sequence[str] = (),
 ) -> Callable[[LossFn], LossFn]:
     """Register a loss implementation under ``name``; a taken name raises
     :class:`~kdcache.registry.DuplicateNameError`.
@@ -236,7 +250,10 @@ def register(
             for p in inspect.signature(impl).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY
         }
-        defaults = {k: v for k, v in kwonly.items() if k not in call_inputs}
+        # ``mixed`` (the rule on mixed views) is an option outside the defaults, read when given.
+        defaults = {k: v for k, v in kwonly.items() if k not in call_inputs and k != "mixed"}
+        if bool(mixed_rules) != ("mixed" in kwonly):
+            raise TypeError(f"{name}: a loss with mixed_rules takes them as its keyword-only 'mixed'")
         # Programming errors in a registration, caught at import time.
         if set(parsers) != set(defaults) or any(v is inspect.Parameter.empty for v in defaults.values()):
             raise TypeError(f"{name}: every keyword-only hyper-parameter needs a default and a parser")
@@ -273,6 +290,8 @@ def register(
             linear_teacher=linear_teacher,
             parsers=dict(parsers),
             finalize=finalize,
+            mixed_rules=tuple(mixed_rules),
+            mixed_default=kwonly.get("mixed"),
         )
         LOSSES.add(name, loss_spec)
         return fn

@@ -19,6 +19,8 @@ from torch import Tensor
 from kdcache.errors import LossConfigError
 from kdcache.losses._numerics import check_labels, check_logits, compute_dtype, gather_label
 from kdcache.losses._registry import positive, temperature_grid
+from kdcache.losses.mixed import MixedLabels
+from kdcache.losses.mixed_stats import mixed_class_table_sums, mixed_tau_star
 
 ISATS_GRID: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 """Fan et al. §6 search grid G."""
@@ -74,7 +76,7 @@ def tau_star_index(t: Tensor, labels: Tensor, grid: tuple[float, ...]) -> Tensor
 
 
 def isats_tau_star(
-    teacher_logits: Tensor, labels: Tensor, grid: Sequence[float] = ISATS_GRID
+    teacher_logits: Tensor, labels: Tensor | MixedLabels, grid: Sequence[float] = ISATS_GRID
 ) -> Tensor:
     """ISATS per-row temperature τ* (Fan et al. Eq. 10), as a (B,) tensor of grid values.
 
@@ -84,7 +86,11 @@ def isats_tau_star(
     The search runs in log space (robust to the underflow of very confident
     rows, see :func:`tau_star_index`) in the maths dtype; the result has that
     dtype (float32, or float64 for float64 logits) and holds exact grid values.
+    Mixed labels give (B, 2): τ* with the own label and with the partner's
+    (:func:`kdcache.losses.mixed_stats.mixed_tau_star`).
     """
+    if isinstance(labels, MixedLabels):
+        return mixed_tau_star(teacher_logits, labels, grid)
     where = "isats_tau_star"
     grid = parse_grid(where, grid)
     t = check_logits(where, "teacher_logits", teacher_logits)
@@ -95,7 +101,7 @@ def isats_tau_star(
 
 
 def class_table_sums(
-    teacher_logits: Tensor, labels: Tensor, num_classes: int, tau0: float
+    teacher_logits: Tensor, labels: Tensor | MixedLabels, num_classes: int, tau0: float
 ) -> tuple[Tensor, Tensor]:
     """Per-class sums of ``σ(t;τ0)`` (float64, (C, C)) and row counts (int64, (C,)).
 
@@ -103,8 +109,12 @@ def class_table_sums(
     how ``kdcache stats`` builds the FGCR table over a store larger than
     memory; finish with :func:`class_table_from_sums`. Probabilities are
     computed and accumulated in float64 so the result does not depend on how
-    the rows were chunked beyond float64 round-off.
+    the rows were chunked beyond float64 round-off. Mixed labels count λ toward
+    the own class and 1 − λ toward the partner's, with float64 weights for
+    counts (:func:`kdcache.losses.mixed_stats.mixed_class_table_sums`).
     """
+    if isinstance(labels, MixedLabels):
+        return mixed_class_table_sums(teacher_logits, labels, num_classes, tau0)
     where = "class_table"
     tau0 = _parse_temperature(where, "tau0", tau0)
     t = check_logits(where, "teacher_logits", teacher_logits)
@@ -137,7 +147,7 @@ def class_table_from_sums(sums: Tensor, counts: Tensor) -> Tensor:
     return sums.to(torch.float64) / counts.to(torch.float64)[:, None]
 
 
-def class_table(teacher_logits: Tensor, labels: Tensor, num_classes: int, tau0: float) -> Tensor:
+def class_table(teacher_logits: Tensor, labels: Tensor | MixedLabels, num_classes: int, tau0: float) -> Tensor:
     """FGCR class-relation table ``m`` (C, C): row c = mean of ``σ(t_i;τ0)`` over rows with ``y_i = c``.
 
     Returned in the maths dtype of the logits (float32, or float64 for

@@ -13,6 +13,7 @@ import torch
 
 from kdcache import losses
 from kdcache.errors import KdcacheBug, KdcacheError, StoreIncompleteError
+from kdcache.losses.mixed import MixedLabels
 from kdcache.store import Store
 from kdcache.store.stat_io import StatWriter, read_static, row_key
 from kdcache.stats.registry import Accumulator, StatContext, StatProvider, StatsOptions, option_number, register
@@ -64,9 +65,13 @@ class _TauAcc(Accumulator):
                                               "method": "ISATS tau* per cached row, column k searched over grids[k]"},
                        columns=len(self.grids))
 
-    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor | MixedLabels) -> None:
         if self.writer is None:
             raise KdcacheBug("per-row accumulator used before begin()")
+        if isinstance(labels, MixedLabels):
+            # Mixed rows need two τ* per grid (own label, partner: losses.isats_tau_star gives them);
+            # the per-row layout for them comes with the store's mixed views.
+            raise KdcacheBug("ISATS tau* of mixed rows needs two columns per grid, which this store layout lacks")
         columns = [losses.isats_tau_star(logits, labels, grid).to(torch.float32).numpy() for grid in self.grids]
         self.writer.write_rows(self.name, view, chunk, np.stack(columns, axis=1))
         for grid, tau in zip(self.grids, columns):
@@ -120,14 +125,17 @@ class _TableAcc(Accumulator):
     def __init__(self, tau0s: list[float], num_classes: int) -> None:
         self.tau0s = tau0s
         self.sums = np.zeros((len(tau0s), num_classes, num_classes), dtype=np.float64)
-        self.counts = np.zeros(num_classes, dtype=np.int64)
+        # float64 weights: a mixed row counts λ toward its class and 1 − λ toward its partner's
+        # (docs/methods.md, FGCR, "Mixed views"); whole counts are exact in float64, so unmixed
+        # tables are what integer counts gave.
+        self.counts = np.zeros(num_classes, dtype=np.float64)
 
-    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor | MixedLabels) -> None:
         for k, t0 in enumerate(self.tau0s):
             s, c = losses.class_table_sums(logits, labels, self.sums.shape[1], t0)
             self.sums[k] += np.asarray(s, dtype=np.float64)
             if k == 0:
-                self.counts += np.asarray(c, dtype=np.int64)
+                self.counts += np.asarray(c, dtype=np.float64)
 
     def finish(self, writer: StatWriter) -> dict[str, Any]:
         empty = np.flatnonzero(self.counts == 0)
@@ -178,8 +186,10 @@ class _AccuracyAcc(Accumulator):
         self.correct = np.zeros(num_views, dtype=np.int64)
         self.num_samples = num_samples
 
-    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct[view] += int((logits.argmax(dim=1) == labels).sum())
+    def update(self, view: int, chunk: int, logits: torch.Tensor, labels: torch.Tensor | MixedLabels) -> None:
+        # A mixed view is right when the teacher's top class is its dominant label (timm's top-1 on mixed targets).
+        target = labels.dominant() if isinstance(labels, MixedLabels) else labels
+        self.correct[view] += int((logits.argmax(dim=1) == target).sum())
 
     def finish(self, writer: StatWriter) -> dict[str, Any]:
         accuracy = (self.correct / max(1, self.num_samples)).astype(np.float32)

@@ -14,6 +14,9 @@ from torch import Tensor
 from kdcache.errors import LossConfigError
 from kdcache.losses._numerics import cross_entropy
 from kdcache.losses._registry import fraction, optional, positive, register
+from kdcache.losses.mixed import MixedLabels, mix_rows, mixed_rule
+
+_FGCR_RULES = ("both", "dominant")
 
 
 def _fgcr_finalize(hp: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def _parse_class_table(table: object, classes: int, like: Tensor) -> Tensor:
         }
     },
     summary="Fusing global class relations: teacher target mixed with its class-mean row (docs/methods.md, FGCR)",
+    mixed_rules=_FGCR_RULES,
 )
 def fgcr(
     student_logits: Tensor,
@@ -69,6 +73,7 @@ def fgcr(
     lam: float = 0.5,
     tau0: float | None = None,
     class_table: Tensor | None = None,
+    mixed: str | None = "both",
 ) -> dict[str, Tensor]:
     """FGCR (docs/methods.md, FGCR): ``loss = (1−lam)·ce + lam·kd``.
 
@@ -76,11 +81,19 @@ def fgcr(
     ``p̂_b = (1−α)·σ(t_b;τ) + α·m_{y_b}`` and ``m = class_table`` (C, C) from
     the store. ``tau0`` (default τ−1) only names which stored table to use
     (see ``LossSpec.store_stats``); the maths here never reads it.
-    ``student_temperature=tau`` gives the paper's Eq. 2 variant.
+    ``student_temperature=tau`` gives the paper's Eq. 2 variant. Mixed
+    views: ``mixed="both"`` (default) fuses ``λ·m_y + (1−λ)·m_partner``,
+    ``"dominant"`` the dominant label's row (docs/methods.md, FGCR, "Mixed views").
     """
     t, y = teacher_logits, labels
+    rule = mixed_rule("fgcr", labels, mixed, _FGCR_RULES)
     table = _parse_class_table(class_table, t.shape[1], t)
-    target = (1.0 - alpha) * torch.softmax(t / tau, dim=1) + alpha * table[y]
+    if isinstance(y, MixedLabels):
+        # X is linear in the target, so mixing the class rows is mixing each label's row loss by λ.
+        rows = table[y.dominant()] if rule == "dominant" else mix_rows(y.lam[:, None], table[y.label], table[y.partner])
+    else:
+        rows = table[y]
+    target = (1.0 - alpha) * torch.softmax(t / tau, dim=1) + alpha * rows
     log_q = torch.log_softmax(student_logits / student_temperature, dim=1)
     kd_value = student_temperature**2 * (-(target * log_q).sum(1)).mean()
     ce_value = cross_entropy(student_logits, y)

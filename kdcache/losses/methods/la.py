@@ -10,6 +10,10 @@ from torch import Tensor
 from kdcache.errors import LossConfigError
 from kdcache.losses._numerics import cross_entropy, kl_rows, kl_rows_prob
 from kdcache.losses._registry import choice, fraction, non_negative, optional, positive, register
+from kdcache.losses.mixed import MixedLabels, mixed_rule
+
+# "both" is not offered: LA(y) would "correct" a teacher that rightly ranks the partner first.
+_LA_RULES = ("dominant",)
 
 
 def _la_finalize(hp: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +37,7 @@ def _la_finalize(hp: dict[str, Any]) -> dict[str, Any]:
         "epsilon": optional(fraction),
     },
     finalize=_la_finalize,
+    mixed_rules=_LA_RULES,
     summary="Logits adjustment: fix wrong teacher rows (swap or LSR), then KD (docs/methods.md, LA)",
 )
 def la(
@@ -45,6 +50,7 @@ def la(
     kd_weight: float = 0.9,
     variant: str = "ps",
     epsilon: float | None = None,
+    mixed: str | None = None,
 ) -> dict[str, Tensor]:
     """Logits adjustment (docs/methods.md, LA) then KD: ``loss = ce_weight·ce + kd_weight·kd``.
 
@@ -55,9 +61,13 @@ def la(
     ``(1−ε)·onehot(y) + ε/C`` (not tempered) instead of ``σ(t;T)``.
     ``kd = T²·mean_b KL(target_b ‖ σ(s_b;T))``; rows where the teacher is right
     are exactly KD's. ``teacher_wrong`` is the fraction of rows adjusted
-    (diagnostic). Defaults: those of KD; no published values.
+    (diagnostic). Defaults: those of KD; no published values. Mixed views
+    have no default rule: ``mixed="dominant"`` adjusts toward the dominant
+    label (docs/methods.md, LA, "Mixed views"); ``ce`` is timm's mixed CE.
     """
-    t, y = teacher_logits, labels
+    mixed_rule("la", labels, mixed, _LA_RULES)
+    t = teacher_logits
+    y = labels.dominant() if isinstance(labels, MixedLabels) else labels
     t_label = t.gather(1, y[:, None])
     t_max, argmax = t.max(dim=1, keepdim=True)
     wrong = t_label < t_max  # (B, 1)
@@ -82,7 +92,7 @@ def la(
             kl_rows(torch.log_softmax(t / temperature, dim=1), log_q),
         )
     kd_value = temperature**2 * kd_rows.mean()
-    ce_value = cross_entropy(student_logits, y)
+    ce_value = cross_entropy(student_logits, labels)
     return {
         "loss": ce_weight * ce_value + kd_weight * kd_value,
         "ce": ce_value,
