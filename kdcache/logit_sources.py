@@ -31,7 +31,7 @@ import torch
 from kdcache import losses
 from kdcache.data import DataSource
 from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
-from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, KdcacheError, StoreMismatchError, warn
+from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, StoreMismatchError, warn
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
@@ -51,20 +51,20 @@ def check_store_matches_data(store: Store, source: DataSource, teacher: str) -> 
     """Refuse a store made from other data than ``source``, saying which property differs."""
     d = store.dataset
     made = f"{d.spec} ({d.num_samples:,} samples, {d.num_classes} classes)"
-    fix = "pass the --data the store was made from, or precompute a store for this data"
+    fix = "use the data the store was made from, or precompute a store for this data"
     width = store.card(teacher).num_classes
     if len(source) != d.num_samples:
         raise StoreMismatchError(
-            f"{store.path} was made from {made}, but --data {source.spec} has {len(source):,} samples; {fix}"
+            f"{store.path} was made from {made}, but the data {source.spec} has {len(source):,} samples; {fix}"
         )
     if source.num_classes != d.num_classes or width != source.num_classes:
         raise StoreMismatchError(
-            f"{store.path} holds {width}-class logits from {made}, but --data "
+            f"{store.path} holds {width}-class logits from {made}, but the data "
             f"{source.spec} has {source.num_classes} classes; {fix}"
         )
     if source.fingerprint() != d.fingerprint:
         raise StoreMismatchError(
-            f"{store.path} was made from {made} with fingerprint {d.fingerprint[:23]}..., but --data "
+            f"{store.path} was made from {made} with fingerprint {d.fingerprint[:23]}..., but the data "
             f"{source.spec} has fingerprint {source.fingerprint()[:23]}... (other images, labels or split); {fix}"
         )
 
@@ -228,7 +228,7 @@ class OnlineLogits(LogitSource):
 
     def __init__(self, cfg: DistillConfig, source: DataSource, device: torch.device) -> None:
         if cfg.views is None or cfg.views < 1:
-            raise KdcacheError("online mode (--teacher) needs --views K (the views the teacher is run on)")
+            raise KdcacheBug("OnlineLogits built from a DistillConfig without views (DistillConfig.check refuses it)")
         self.recipe = _online_recipe(cfg.recipe, source)
         self.render = self.recipe.render
         in_channels = self.render.channels or source.channels

@@ -118,3 +118,13 @@ def test_store_create_names_no_cli_flag(tmp_path: Path) -> None:
             # The path is refused before the records are looked at.
             Store.create(path, dataset=None, labels=np.zeros(2, dtype=np.int64), views=None)  # type: ignore[arg-type]
         assert "--out" not in str(err.value)  # a Python caller gave a path, not a flag
+
+
+def test_a_store_of_other_data_is_refused_without_naming_a_flag(encoded_store: Path) -> None:
+    import kdcache
+    from kdcache.errors import StoreMismatchError
+
+    other = "synthetic:samples=64,classes=4,size=12,channels=1,seed=6"  # same shape, other images
+    with pytest.raises(StoreMismatchError, match="but the data synthetic:.*other images") as err:
+        kdcache.open_store(encoded_store, other, teacher_name="tiny")
+    assert "--data" not in str(err.value)
