@@ -381,6 +381,8 @@ def _run_teacher(
                 done_rows += logits.shape[0]
                 everyone = job_rows.add(logits.shape[0])
                 bar.update(task, completed=everyone, rate=rate_text(everyone, time.perf_counter() - t0, "views"))
+            everyone = job_rows.final()  # every rank's rows: the bar ends at the job's total, not rank 0's share
+            bar.update(task, completed=everyone, rate=rate_text(everyone, time.perf_counter() - t0, "views"))
     finally:
         writer.close()
     store.sync()  # each rank flushes what it wrote (on a shared filesystem, from its own node)
