@@ -104,19 +104,28 @@ def tf_nkd(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
 
 def _tf_nkd_mixed(s: Tensor, labels: MixedLabels) -> dict[str, Tensor]:
     """tf-NKD on mixed views, as the authors' code treats a soft label: each of its two entries
-    ``(v_k, y_k)`` gets ``−mean_b w_k·log S_k`` with ``w_k = sg(S_k + v_k − mean_b S_k)``, and
+    ``(v_k, y_k)``, larger value first (the view's own label at a tie), gets ``−mean_b w_k·log S_k`` with ``w_k = sg(S_k + v_k − mean_b S_k)``, and
     ``w_k = 0`` where ``v_k = 0``; ce is timm's mixed CE. A partner of the view's own class gives
     one entry of weight 1."""
     log_p = torch.log_softmax(s, dim=1)
     lam = labels.lam.to(log_p.dtype)
     same = labels.partner == labels.label
-    weights = (torch.where(same, torch.ones_like(lam), lam), torch.where(same, torch.zeros_like(lam), 1.0 - lam))
-    logs = (gather_label(log_p, labels.label), gather_label(log_p, labels.partner))
+    own_first = labels.lam >= 0.5  # entries in the code's order: larger value first (the own label at a tie)
+    first = torch.where(own_first, labels.label, labels.partner)
+    second = torch.where(own_first, labels.partner, labels.label)
+    v_first = torch.where(same, torch.ones_like(lam), torch.where(own_first, lam, 1.0 - lam))
+    v_second = torch.where(same, torch.zeros_like(lam), torch.where(own_first, 1.0 - lam, lam))
     terms = []
-    for v, log_label in zip(weights, logs):
+    entries = ((v_first, gather_label(log_p, first)), (v_second, gather_label(log_p, second)))
+    for k, (v, log_label) in enumerate(entries):
         prob = log_label.detach().exp()
-        weight = torch.where(v == 0, torch.zeros_like(v), prob + v - prob.mean())  # batch mean over ALL rows
+        # Batch mean of S_k over the rows that have a k-th entry: every row for the first (as the
+        # plain loss); for the second the authors' code would add the probability of whichever
+        # zero-valued class its sort put second, an artefact of tie order that is left out here.
+        present = v > 0
+        mean = prob.mean() if k == 0 else (prob * present).sum() / present.sum().clamp_min(1)
+        weight = torch.where(present, prob + v - mean, torch.zeros_like(v))
         terms.append(-(weight * log_label).mean())
     tf = terms[0] + terms[1]
-    ce_value = -mix_rows(labels.lam, logs[0], logs[1]).mean()
+    ce_value = -mix_rows(labels.lam, gather_label(log_p, labels.label), gather_label(log_p, labels.partner)).mean()
     return {"loss": ce_value + tf, "ce": ce_value, "tf": tf}
