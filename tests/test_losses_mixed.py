@@ -13,7 +13,7 @@ import torch
 
 from kdcache import losses
 from kdcache.errors import LossConfigError
-from kdcache.losses.mixed import MixedLabels, as_mixed, mixed_cross_entropy, require_mixed_rule
+from kdcache.losses import MixedLabels, as_mixed, mixed_cross_entropy, require_mixed_rule
 from kdcache.stats.providers import _AccuracyAcc, _TableAcc
 
 B, C = 9, 6

@@ -17,12 +17,17 @@ Statistics computed once from a store: :func:`isats_tau_star`,
 :func:`class_table` (and :func:`class_table_sums` /
 :func:`class_table_from_sums` for chunked passes). The teacher-training
 regulariser :func:`regt` is not a distillation loss and is not registered.
+
+Mixed views (mixup/cutmix): every loss and statistic also takes
+:class:`MixedLabels` (docs/methods.md, "Mixed views"); :func:`require_mixed_rule`
+checks before training that a method is defined on them.
 """
 
 from __future__ import annotations
 
 from kdcache.losses._registry import LOSSES, LossFn, LossSpec, get, names, register, spec
 from kdcache.losses.options import parse_loss_opts
+from kdcache.losses.mixed import MIXED_OPTION, MixedLabels, as_mixed, mixed_cross_entropy, require_mixed_rule
 from kdcache.losses._stats import ISATS_GRID, class_table, class_table_from_sums, class_table_sums, isats_tau_star
 
 # One module per method family (kdcache/losses/methods/). Importing a module
@@ -45,6 +50,9 @@ __all__ = [
     "LOSSES",
     "LossFn",
     "LossSpec",
+    "MIXED_OPTION",
+    "MixedLabels",
+    "as_mixed",
     "ats",
     "ce",
     "class_table",
@@ -59,10 +67,12 @@ __all__ = [
     "isats_tau_star",
     "kd",
     "la",
+    "mixed_cross_entropy",
     "names",
     "nkd",
     "regt",
     "register",
+    "require_mixed_rule",
     "slkd",
     "spec",
     "tf_nkd",

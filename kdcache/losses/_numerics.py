@@ -54,7 +54,7 @@ def check_labels(where: str, labels: object, batch: int, num_classes: int) -> Te
     if labels.is_floating_point() or labels.is_complex() or labels.dtype is torch.bool:
         raise LossConfigError(
             f"{where}: labels must be integer class indices of shape ({batch},), got dtype {labels.dtype}. "
-            "Soft (mixup) labels: pass labels.argmax(1), the convention of the reference code."
+            "Mixed (mixup/cutmix) views: pass kdcache.losses.MixedLabels(label, partner, lam)."
         )
     if tuple(labels.shape) != (batch,):
         raise LossConfigError(f"{where}: labels must have shape ({batch},), got {tuple(labels.shape)}.")

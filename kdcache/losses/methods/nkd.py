@@ -104,9 +104,10 @@ def tf_nkd(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor
 
 def _tf_nkd_mixed(s: Tensor, labels: MixedLabels) -> dict[str, Tensor]:
     """tf-NKD on mixed views, as the authors' code treats a soft label: each of its two entries
-    ``(v_k, y_k)``, larger value first (the view's own label at a tie), gets ``−mean_b w_k·log S_k`` with ``w_k = sg(S_k + v_k − mean_b S_k)``, and
-    ``w_k = 0`` where ``v_k = 0``; ce is timm's mixed CE. A partner of the view's own class gives
-    one entry of weight 1."""
+    ``(v_k, y_k)``, larger value first (the view's own label at a tie), gets
+    ``−mean_b w_k·log S_k`` with ``w_k = sg(S_k + v_k − mean S_k)`` and ``w_k = 0``
+    where ``v_k = 0``; ``mean S_2`` is over the rows that have a second entry.
+    ce is timm's mixed CE. A partner of the view's own class gives one entry of weight 1."""
     log_p = torch.log_softmax(s, dim=1)
     lam = labels.lam.to(log_p.dtype)
     same = labels.partner == labels.label
