@@ -63,8 +63,9 @@ def precompute(
                                                                  "(default: from the spec).", show_default=False)
     ] = None,
     random_init: Annotated[bool, typer.Option(
-        "--random-init", help="Allow a kdcache:/torchvision: teacher without --weights (an untrained network, "
-                              "on purpose; recorded in its card).")] = False,
+        "--random-init", help="Each --teacher given without --weights is an untrained kdcache:/torchvision: "
+                              "network, on purpose (recorded in its card); refused when every teacher has "
+                              "--weights.")] = False,
     recipe: RecipeOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per teacher batch (rounded to the "
                                                                  "micro-batch).", min=1)] = 256,
@@ -169,7 +170,8 @@ def convert(
     encoding: EncodingOpt,
     teacher_name: TeacherNameOpt = None,
     new_name: Annotated[Optional[str], typer.Option(
-        "--as", help="Name of the new teacher entry (default: NAME_<encoding>, e.g. cnn_topk32).",
+        # \< \>: help is Markdown, where a bare <encoding> is an HTML tag and vanishes.
+        "--as", help="Name of the new teacher entry (default: NAME_\\<encoding\\>, e.g. cnn_topk32).",
         show_default=False)] = None,
     storage_option: StorageOpt = None,
 ) -> None:

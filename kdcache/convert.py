@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kdcache import encodings
-from kdcache.errors import StoreMismatchError, UsageError
-from kdcache.progress import console, make_progress, rate_text
-from kdcache.store import Store, differences, locate, utc_now, writer_lock
+from kdcache.errors import UsageError
+from kdcache.progress import make_progress, rate_text
+from kdcache.store import Store, TeacherCard, locate, writer_lock
 from kdcache.store.location import Location
+from kdcache.store.teacher_writer import Producer, TeacherWriter, check_name, encode
 
 
 @dataclass
@@ -49,85 +50,86 @@ def default_name(source: str, spec: str) -> str:
 
 
 def encode_from_source(stored: np.ndarray, enc: encodings.Encoding, rows: encodings.Rows) -> dict[str, np.ndarray]:
-    """The parts convert writes for ``rows``, given the float source's rows as stored (float16 or float32).
+    """The parts convert writes for ``rows``, given the float source's rows as stored (float16 or float32):
+    :func:`kdcache.store.teacher_writer.encode`, which every writer goes through. ``verify --replay``
+    rebuilds a converted teacher's parts with it, so the two cannot drift apart."""
+    return encode(enc, stored, rows)
 
-    The stored values are cast to float32, as precompute hands the teacher's
-    output to the encoder, and encoded; so a float16 source's rounding is part
-    of what is encoded. ``verify --replay`` rebuilds a converted teacher's
-    parts through this same function, so the two cannot drift apart.
-    """
-    return enc.encode(np.asarray(stored, dtype=np.float32), rows)
+
+@dataclass(frozen=True)
+class _Plan:
+    source: str
+    name: str
+    card: TeacherCard
+    producer: Producer
+
+
+def _plan(store: Store, teacher: str | None, enc: encodings.Encoding, new_name: str | None) -> _Plan:
+    """What to convert into what, every refusal included (on the store as read before the writer lock)."""
+    source = store.require_complete(teacher)  # an unknown --teacher-name is a usage error (exit 2)
+    src_card = store.card(source)
+    if not store.encoding(source).lossless_dense:
+        raise UsageError(f"teacher {source!r} is stored as {src_card.encoding}; convert re-encodes float "
+                         "logits: pass --teacher-name of a float32 (or float16) teacher")
+    problem = enc.check(src_card.num_classes)
+    if problem:
+        raise UsageError(problem)
+    # Re-encoding stored rows is numpy, the same on every platform: the source's platform record stays.
+    producer = Producer(name_option="--as", provenance={"converted_from": source}, platform_bound=False)
+    name = check_name(new_name or default_name(source, enc.spec), producer)
+    if name == source:
+        raise UsageError(f"--as {name!r} is the source teacher; give the new entry another name")
+    card = src_card.replace(encoding=enc.spec)
+    TeacherWriter.check(store, name, card, producer)
+    return _Plan(source, name, card, producer)
 
 
 def convert(path: str | os.PathLike[str] | Location, *, teacher: str | None, encoding: str,
             new_name: str | None = None, progress: bool = True) -> ConvertResult:
-    """Re-encode teacher ``teacher`` of the store at ``path`` as ``encoding`` into teacher ``new_name``."""
+    """Re-encode teacher ``teacher`` of the store at ``path`` as ``encoding`` into teacher ``new_name``.
+
+    Every refusal (a missing store or teacher, a compact source, a name taken by another entry) comes
+    before the writer lock is taken; the new entry's life is
+    :class:`~kdcache.store.teacher_writer.TeacherWriter`'s.
+    """
     enc = encodings.parse(encoding)
     location = locate(path)
-    Store.open(location)  # a missing or foreign store is refused before the lock is taken
+    plan = _plan(Store.open(location), teacher, enc, new_name)
     with writer_lock(location):
         store = Store.open(location, mode="r+")
-        source = store.require_complete(teacher)
-        src_card = store.card(source)
-        if not store.encoding(source).lossless_dense:
-            raise UsageError(f"teacher {source!r} is stored as {src_card.encoding}; convert re-encodes float "
-                             "logits: pass --teacher-name of a float32 (or float16) teacher")
-        problem = enc.check(src_card.num_classes)
-        if problem:
-            raise UsageError(problem)
-        name = new_name or default_name(source, enc.spec)
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-            raise UsageError(f"--as {name!r} must use letters, digits, '_', '-' or '.'")
-        if name == source:
-            raise UsageError(f"--as {name!r} is the source teacher; give the new entry another name")
-        card = src_card.replace(encoding=enc.spec, status="writing", started=None, finished=None,
-                                accuracy_per_view=None, stats={},
-                                extra={**src_card.extra_dict(), "converted_from": source})
-        if name in store.teacher_names():
-            problems = differences(card, store.card(name), "teacher")
-            if problems or store.card(name).extra_dict().get("converted_from") != source:
-                raise StoreMismatchError(
-                    f"{store.path} already has a teacher {name!r} that is not {source!r} as {enc.spec} "
-                    f"({'; '.join(problems) or 'made another way'}); choose another --as NAME")
-        else:
-            store.add_teacher(name, card)
-        pending, redone = store.pending_chunks(name)
-        if redone:
-            console.print(f"[yellow]{redone} chunk(s) of {name!r} no longer match their checksum; re-encoding them")
+        entry = TeacherWriter.begin(store, plan.name, plan.card, plan.producer)
         grid = store.grid
-        total = store.num_views * store.num_samples
-        rows_pending = sum(grid.bounds(j)[1] - grid.bounds(j)[0] for _, j in pending)
-        if pending and rows_pending < total:
-            console.print(f"resuming {name!r}: {total - rows_pending:,} of {total:,} rows already stored")
         t0 = time.perf_counter()
         done = 0
         with make_progress(enabled=progress) as bar:
-            task = bar.add_task(f"convert {source} -> {name}", total=rows_pending, rate="")
-            for v, j in pending:
+            task = bar.add_task(f"convert {plan.source} -> {plan.name}", total=entry.plan.rows_pending, rate="")
+            for v, j in entry.pending:
                 start, stop = grid.bounds(j)
-                rows = encodings.Rows(seed=store.views.seed, view=v, samples=np.arange(start, stop), teacher=name)
-                store.write_chunk(name, v, j, encode_from_source(store.read_logits_chunk(source, v, j), enc, rows),
-                                  None)
+                entry.write(v, j, store.read_logits_chunk(plan.source, v, j))
                 done += stop - start
                 bar.update(task, advance=stop - start, rate=rate_text(done, time.perf_counter() - t0, "rows"))
         seconds = time.perf_counter() - t0
-        store.sync()
-        from kdcache.precompute import teacher_accuracy  # the same per-view accuracy precompute records
-
-        accuracy = teacher_accuracy(store, name)
-        store.set_card(name, store.card(name).replace(status="complete", started=store.card(name).started or utc_now(),
-                                                      finished=utc_now(), accuracy_per_view=accuracy))
+        entry.finish()
         views = max(1, store.num_views)
-        return ConvertResult(store=str(store.path), source=source, name=name, encoding=enc.spec, rows_written=done,
-                             rows_skipped=total - rows_pending, seconds=seconds,
-                             bytes_per_view=store.logits_bytes(name) / views,
-                             source_bytes_per_view=store.logits_bytes(source) / views)
+        return ConvertResult(store=str(store.path), source=plan.source, name=plan.name, encoding=enc.spec,
+                             rows_written=done, rows_skipped=entry.plan.rows_stored, seconds=seconds,
+                             bytes_per_view=store.logits_bytes(plan.name) / views,
+                             source_bytes_per_view=store.logits_bytes(plan.source) / views)
 
 
 def format_convert(r: ConvertResult) -> str:
     """The human summary of ``kdcache convert``."""
-    ratio = r.source_bytes_per_view / r.bytes_per_view if r.bytes_per_view else float("nan")
     return (f"teacher {r.name} ({r.encoding}) from {r.source}: {r.rows_written:,} rows encoded"
             + (f" ({r.rows_skipped:,} already stored)" if r.rows_skipped else "") + f" in {r.seconds:.1f}s\n"
-            f"  {r.bytes_per_view / 1e6:.3f} MB per view on disk ({ratio:.1f}x smaller than {r.source}); "
-            f"store {r.store}")
+            f"  {r.bytes_per_view / 1e6:.3f} MB per view on disk "
+            f"({size_change(r.bytes_per_view, r.source_bytes_per_view)} {r.source}); store {r.store}")
+
+
+def size_change(new: float, old: float) -> str:
+    """How ``new`` bytes compare with ``old``: '4.0x smaller than', '1.3x larger than', 'the same size as'."""
+    if new <= 0 or old <= 0:
+        return "compared with"  # nothing to divide by (an empty entry): no factor to state
+    factor = old / new if new < old else new / old
+    if f"{factor:.1f}" == "1.0":
+        return "about the same size as"
+    return f"{factor:.1f}x {'smaller' if new < old else 'larger'} than"

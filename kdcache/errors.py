@@ -44,6 +44,10 @@ class StoreError(KdcacheError, ValueError):
     """A store is missing, malformed, or cannot be used as asked."""
 
 
+class TeacherNameError(UsageError, StoreError):
+    """A store holds no teacher of the name given, or holds several and none was named: a usage error (exit 2)."""
+
+
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """No kdcache store exists at the given path."""
 

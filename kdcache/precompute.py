@@ -21,6 +21,8 @@ records, so a killed job resumes with any N.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import re
 import time
@@ -34,32 +36,40 @@ from torch.utils.data import DataLoader
 
 from kdcache import distributed, encodings
 from kdcache.data import DataSource, open_data
-from kdcache.errors import NonFiniteLogitsError, StoreError, StoreMismatchError, UsageError
+from kdcache.errors import (
+    NonFiniteLogitsError,
+    StoreError,
+    StoreMismatchError,
+    StoreRepairWarning,
+    UsageError,
+    warn,
+)
 from kdcache.models import check_output_width, run_model
 from kdcache.prefetch import prefetch
-from kdcache.progress import console, make_progress, rate_text
+from kdcache.progress import make_progress, rate_text
 from kdcache.scoring import PRECISIONS, ChunkKeys, build_teacher, teacher_autocast, worker_init
 from kdcache.store import (
     CODECS,
     ChunkWriter,
     DatasetRecord,
+    Location,
     Store,
     TeacherCard,
     ViewsRecord,
     default_chunk_rows,
     differences,
-    platform_differences,
     platform_record,
     probe,
     store_target,
-    utc_now,
-    writer_lock,
 )
 from kdcache.store.integrity import repair_params
+from kdcache.store.teacher_writer import TeacherWriter, check_name
+from kdcache.store.writing import creating_writer_lock
 from kdcache.validate import require_choice, require_int
 from kdcache.views import Recipe, Render, ViewDataset, resolve_recipe
 
 DEFAULT_MICRO_BATCH = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ class TeacherRequest:
     spec: str
     weights: str | None = None
     name: str | None = None
-    random_init: bool = False  # allow a kdcache:/torchvision: spec without weights, on purpose
+    random_init: bool = False  # a kdcache:/torchvision: spec without weights, untrained on purpose
 
 
 @dataclass
@@ -103,39 +113,53 @@ def teacher_name_from_spec(spec: str) -> str:
     return name
 
 
-def _check_name(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise UsageError(f"teacher name {name!r} must use letters, digits, '_', '-' or '.'")
-    return name
-
-
 def _views_record(seed: int, num_views: int, recipe: Recipe, chunk_rows: int) -> ViewsRecord:
     return ViewsRecord(seed=int(seed), num_views=int(num_views), recipe=recipe.to_dict(), recipe_hash=recipe.hash(),
                        param_names=recipe.param_names(), chunk_rows=int(chunk_rows))
 
 
-def _open_or_create(
-    out: Path, source: DataSource, recipe: Recipe, seed: int, views: int, chunk_rows: int | None,
-    num_classes: int, itemsize: int, micro_batch: int,
-) -> Store:
-    """Open the store at ``out`` if it is one for this data and view set, else create it."""
-    dataset = DatasetRecord.from_dict(source.describe())
-    if probe(out) == "store":
-        store = Store.open(out, mode="r+")
-        problems = differences(dataset, store.dataset, "dataset")
-        problems += differences(_views_record(seed, views, recipe, store.grid.chunk_rows), store.views, "views")
-        if chunk_rows is not None and chunk_rows != store.grid.chunk_rows:
-            problems.append(f"chunk rows: store has {store.grid.chunk_rows}, this run asks {chunk_rows}")
+@dataclass(frozen=True)
+class _StoreRequest:
+    """The store this run asks for: its data, view set and (for a new store) chunk rows."""
+
+    dataset: DatasetRecord
+    seed: int
+    views: int
+    recipe: Recipe
+    chunk_rows: int | None  # as given (None: the default)
+    new_chunk_rows: int | None  # a new store's rows per chunk (a whole number of micro-batches); None: it exists
+
+    def check(self, store: Store) -> Store:
+        """``store`` if it was made for this data and view set (read-only is enough), else refused."""
+        problems = differences(self.dataset, store.dataset, "dataset")
+        problems += differences(_views_record(self.seed, self.views, self.recipe, store.grid.chunk_rows),
+                                store.views, "views")
+        if self.chunk_rows is not None and self.chunk_rows != store.grid.chunk_rows:
+            problems.append(f"chunk rows: store has {store.grid.chunk_rows}, this run asks {self.chunk_rows}")
         if problems:
             raise StoreMismatchError(
-                f"{out} holds a store made with other arguments ({'; '.join(problems)}); "
+                f"{store.path} holds a store made with other arguments ({'; '.join(problems)}); "
                 "use the same --data/--seed/--views/--recipe, or a new --out"
             )
         return store
-    rows = chunk_rows or default_chunk_rows(num_classes, len(source), itemsize, micro_batch)
+
+    def open_or_create(self, out: Path | Location, labels: np.ndarray) -> Store:
+        """Open the store at ``out`` if it is one for this data and view set, else create it (under the lock)."""
+        if probe(out) == "store":
+            return self.check(Store.open(out, mode="r+"))
+        if self.new_chunk_rows is None:
+            raise StoreError(f"the store at {out} was removed while this run started; run it again")
+        return Store.create(out, dataset=self.dataset, labels=labels,
+                            views=_views_record(self.seed, self.views, self.recipe, self.new_chunk_rows))
+
+
+def _new_chunk_rows(chunk_rows: int | None, num_classes: int, num_samples: int, class_bytes: int,
+                    micro_batch: int) -> int:
+    """Rows per chunk of a new store (refused when not a whole number of micro-batches)."""
+    rows = chunk_rows or default_chunk_rows(num_classes, num_samples, class_bytes, micro_batch)
     if rows % micro_batch:
         raise UsageError(f"--chunk-rows {rows} must be a multiple of the micro-batch {micro_batch}")
-    return Store.create(out, dataset=dataset, labels=source.labels, views=_views_record(seed, views, recipe, rows))
+    return rows
 
 
 def _check_arguments(views: int, batch_size: int, workers: int, encoding: str, codec: str, micro_batch: int,
@@ -156,8 +180,22 @@ def _check_arguments(views: int, batch_size: int, workers: int, encoding: str, c
 def _resolve_recipe(name: str | None, source: DataSource) -> Recipe:
     recipe = resolve_recipe(name, source)
     if name is None:
-        console.print(f"recipe: {recipe.name} (the default for {source.spec}; pass --recipe to choose another)")
+        log.info("recipe: %s (the default for %s; give a recipe to choose another)", recipe.name, source.spec)
     return recipe
+
+
+def _resolve_random_init(teachers: Sequence[TeacherRequest], random_init: bool) -> list[TeacherRequest]:
+    """Each request with its own ``random_init``: the call's ``random_init`` marks every teacher given
+    without weights, as ``--random-init`` does; a teacher given weights and random_init is refused."""
+    for request in teachers:
+        if request.random_init and request.weights:
+            raise UsageError(f"teacher {request.spec}: --weights and --random-init contradict each other; "
+                             "pass one of them")
+    if random_init and all(request.weights for request in teachers):
+        which = ", ".join(request.spec for request in teachers)
+        raise UsageError(f"--weights and --random-init contradict each other: --random-init is for a --teacher "
+                         f"without --weights, and every teacher has weights ({which}); pass one of them")
+    return [dataclasses.replace(r, random_init=r.random_init or (random_init and not r.weights)) for r in teachers]
 
 
 def precompute(
@@ -185,13 +223,15 @@ def precompute(
     complete store with the same data and views is allowed (it is run on the
     recorded views); anything else that differs from the store, the teacher's
     program or weights included, is refused with the list of differences.
-    ``random_init`` allows a ``kdcache:``/``torchvision:`` teacher without
-    weights (an untrained network, on purpose; recorded in its card).
+    ``random_init`` marks every teacher given without weights as an untrained
+    ``kdcache:``/``torchvision:`` network on purpose (recorded in its card),
+    as :attr:`TeacherRequest.random_init` marks one; with weights it is refused.
     ``precision`` runs the teacher under autocast (``bf16``/``fp16``) or not
     (``fp32``); it is recorded in the card and part of the teacher's identity.
     Under torchrun the work is split over the ranks (see the module docstring).
     """
     _check_arguments(views, batch_size, workers, encoding, codec, micro_batch, chunk_rows, teachers)
+    teachers = _resolve_random_init(teachers, random_init)
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     ctx, dev = distributed.init(device)
@@ -204,14 +244,22 @@ def precompute(
             f"--out {out_path} is a non-empty directory that is not a kdcache store; "
             "choose a new path (kdcache will not write into it)"
         )
-    if kind == "store":
-        Store.open(out_path)  # an unreadable store (other format version) is refused before any work
+    # An unreadable store (other format version) is refused before any work.
+    existing = Store.open(out_path) if kind == "store" else None
     source = open_data(data)
     encoding = encodings.parse(encoding).spec  # canonical spelling, recorded in the card
     too_many = encodings.parse(encoding).check(source.num_classes)
     if too_many:
         raise UsageError(too_many)
     rec = _resolve_recipe(recipe, source)
+    # Every refusal of the store or a teacher comes before the writer lock, so a refused run writes nothing.
+    wanted = _StoreRequest(
+        dataset=DatasetRecord.from_dict(source.describe()), seed=seed, views=views, recipe=rec, chunk_rows=chunk_rows,
+        new_chunk_rows=None if existing is not None else _new_chunk_rows(
+            chunk_rows, source.num_classes, len(source), encodings.parse(encoding).class_bytes(), micro_batch),
+    )
+    if existing is not None:
+        wanted.check(existing)
     # Rows are scored in micro-batches aligned to chunk starts; a user batch is a
     # whole number of them so batch boundaries never move a row inside one.
     batch_size = max(micro_batch, (batch_size // micro_batch) * micro_batch)
@@ -225,11 +273,11 @@ def precompute(
     names: set[str] = set()
     for request in teachers:
         weights = str(Path(request.weights).expanduser().absolute()) if request.weights else None
-        model, built = build_teacher(request.spec, source.num_classes, in_channels, weights,
-                                     random_init or request.random_init, init_seed=seed)
+        model, built = build_teacher(request.spec, source.num_classes, in_channels, weights, request.random_init,
+                                     init_seed=seed)
         check_output_width(model, in_channels, (h, w), source.num_classes,
                            micro_batch=2)  # a width check, not a full micro-batch of work
-        name = _check_name(request.name or teacher_name_from_spec(request.spec))
+        name = check_name(request.name or teacher_name_from_spec(request.spec))
         if name in names:
             raise UsageError(f"two teachers are named {name!r}; give each a --teacher-name")
         names.add(name)
@@ -239,24 +287,22 @@ def precompute(
             # The device as the user named it ("cuda", not each rank's "cuda:N"): the same record on every rank.
             "platform": platform_record(str(torch.device(device))), "precision": precision,
         })
+        if existing is not None:
+            TeacherWriter.check(existing, name, card)  # a teacher the store holds made differently
         prepared.append((name, card, model.to(dev)))
 
-    try:
-        if isinstance(out_path, Path) and ctx.is_main:  # an object store has no directories to make
-            out_path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(out_path)) from exc
     result = PrecomputeResult(store=out_path)
-    # Only rank 0 takes the lock (or lease): the other ranks write disjoint chunks under it.
-    with writer_lock(out_path) if ctx.is_main else contextlib.nullcontext():
+    # Only rank 0 takes the lock (or lease): the other ranks write disjoint chunks under it. Where no
+    # store was begun, a failure leaves neither the lock nor the directories made for it.
+    with creating_writer_lock(out_path) if ctx.is_main else contextlib.nullcontext():
         store = None
         if ctx.is_main:
-            store = _open_or_create(out_path, source, rec, seed, views, chunk_rows, source.num_classes,
-                                    encodings.parse(encoding).class_bytes(), micro_batch)
+            store = wanted.open_or_create(out_path, source.labels)
             # Before any teacher renders from the record: a damaged params chunk is drawn again from the seed.
             fixed = repair_params(store, source)
             if fixed:
-                console.print(f"[yellow]{fixed} chunk(s) of views/params no longer matched their checksum; rewritten")
+                warn(f"{fixed} chunk(s) of views/params no longer matched their checksum record; drawn again "
+                     "from the seed and rewritten", StoreRepairWarning)
         distributed.barrier()  # the store exists before the other ranks open it
         if store is None:
             store = Store.open(out_path, mode="r+")
@@ -268,31 +314,6 @@ def precompute(
     return result
 
 
-def _check_platform(store: Store, name: str, card: TeacherCard) -> None:
-    """Refuse to score more chunks of ``name`` on another platform than the one its card records."""
-    # Chunks scored elsewhere would differ in their last bits from the ones already stored.
-    moved = platform_differences(store.card(name).platform or {}, card.platform or {})
-    if moved:
-        raise StoreMismatchError(
-            f"teacher {name!r} in {store.path} was scored on another platform ({'; '.join(moved)}); "
-            "resume it where it was started (bits would differ), or --teacher-name NEW to score it here"
-        )
-
-
-def _start_teacher(store: Store, name: str, card: TeacherCard) -> None:
-    """Add teacher ``name``, or check that the one in the store was made by the same teacher and settings."""
-    if name in store.teacher_names():
-        recorded = store.card(name)
-        problems = differences(card, recorded, "teacher")
-        if problems:
-            raise StoreMismatchError(
-                f"{store.path} already has a teacher {name!r} made differently ({'; '.join(problems)}); "
-                "pass the same teacher and arguments to resume it, or --teacher-name NEW to add another teacher"
-            )
-    else:
-        store.add_teacher(name, card)
-
-
 def _run_teacher(
     store: Store, name: str, card: TeacherCard, model: torch.nn.Module, source: DataSource, recipe: Recipe,
     batch_size: int, workers: int, device: torch.device, progress: bool,
@@ -300,30 +321,23 @@ def _run_teacher(
     # Long because it is one pipeline (render -> score -> buffer to chunk -> write); its parts are
     # the loader (ChunkKeys), the scoring loop below, and the store's ChunkWriter.
     ctx = distributed.current()
-    pending: list[tuple[int, int]] = []
-    redone = 0
+    entry: TeacherWriter | None = None
+    plan = None
     recorded = np.zeros(0, dtype=bool)
     if ctx.is_main:
-        _start_teacher(store, name, card)
-        pending, redone = store.pending_chunks(name)
-        if pending:
-            _check_platform(store, name, card)
+        entry = TeacherWriter.begin(store, name, card)  # adds the entry, or resumes it (kdcache.store.teacher_writer)
+        plan = entry.plan
         # The views are recorded by the first teacher; every other one renders the recorded params.
         recorded = store.recorded_views()
     # One reading of the store's state, by rank 0, before any rank writes: every rank splits the same list.
-    pending, redone, recorded = distributed.broadcast((pending, redone, recorded))
-    if not ctx.is_main:
-        store = Store.open(store.location, mode="r+")  # now with the teacher rank 0 added
-    total_rows = store.num_views * store.num_samples
+    plan, recorded = distributed.broadcast((plan, recorded))
+    if entry is None:  # another rank: the store now holds the entry rank 0 began
+        entry = TeacherWriter.attach(Store.open(store.location, mode="r+"), name, plan)
+    store = entry.store
     grid = store.grid
     micro_batch = card.micro_batch
-    rows_pending = sum(grid.bounds(j)[1] - grid.bounds(j)[0] for _, j in pending)
-    if redone:
-        console.print(f"[yellow]{redone} chunk(s) of {name!r} no longer match their checksum; recomputing them")
-    if pending and len(pending) < store.num_views * grid.num_chunks:
-        console.print(f"resuming {name!r}: {total_rows - rows_pending:,} of {total_rows:,} rows already stored")
 
-    mine = distributed.shard(pending)  # strided: chunks cost the same, so ranks finish together
+    mine = distributed.shard(plan.pending)  # strided: chunks cost the same, so ranks finish together
     dataset = ViewDataset(source, recipe, store.views.seed, [Render.from_dict(card.render)])
     loader = DataLoader(
         dataset,
@@ -334,16 +348,8 @@ def _run_teacher(
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    enc = encodings.parse(card.encoding)
-    seed = store.views.seed
-
-    def encode_and_write(v: int, j: int, logits: np.ndarray, params: np.ndarray | None) -> None:
-        # Encoded on the writer thread, overlapping the next chunk's scoring (kdcache.encodings).
-        a, b = grid.bounds(j)
-        rows = encodings.Rows(seed=seed, view=v, samples=np.arange(a, b), teacher=name)
-        store.write_chunk(name, v, j, enc.encode(logits, rows), params)
-
-    writer = ChunkWriter(encode_and_write)
+    # Chunks are encoded and written on the writer thread, overlapping the next chunk's scoring.
+    writer = ChunkWriter(entry.write)
     t0 = time.perf_counter()
     done_rows = 0
     chunk_logits: list[np.ndarray] = []
@@ -354,7 +360,7 @@ def _run_teacher(
     job_rows = distributed.Counter(f"precompute/{name}/rows")  # the whole job's rows, for rank 0's bar
     try:
         with make_progress(enabled=progress) as bar:
-            task = bar.add_task(f"precompute {name}", total=rows_pending, rate="")
+            task = bar.add_task(f"precompute {name}", total=plan.rows_pending, rate="")
             for batch in (loader if workers else prefetch(loader)):
                 images = batch["images"][0].to(device, non_blocking=True)
                 with teacher_autocast(device, card.precision):
@@ -385,39 +391,20 @@ def _run_teacher(
             bar.update(task, completed=everyone, rate=rate_text(everyone, time.perf_counter() - t0, "views"))
     finally:
         writer.close()
-    store.sync()  # each rank flushes what it wrote (on a shared filesystem, from its own node)
+    entry.sync()  # each rank flushes what it wrote (on a shared filesystem, from its own node)
     distributed.barrier()  # every rank's chunks and records are written
     seconds = time.perf_counter() - t0
     done_rows = int(distributed.all_sum([done_rows])[0])
-    if ctx.is_main:
-        accuracy = teacher_accuracy(store, name)
-        store.set_card(name, store.card(name).replace(status="complete", finished=utc_now(),
-                                                      accuracy_per_view=accuracy))
-    accuracy = distributed.broadcast(accuracy if ctx.is_main else None)
+    accuracy = distributed.broadcast(entry.complete() if ctx.is_main else None)
     return TeacherSummary(
         name=name,
         accuracy_per_view=accuracy,
         rows_written=done_rows,
-        rows_skipped=total_rows - rows_pending,
+        rows_skipped=plan.rows_stored,
         seconds=seconds,
         disk_bytes=store.disk_bytes(),
         bytes_per_view=store.logits_bytes(name) / max(1, store.num_views),
     )
-
-
-def teacher_accuracy(store: Store, teacher: str) -> list[float]:
-    """Top-1 accuracy of the stored logits per view, against the hard labels, chunk by chunk (verified)."""
-    labels = store.labels()
-    grid = store.grid
-    out = []
-    for v in range(store.num_views):
-        correct = 0
-        for j in range(grid.num_chunks):
-            start, stop = grid.bounds(j)
-            pred = store.read_logits_chunk(teacher, v, j).argmax(axis=1)
-            correct += int((pred == labels[start:stop]).sum())
-        out.append(correct / max(1, store.num_samples))
-    return out
 
 
 def format_summary(result: PrecomputeResult) -> str:

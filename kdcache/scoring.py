@@ -72,7 +72,8 @@ def build_teacher(spec: str, num_classes: int, in_channels: int, weights: str | 
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init_seed))
-        model, built = build_model(spec, num_classes, in_channels, None, random_init=True)
+        # weights passed on: build_model refuses the pair rather than this dropping the weights.
+        model, built = build_model(spec, num_classes, in_channels, weights, random_init=True)
     return model, {**built, "init_seed": int(init_seed), "state_sha256": state_dict_sha256(model)}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from kdcache.store import Store
+from kdcache.store import Store, WriterLock
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.test_encodings import precompute_args
 
@@ -75,9 +75,25 @@ def test_convert_refuses_in_one_line(stores: tuple[Path, Path], tmp_path: Path) 
                           "already has a teacher 'ctk'")
     assert_one_line_error(*run_cli("convert", converted, "--teacher-name", "f32", "--encoding", "topk:x"),
                           "--encoding", exit_code=2)
-    assert_one_line_error(*run_cli("convert", converted, "--teacher-name", "nope", "--encoding", "int8"), "nope")
+    assert_one_line_error(*run_cli("convert", converted, "--teacher-name", "nope", "--encoding", "int8"), "nope",
+                          exit_code=2)  # a usage error, as a compact source teacher is
     assert_one_line_error(*run_cli("convert", tmp_path / "none.zarr", "--encoding", "int8"), "no store")
     assert "x" not in Store.open(converted).teacher_names()
+
+
+def test_convert_refusals_come_before_the_writer_lock(stores: tuple[Path, Path]) -> None:
+    """While another process writes the store, a convert it would refuse anyway says why, not "busy"."""
+    converted, _ = stores
+    with WriterLock(converted):
+        for args, needle in ((["--teacher-name", "nope", "--encoding", "int8"], "no teacher 'nope'"),
+                             (["--teacher-name", "ctk", "--encoding", "int8"], "stored as topk:4"),
+                             (["--teacher-name", "f32", "--encoding", "int8", "--as", "x y"], "must use letters")):
+            assert_one_line_error(*run_cli("convert", converted, *args), needle, exit_code=2)
+        assert_one_line_error(*run_cli("convert", converted, "--teacher-name", "f32", "--encoding", "int8",
+                                       "--as", "ctk"), "already has a teacher 'ctk' made differently",
+                              "encoding")
+        assert_one_line_error(*run_cli("convert", converted, "--teacher-name", "f32", "--encoding", "int8"),
+                              "being written by another process")  # a convert that would write waits its turn
 
 
 def test_stats_of_a_converted_teacher_come_from_its_float_teacher(stores: tuple[Path, Path], tmp_path: Path) -> None:

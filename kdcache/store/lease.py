@@ -173,6 +173,23 @@ class Lease:
                     pass
             self.etag = None
 
+    def discard(self) -> None:
+        """Stop renewing and delete the lease object while it is still ours, where it protects nothing (no
+        store was begun): deleted before it could be taken over, since a released lease can be at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        _HELD.pop(self.location.url, None)
+        with self._lock:
+            if self.lost is None and self.etag is not None and time.time() < self.expires - SAFETY * self.ttl:
+                import obstore
+
+                try:
+                    obstore.delete(self.location.objects(), LEASE_NAME)
+                    self.etag = None  # nothing left to release
+                except Exception:  # noqa: BLE001 - release() marks it released instead; it expires anyway
+                    pass
+
     def __enter__(self) -> Lease:
         self.acquire()
         return self

@@ -27,7 +27,14 @@ import zarr
 
 from kdcache import __version__
 from kdcache import encodings
-from kdcache.errors import StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError, UsageError
+from kdcache.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreIncompleteError,
+    StoreNotFoundError,
+    TeacherNameError,
+    UsageError,
+)
 from kdcache.store import layout
 from kdcache.store.encoded import EncodedReads
 from kdcache.store.chunks import ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
@@ -243,9 +250,10 @@ class Store(VerifiedReads, EncodedReads):
                 return names[0]
             if not names:
                 raise StoreIncompleteError(f"{self.path} holds no teacher yet; run `kdcache precompute`")
-            raise StoreError(f"{self.path} holds several teachers ({', '.join(names)}); pass --teacher-name NAME")
+            raise TeacherNameError(
+                f"{self.path} holds several teachers ({', '.join(names)}); pass --teacher-name NAME")
         if name not in names:
-            raise StoreError(f"{self.path} has no teacher {name!r}; it has: {', '.join(names) or 'none'}")
+            raise TeacherNameError(f"{self.path} has no teacher {name!r}; it has: {', '.join(names) or 'none'}")
         return name
 
     def require_complete(self, teacher: str | None = None) -> str:

@@ -9,22 +9,27 @@ being written (re-raised naming the chunk's path).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import queue
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kdcache.durable import fsync_path
 from kdcache.errors import StoreBusyError
 from kdcache.store.layout import LOCK_NAME
-from kdcache.store.location import Location, locate
+from kdcache.store.location import Location, locate, probe_location
+
+if TYPE_CHECKING:
+    from kdcache.store.lease import Lease
 
 
 class WriterLock:
@@ -48,6 +53,11 @@ class WriterLock:
                 f"{self.path.parent} is being written by another process "
                 f"(pid {self._holder()}); wait for it to finish or stop it, then run again"
             ) from None
+        if not _same_file(fd, self.path):
+            # A writer that found nothing to protect removed the file while we waited to lock it
+            # (discard): the lock is the file now at the path, not the one we opened.
+            os.close(fd)
+            return self.acquire()
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -58,6 +68,13 @@ class WriterLock:
             return self.path.read_text().strip() or "unknown"
         except OSError:
             return "unknown"
+
+    def discard(self) -> None:
+        """Remove the lock file while still holding it, where it protects nothing (no store was begun)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass  # already gone: nothing to remove
 
     def release(self) -> None:
         if self._fd is not None:
@@ -110,6 +127,65 @@ def writer_lock(target: str | os.PathLike[str] | Location) -> AbstractContextMan
     from kdcache.store.lease import Lease
 
     return Lease(location, ttl=location.lease_seconds)
+
+
+@contextlib.contextmanager
+def creating_writer_lock(target: str | os.PathLike[str] | Location) -> Iterator[WriterLock | Lease]:
+    """:func:`writer_lock` on a store that may not exist yet (precompute's ``--out``).
+
+    A local directory and its missing parents are made first. If the block
+    fails while the location holds nothing but the lock (no store was begun
+    there: a refusal, Ctrl-C), the lock file or lease is removed while still
+    held, and so is every directory made here: a first run that fails leaves
+    nothing behind. A store begun there is kept, to be resumed.
+    """
+    location = locate(target)
+    made = _make_dirs(location.local) if location.local is not None else []
+    kept = False
+    try:
+        with writer_lock(location) as lock:
+            try:
+                yield lock
+            except BaseException:
+                try:
+                    empty = probe_location(location) == "empty"
+                except Exception:  # noqa: BLE001 - unreachable now: keep the lock, report the first error
+                    empty = False
+                if empty:
+                    lock.discard()
+                raise
+        kept = True
+    finally:
+        if not kept:
+            for folder in made:  # deepest first; one that holds anything stays, with its parents
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Make ``path`` and its missing parents; return the ones made, deepest first."""
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    return missing
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
 
 
 def sync_tree(path: Path) -> None:
