@@ -1,6 +1,7 @@
 """Cost of each registered loss relative to plain cross-entropy, and of the store statistics.
 
     python benchmarks/bench_losses.py [--threads 1] [--repeats 21] [--device cpu]
+    python benchmarks/bench_losses.py --smoke      # one repeat, for the tests
 
 For B=256 and C in {100, 1000}: the median wall time of one forward+backward
 of every registered loss (inputs built from its LossSpec alone, as the
@@ -15,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from benchlib import Figures, add_common_args
 from kdcache import losses
 
 B = 256
@@ -36,8 +37,8 @@ def _time_ms(step: Callable[[], None], inner: int) -> float:
     return (time.perf_counter() - start) / inner * 1e3
 
 
-def median_ms(steps: dict[str, Callable[[], None]], repeats: int, inner: int) -> dict[str, float]:
-    """Per step, the median over ``repeats`` of the mean time of ``inner`` back-to-back calls (ms).
+def times_ms(steps: dict[str, Callable[[], None]], repeats: int, inner: int) -> dict[str, list[float]]:
+    """Per step, ``repeats`` times the mean time of ``inner`` back-to-back calls (ms).
 
     Steps are timed round-robin (every repeat times every step once), so a
     burst of load from another process hits all rows alike instead of
@@ -49,7 +50,7 @@ def median_ms(steps: dict[str, Callable[[], None]], repeats: int, inner: int) ->
     for _ in range(repeats):
         for label, step in steps.items():
             times[label].append(_time_ms(step, inner))
-    return {label: statistics.median(values) for label, values in times.items()}
+    return times
 
 
 def loss_step(name: str, classes: int, device: str, stored_tau_star: bool = False) -> Callable[[], None]:
@@ -96,14 +97,28 @@ def plain_ce_step(classes: int, device: str) -> Callable[[], None]:
 
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable numbers)")
     parser.add_argument("--repeats", type=int, default=21, help="timed repeats; the median is reported")
     parser.add_argument("--inner", type=int, default=5, help="calls per timed repeat")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeats, args.inner = 1, 1
+    figures = Figures(__file__, argv)
+    figures.config(batch=B, threads=args.threads, repeats=args.repeats, inner=args.inner, device=args.device)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        run(args, figures)
+        figures.write(args.json)  # before the threads are restored: the record names the ones measured
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, figures: Figures) -> None:
     wall = time.perf_counter()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device={args.device}, "
           f"threads={args.threads}, B={B}, median of {args.repeats} x {args.inner} calls")
@@ -114,7 +129,13 @@ def main() -> None:
         rows.append((name, lambda c, d, n=name: loss_step(n, c, d)))
         if "tau_star" in losses.spec(name).stats:
             rows.append((f"{name} (stored τ*)", lambda c, d, n=name: loss_step(n, c, d, stored_tau_star=True)))
-    results = {c: median_ms({label: make(c, args.device) for label, make in rows}, args.repeats, args.inner) for c in sizes}
+    results: dict[int, dict[str, float]] = {}
+    for c in sizes:
+        times = times_ms({label: make(c, args.device) for label, make in rows}, args.repeats, args.inner)
+        ce = times["torch cross_entropy"]
+        results[c] = {label: figures.add(f"loss ms/C={c}/{label}", t, "ms")["median"] for label, t in times.items()}
+        for label, t in times.items():  # per repeat: the rows of a repeat were timed back to back
+            figures.add(f"loss x CE/C={c}/{label}", [a / b for a, b in zip(t, ce)])
 
     print()
     header = "| loss (fwd+bwd) | " + " | ".join(f"C={c} ms | x CE" for c in sizes) + " |"
@@ -137,10 +158,11 @@ def main() -> None:
             "ISATS τ* search (7-point grid)": lambda t=t, y=y: losses.isats_tau_star(t, y),
             "FGCR class_table_sums (float64)": lambda t=t, y=y, c=c: losses.class_table_sums(t, y, c, 3.0),
         }
-        for label, ms in median_ms(steps, args.repeats, inner=1).items():
-            stats_rows.setdefault(label, []).append(n / (ms / 1e3))
+        for label, ms in times_ms(steps, args.repeats, inner=1).items():
+            stats_rows.setdefault(label, []).append([n / (t / 1e3) for t in ms])
     for label, values in stats_rows.items():
-        print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in values) + " |")
+        medians = [figures.add(f"stats rows per s/C={c}/{label}", v, "rows/s")["median"] for c, v in zip(sizes, values)]
+        print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in medians) + " |")
     print(f"\ntotal benchmark time: {time.perf_counter() - wall:.1f} s")
 
 

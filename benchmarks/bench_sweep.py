@@ -11,17 +11,18 @@ ratio leaves it out.
 
     nice -n 10 python benchmarks/bench_sweep.py                      # 1, 3 and 6 students
     nice -n 10 python benchmarks/bench_sweep.py --students 3 --repeats 5
+    python benchmarks/bench_sweep.py --smoke     # seconds (synthetic data), for the tests
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import Figures, add_common_args
 from kdcache.distill import DistillConfig, distill
 from kdcache.engine import OptimConfig
 from kdcache.precompute import TeacherRequest, precompute
@@ -76,7 +77,7 @@ def time_sweep(store: Path, out: Path, n: int, args: argparse.Namespace) -> tupl
         kdcache.sweep.report_sweep = report  # type: ignore[assignment]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="embedded")
     p.add_argument("--val-data", default="embedded,split=test")
@@ -86,8 +87,17 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+    add_common_args(p)
+    args = p.parse_args(argv)
     counts = args.students or [1, 3, 6]
+    if args.smoke:
+        args.data = "synthetic:samples=128,classes=10,size=28,channels=1,seed=0"
+        args.val_data = "synthetic:samples=64,classes=10,size=28,channels=1,seed=1"
+        args.student, args.teacher, args.repeats, counts = "kdcache:tiny_cnn", "kdcache:tiny_cnn", 1, [3]
+    figures = Figures(__file__, argv)
+    figures.config(data=args.data, val_data=args.val_data, student=args.student, teacher=args.teacher,
+                   epochs=args.epochs, batch=args.batch_size, repeats=args.repeats,
+                   threads=os.environ.get("OMP_NUM_THREADS", "unset"))
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         store = tmp / "store.zarr"
@@ -107,8 +117,13 @@ def main() -> None:
                 whole, report = time_sweep(store, tmp / f"sweep-{n}-{r}", n, args)
                 swept.append(whole - report)
                 reports.append(report)
-            a, b, c = statistics.median(separate), statistics.median(swept), statistics.median(reports)
-            print(f"{n:>8}  {a:>12.1f}s  {b + c:>8.1f}s  {c:>9.1f}s  {b / a:>25.2f}")
+            a = figures.add(f"{n} students/separate runs s", separate, "s")["median"]
+            b = figures.add(f"{n} students/one sweep s", [x + y for x, y in zip(swept, reports)], "s")["median"]
+            c = figures.add(f"{n} students/its report s", reports, "s")["median"]
+            # Per repeat: the two sides of a repeat ran back to back, under the same load.
+            ratio = figures.add(f"{n} students/sweep training / separate", [x / y for x, y in zip(swept, separate)])
+            print(f"{n:>8}  {a:>12.1f}s  {b:>8.1f}s  {c:>9.1f}s  {ratio['median']:>25.2f}")
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 # TEACHER: a kdcache:cnn_small Fashion-MNIST checkpoint, e.g. from the first step of
 # benchmarks/results_fashion_mnist.py (kdcache train-teacher --data fashion-mnist --val-data
 # fashion-mnist,split=test --model kdcache:cnn_small --epochs 10 --lr 0.05 --schedule cosine --seed 0 --out teacher.pt).
+# WORKDIR: where the store and runs go (default /tmp/enc-students). tests/test_benchmarks.py runs this script
+# with `kdcache` replaced by a shell function that records each command, and checks that every one parses.
 set -e
-mkdir -p /tmp/enc-students && cd /tmp/enc-students
+mkdir -p "${WORKDIR:-/tmp/enc-students}" && cd "${WORKDIR:-/tmp/enc-students}"
 kdcache precompute --data embedded --teacher kdcache:cnn_small --weights "${TEACHER:-/work/fmnist-results/teacher.pt}" --views 4 --seed 0 --encoding float32 --teacher-name f32 --out store.zarr
 for e in float16 int8 topk:3 sample:16@2; do
   n=$(echo $e | tr -d ':.' | tr '@' 'a')

@@ -9,7 +9,9 @@ step whose marker ``WORKDIR/done/STEP`` exists is skipped, and an interrupted
 step is simply run again (train-teacher and precompute resume by themselves;
 an interrupted sweep gets ``--resume``, an interrupted distill ``--resume``).
 ``--dry-run`` prints the commands without running them; ``--phase`` runs one
-group of steps.
+group of steps. ``--smoke`` runs nothing either: it checks that every command
+the pipeline would run parses with the installed ``kdcache`` (its options,
+choices and spelling), in seconds, for the test suite.
 
 What it runs, in this order (docs/results.md says why it is sized so):
 
@@ -125,10 +127,13 @@ def main_students() -> list[Student]:
 class Pipeline:
     """Runs the steps in order, skipping finished ones, logging every command."""
 
-    def __init__(self, workdir: Path, epochs: int, sweep: str, dry_run: bool, threads: int) -> None:
+    def __init__(self, workdir: Path, epochs: int, sweep: str, dry_run: bool, threads: int,
+                 check: bool = False) -> None:
         self.workdir = workdir
         self.epochs = epochs
-        self.dry_run = dry_run
+        self.check = check  # parse every command with the CLI in this process instead of running it
+        self.dry_run = dry_run or check
+        self.checked = 0
         self.log = workdir / "results.log"
         (workdir / "done").mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
@@ -137,6 +142,8 @@ class Pipeline:
 
     # -- plumbing -----------------------------------------------------------------
     def has_command(self, name: str) -> bool:
+        if self.check:
+            return name in _cli().commands  # type: ignore[attr-defined]
         r = subprocess.run(["kdcache", name, "--help"], capture_output=True, env=self.env)
         return r.returncode == 0
 
@@ -153,6 +160,11 @@ class Pipeline:
             return True
         cmd = ["kdcache", *argv]
         self.note("RUN  " + name + ": " + " ".join(cmd))
+        if self.check:
+            command = _cli().commands[argv[0]]  # type: ignore[attr-defined]
+            # Raises (naming the option) on an unknown option, a bad choice or a missing argument.
+            command.make_context(argv[0], list(argv[1:]))
+            self.checked += 1
         if self.dry_run:
             return True
         t0 = time.perf_counter()
@@ -220,6 +232,8 @@ class Pipeline:
 
     @property
     def has_init_seed(self) -> bool:
+        if self.check:
+            return any(p.name == "init_seed" for p in _cli().commands["distill"].params)  # type: ignore[attr-defined]
         if not hasattr(self, "_init_seed"):
             r = subprocess.run(["kdcache", "distill", "--help"], capture_output=True, text=True, env=self.env)
             self._init_seed = "--init-seed" in r.stdout
@@ -328,6 +342,15 @@ class Pipeline:
                 (self.workdir / "done" / f"report-{g.name}").unlink(missing_ok=True)  # redrawn on every run
         (self.workdir / "tables.md").write_text(tables(self.workdir) + "\n" + target_flips(self.workdir / "store16.zarr"))
         self.note(f"tables in {self.workdir / 'tables.md'}")
+
+
+def _cli() -> object:
+    """The installed kdcache command group (click), to check commands without running them."""
+    from typer.main import get_command
+
+    from kdcache_cli.main import app
+
+    return get_command(app)
 
 
 def _group_runs(directory: Path) -> dict[str, list[float]]:
@@ -511,14 +534,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="train the students of one store in one kdcache sweep (auto: when the command exists)")
     p.add_argument("--phase", choices=("all", *PHASES), default="all")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--smoke", action="store_true",
+                   help="run nothing; check that every command parses with the installed kdcache (seconds)")
     a = p.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline(a.workdir.resolve(), a.epochs, a.sweep, a.dry_run, a.threads)
+    pipe = Pipeline(a.workdir.resolve(), a.epochs, a.sweep, a.dry_run, a.threads, check=a.smoke)
     pipe.note(f"pipeline start: epochs={a.epochs} sweep={'yes' if pipe.use_sweep else 'no'} phase={a.phase}")
     for phase in PHASES:
         if a.phase in ("all", phase):
             getattr(pipe, phase)()
-    pipe.note("pipeline end")
+    pipe.note("pipeline end" + (f": {pipe.checked} commands parse" if a.smoke else ""))
     return 0
 
 
