@@ -20,6 +20,12 @@ and ``loss_inputs`` are the store statistics the loss declares
 The epoch's order and views are a pure function of ``(seed, epoch)``, the
 same as ``distill --seed``'s. Every chunk read is checked against its
 checksum; the store is opened read-only.
+
+Under DDP (``torch.distributed`` initialised, e.g. by ``torchrun``), each rank's
+loader yields its own contiguous slice of every global batch, as ``distill``
+under torchrun trains on it (:mod:`kdcache.engine.parallel`), and each batch
+carries :attr:`DistillBatch.loss_scale`, distill's scale for a last batch that
+does not split evenly.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, default_collate
 
 from kdcache import losses
 from kdcache.data import DataSource, open_data
+from kdcache.engine.parallel import RankSlices, check_batches, slice_side
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource
 from kdcache.validate import require_choice, require_int
@@ -60,6 +68,8 @@ class DistillBatch:
         loss_inputs: the statistics the loss declares, by keyword (e.g. ``{"tau_star": (B,)}`` for
             ISATS, ``{"class_table": (C, C)}`` for FGCR); pass them as ``**b.loss_inputs``.
         samples: ``(B,)`` dataset indices; views: ``(B,)`` the view of each sample.
+        global_rows: rows of the global batch this batch is a rank's slice of (``B`` in one process).
+        world_size: how many ranks share the global batch (1 in one process).
     """
 
     images: torch.Tensor
@@ -68,6 +78,20 @@ class DistillBatch:
     loss_inputs: dict[str, Any] = field(default_factory=dict)
     samples: torch.Tensor | None = None
     views: torch.Tensor | None = None
+    global_rows: int | None = None
+    world_size: int = 1
+
+    @property
+    def loss_scale(self) -> float:
+        """The factor for this rank's mean loss under DDP, as ``distill`` applies it before ``backward()``.
+
+        DDP averages gradients over ranks (a mean of per-rank means); scaled by ``rows * world_size /
+        global_rows``, that is the gradient of the global batch's mean even when the last batch does not
+        split evenly. It is 1.0 in one process and whenever the ranks' slices are equal.
+        """
+        if self.world_size == 1 or self.global_rows is None:
+            return 1.0
+        return len(self.labels) * self.world_size / self.global_rows
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> DistillBatch:
         """This batch with every tensor on ``device``."""
@@ -97,12 +121,17 @@ class EpochLoader(DataLoader):
     """
 
     def __init__(self, dataset: ViewDataset, batches: CachedBatches, teacher: CachedLogits, *, num_workers: int = 0,
-                 pin_memory: bool = False) -> None:
-        super().__init__(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                         generator=torch.Generator())
+                 pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        # Data-parallel, the loader renders this rank's slice of each global batch only (distill's split).
+        slices = RankSlices(batches, rank, world_size) if world_size > 1 else None
+        super().__init__(dataset, batch_sampler=slices if slices is not None else batches, num_workers=num_workers,
+                         pin_memory=pin_memory, generator=torch.Generator())
         self._cached = batches
+        self._slices = slices
         self._teacher = teacher
         self._live = False
+        self.rank = rank
+        self.world_size = world_size
 
     def __iter__(self) -> Iterator[DistillBatch]:  # type: ignore[override]
         # The cached rows of each batch travel beside the DataLoader in one FIFO per loader: a second
@@ -115,7 +144,13 @@ class EpochLoader(DataLoader):
         try:
             side = self._cached.side()
             for batch in super().__iter__():
-                yield assemble(batch, next(side), self._teacher)
+                rows = next(side)  # the global batch's rows, read by every rank (as distill's ranks do)
+                if self._slices is None:
+                    yield assemble(batch, rows, self._teacher)
+                    continue
+                n, lo, hi = self._slices.pop()
+                yield replace(assemble(batch, slice_side(rows, n, lo, hi), self._teacher), global_rows=n,
+                              world_size=self.world_size)
         finally:
             self._live = False
 
@@ -175,7 +210,8 @@ class CachedStore:
     def batches(self, epoch: int, *, batch_size: int = 128, seed: int = 0, loss: str | None = None,
                 loss_opts: Mapping[str, Any] | None = None, view_policy: str = "cycle",
                 window: int = DEFAULT_WINDOW, num_workers: int = 0, pin_memory: bool = False,
-                allow_approximate_encoding: bool = False) -> EpochLoader:
+                allow_approximate_encoding: bool = False, rank: int | None = None,
+                world_size: int | None = None) -> EpochLoader:
         """The batches of ``epoch`` (1-based), in the order and views ``kdcache distill --seed SEED`` uses.
 
         ``loss`` / ``loss_opts`` choose which statistics each batch carries
@@ -184,6 +220,12 @@ class CachedStore:
         :meth:`for_loss`). ``view_policy`` ``cycle`` shows view ``(epoch-1) mod V`` of every
         sample, ``random`` draws one per sample. ``allow_approximate_encoding`` is
         ``distill --allow-approximate-encoding``.
+
+        Data-parallel: ``batch_size`` is the global batch; rank ``rank`` of ``world_size`` gets rows
+        ``[rank*n//W, (rank+1)*n//W)`` of each global batch of ``n`` rows, exactly the rows ``distill``'s
+        rank trains on under torchrun. Both default to ``torch.distributed``'s rank and world size when a
+        process group is initialised (0 of 1 otherwise); values that contradict it are refused, as is a
+        ``batch_size`` that would leave a rank without rows in some batch (distill's rule).
         """
         require_int("epoch", epoch, 1)
         require_int("batch_size", batch_size, 1)
@@ -191,10 +233,12 @@ class CachedStore:
         require_int("window", window, 1)
         require_int("num_workers", num_workers, 0)
         require_choice("view_policy", view_policy, VIEW_POLICIES)
+        rank, world_size = data_parallel(rank, world_size)
+        check_batches(self.num_samples, batch_size, world_size, option="batch_size")
         teacher = self.for_loss(loss, loss_opts, allow_approximate_encoding=allow_approximate_encoding)
         plan = epoch_plan(seed, epoch, self.num_samples, self.num_views, view_policy, window)
         return EpochLoader(self.dataset, CachedBatches(teacher.rows, plan, batch_size), teacher,
-                           num_workers=num_workers, pin_memory=pin_memory)
+                           num_workers=num_workers, pin_memory=pin_memory, rank=rank, world_size=world_size)
 
 
     def eval_batches(self, data: str | DataSource, *, batch_size: int = 256,
@@ -211,6 +255,33 @@ class CachedStore:
         keys = [list(range(b, min(b + batch_size, n))) for b in range(0, n, batch_size)]
         return DataLoader(dataset, batch_sampler=keys, num_workers=num_workers, collate_fn=_image_label,
                           generator=torch.Generator())
+
+
+def data_parallel(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This process's ``(rank, world_size)``: as given, else ``torch.distributed``'s (0 of 1 without a group).
+
+    With a process group initialised, a value that differs from the group's is refused: the ranks would
+    train on overlapping or missing rows, silently.
+    """
+    if rank is not None:
+        require_int("rank", rank, 0)
+    if world_size is not None:
+        require_int("world_size", world_size, 1)
+    if dist.is_available() and dist.is_initialized():
+        group_rank, group_world = dist.get_rank(), dist.get_world_size()
+        if (rank is not None and rank != group_rank) or (world_size is not None and world_size != group_world):
+            raise UsageError(f"rank={rank}, world_size={world_size} contradict the initialised process group "
+                             f"(rank {group_rank} of {group_world}); leave them out to use the group's")
+        return group_rank, group_world
+    if world_size is None:
+        if rank not in (None, 0):
+            raise UsageError(f"rank={rank} needs world_size (no torch.distributed process group is initialised)")
+        return 0, 1
+    rank = 0 if rank is None and world_size == 1 else rank
+    if rank is None or rank >= world_size:
+        raise UsageError(f"rank={rank}, world_size={world_size}: pass a rank from 0 to {world_size - 1} "
+                         "(no torch.distributed process group is initialised to take it from)")
+    return rank, world_size
 
 
 def _image_label(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:

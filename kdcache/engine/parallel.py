@@ -32,14 +32,16 @@ def rank_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
-def check_batches(num_samples: int, batch_size: int, world: int) -> None:
-    """Refuse a split that would leave a rank without rows in some batch (it could not take part)."""
+def check_batches(num_samples: int, batch_size: int, world: int, option: str = "--batch-size") -> None:
+    """Refuse a split that would leave a rank without rows in some batch (it could not take part).
+
+    ``option`` names the setting in the message (the Python API's ``batch_size``)."""
     if world <= 1:
         return
     last = num_samples % batch_size or batch_size
     if batch_size < world or last < world:
-        raise UsageError(f"--batch-size {batch_size} over {num_samples} samples leaves a batch of "
-                         f"{min(last, batch_size)} rows for {world} ranks; choose a --batch-size of at least "
+        raise UsageError(f"{option} {batch_size} over {num_samples} samples leaves a batch of "
+                         f"{min(last, batch_size)} rows for {world} ranks; choose a {option} of at least "
                          f"{world} whose last batch (samples mod batch size) is 0 or at least {world}")
 
 
