@@ -188,3 +188,18 @@ def test_smoke_refuses_to_write_the_repository_docs() -> None:
     with pytest.raises(SystemExit) as exc:
         run_all.main(["--smoke"])
     assert exc.value.code == 2
+
+
+def test_quickstart_table_parser_reads_what_the_cli_prints(tmp_path: Path) -> None:
+    """The parser that links docs/distill.md's generated table to tests/test_quickstart.py (slow)."""
+    from kdcache.quickstart import QuickstartResult, Row
+    from kdcache_cli.tables import quickstart_table
+
+    rows = [Row("ce", "cached", 0.762, 24.5, 3259.0), Row("kd", "cached", 0.785, 25.4, 3097.0, {"temperature": 2.0}),
+            Row("isats", "cached", 0.739, 24.3, 3255.0), Row("kd", "online", 0.783, 29.9, 2564.0, {"temperature": 2.0})]
+    text = quickstart_table(QuickstartResult(workdir=tmp_path, teacher_top1=0.886, precompute_seconds=12.9, rows=rows))
+    got = run_all.parse_quickstart(text)
+    assert got["teacher_top1"] == 88.6
+    assert got["val_top1"] == {("ce", "cached"): 76.2, ("kd", "cached"): 78.5, ("isats", "cached"): 73.9,
+                               ("kd", "online"): 78.3}
+    assert got["vs_ce"][("kd", "online")] == 2.1 and got["seconds"][("isats", "cached")] == 24.3
