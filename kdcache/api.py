@@ -63,7 +63,8 @@ class DistillBatch:
 
     Attributes:
         images: ``(B, C, H, W)`` float32, the student's rendering of each view.
-        labels: ``(B,)`` int64 class labels.
+        labels: ``(B,)`` int64 class labels, or :class:`~kdcache.losses.MixedLabels` (label, partner label,
+            λ) when the store's recipe mixes views (``mix``); every loss takes either.
         teacher_logits: ``(B, num_classes)`` float32 teacher logits of those same views.
         loss_inputs: the statistics the loss declares, by keyword (e.g. ``{"tau_star": (B,)}`` for
             ISATS, ``{"class_table": (C, C)}`` for FGCR); pass them as ``**b.loss_inputs``.
@@ -73,7 +74,7 @@ class DistillBatch:
     """
 
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | losses.MixedLabels
     teacher_logits: torch.Tensor
     loss_inputs: dict[str, Any] = field(default_factory=dict)
     samples: torch.Tensor | None = None
@@ -98,15 +99,29 @@ class DistillBatch:
         def move(v: Any) -> Any:
             return v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
 
-        return replace(self, images=move(self.images), labels=move(self.labels),
+        labels = self.labels
+        labels = (losses.MixedLabels(move(labels.label), move(labels.partner), move(labels.lam))
+                  if isinstance(labels, losses.MixedLabels) else move(labels))
+        return replace(self, images=move(self.images), labels=labels,
                        teacher_logits=move(self.teacher_logits),
                        loss_inputs={k: move(v) for k, v in self.loss_inputs.items()},
                        samples=move(self.samples), views=move(self.views))
 
 
+def batch_labels(batch: dict[str, Any]) -> torch.Tensor | losses.MixedLabels:
+    """The labels of a collated view batch: :class:`~kdcache.losses.MixedLabels` when its recipe mixes views.
+
+    A mixed view's partner label and λ come from its recorded ``mix`` params
+    (``kdcache.views.ViewDataset``), the same in the cached and online paths.
+    """
+    if "lam" not in batch:
+        return batch["label"]
+    return losses.MixedLabels(batch["label"], batch["partner_label"], batch["lam"])
+
+
 def assemble(batch: dict[str, Any], rows: dict[str, torch.Tensor] | None, teacher: LogitSource) -> DistillBatch:
     """A :class:`DistillBatch` from a collated view batch and its cached rows (``distill`` builds its steps' too)."""
-    return DistillBatch(images=batch["images"][0], labels=batch["label"], teacher_logits=teacher.logits(batch, rows),
+    return DistillBatch(images=batch["images"][0], labels=batch_labels(batch), teacher_logits=teacher.logits(batch, rows),
                         loss_inputs=teacher.call_inputs(rows), samples=batch.get("sample"), views=batch.get("view"))
 
 

@@ -158,6 +158,8 @@ class _DistillTask:
     def __init__(self, cfg: DistillConfig, spec: losses.LossSpec, hparams: dict[str, Any], teacher: LogitSource,
                  source: DataSource, device: torch.device) -> None:
         self.render = teacher.render  # the student is trained at the teacher's rendering
+        if teacher.recipe.mix is not None:  # mixed views: a loss with no rule on them is refused before training
+            losses.require_mixed_rule(spec, hparams)
         in_channels = self.render.channels or source.channels
         student, self.student_card = build_model(cfg.student, source.num_classes, in_channels,
                                                  random_init=True, role="student")

@@ -344,7 +344,8 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
                 extra = [(next(rows_of), members) for rows_of, members in others]
                 if device.type != "cpu":  # copied to the device once, not once per student (copies are exact)
                     batch = {**batch, "images": [x.to(device, non_blocking=True) for x in batch["images"]],
-                             "label": batch["label"].to(device, non_blocking=True)}
+                             **{k: batch[k].to(device, non_blocking=True)  # partner_label, lam: mixed views
+                                for k in ("label", "partner_label", "lam") if k in batch}}
                     cached = {k: v.to(device, non_blocking=True) for k, v in cached.items()}
                     extra = [({k: v.to(device, non_blocking=True) for k, v in r.items()}, m) for r, m in extra]
                 for s, tally in zip(active, tallies, strict=True):

@@ -299,7 +299,8 @@ def test_preset_hash_is_pinned_and_round_trips(name):
 
 
 def test_presets_listed():
-    assert list_presets() == ["cifar", "fashion-mnist", "imagenet", "none"]
+    assert list_presets() == ["cifar", "cifar-autoaugment", "fashion-mnist", "imagenet", "imagenet-randaug",
+                              "imagenet-trivial", "none"]
     assert set(list_ops()) >= {"random_crop", "random_resized_crop", "horizontal_flip", "color_jitter", "resize", "center_crop"}
 
 

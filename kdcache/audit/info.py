@@ -50,9 +50,23 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "dataset": m.dataset.to_dict(),
         "views": {k: v for k, v in views.items() if k != "recipe"} | {"recipe_name": views["recipe"].get("name")},
         "recipe": views["recipe"],
+        "params": _params_info(store),
         "teachers": teachers,
         "bytes_on_disk": store.disk_bytes(),
     }
+
+
+def _params_info(store: Store) -> dict[str, Any]:
+    """How the recorded view parameters are stored: count, dtype and bytes per (view, sample) row."""
+    arr = store.params()
+    count = int(arr.shape[2]) if len(store.views.param_names) else 0
+    return {"node": "views/params", "count": count, "dtype": str(arr.dtype),
+            "bytes_per_view": count * int(np.dtype(arr.dtype).itemsize)}
+
+
+def _op_text(op: dict[str, Any]) -> str:
+    config = op.get("configuration") or {}
+    return op["name"] + (" " + ", ".join(f"{k}={v}" for k, v in config.items()) if config else "")
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -66,6 +80,16 @@ def format_info(info: dict[str, Any]) -> str:
         f"           {v['chunk_rows']:,} rows per chunk; params: {', '.join(v['param_names']) or 'none'}",
         f"size       {info['bytes_on_disk'] / 1e6:.2f} MB on disk",
     ]
+    # The recipe op by op, and what its recorded parameters cost per view (docs/data-and-views.md).
+    recipe = info["recipe"]
+    ops = recipe.get("ops", [])
+    lines.insert(4, "recipe     " + ("; ".join(_op_text(op) for op in ops) if ops else "none (the image as is)"))
+    if recipe.get("eval"):
+        lines.insert(5, "           eval: " + "; ".join(_op_text(op) for op in recipe["eval"]))
+    p = info["params"]
+    lines.insert(len(lines) - 1, f"params     {p['count']} recorded per view ({p['dtype']}): "
+                                 f"{p['bytes_per_view']} B per view")
+
     for name, t in info["teachers"].items():
         acc = t.get("accuracy_per_view")
         acc_text = f", mean accuracy {np.mean(acc):.2%}" if acc else ""

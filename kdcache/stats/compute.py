@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdcache import losses
 from kdcache.errors import UsageError
 from kdcache.losses._registry import temperature_grid
 from kdcache.progress import make_progress, rate_text
@@ -26,6 +27,7 @@ from kdcache.stats import providers as _providers  # noqa: F401 - registers the 
 from kdcache.stats.registry import StatContext, StatsOptions, providers
 from kdcache.store import Store, locate, writer_lock
 from kdcache.store.stat_io import StatWriter
+from kdcache.views.mix import mixed_labels
 
 DEFAULT_GRID: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 8)
 
@@ -102,6 +104,8 @@ def compute_stats(
         for acc in accs.values():
             acc.begin(writer)
         grid_obj = store.grid
+        recipe = store.recipe()
+        mixing = recipe.mix is not None
         with make_progress(enabled=progress) as bar:
             task = bar.add_task(f"stats {name}", total=store.num_views * store.num_samples, rate="")
             done = 0
@@ -109,6 +113,10 @@ def compute_stats(
                 start, stop = grid_obj.bounds(j)
                 t = torch.from_numpy(store.read_logits_chunk(read_from, v, j).astype(np.float32))
                 y = torch.from_numpy(labels_all[start:stop])
+                if mixing:  # mixed views: own label, the recorded partner's and λ (kdcache.views.mix)
+                    _, partner, lam = mixed_labels(recipe, store.read_params_chunk(v, j), labels_all,
+                                                   np.arange(start, stop))
+                    y = losses.MixedLabels(y, torch.from_numpy(partner), torch.from_numpy(lam))
                 for acc in accs.values():
                     acc.update(v, j, t, y)
                 done += stop - start

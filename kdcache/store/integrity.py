@@ -145,7 +145,7 @@ def repair_params(store: Store, source: DataSource) -> int:
     sums = np.asarray(store.view_checksums()[:])
     for v, j in chunks:
         start, stop = grid.bounds(j)
-        drawn = np.stack([sample_params(recipe, seed, i, v, source.image_size(i)) for i in range(start, stop)])
+        drawn = np.stack([sample_params(recipe, seed, i, v, source.image_size(i), source) for i in range(start, stop)])
         drawn = drawn.reshape(stop - start, *arr.shape[2:]).astype(np.int32)
         if checksum(drawn) != int(sums[v, j]):
             raise StoreCorruptError(

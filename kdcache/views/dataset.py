@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from kdcache.views.recipe import Recipe, Render
-from kdcache.views.rendering import prepare, recorded_params, render_prepared, sample_params
+from kdcache.views.mix import LAM_SCALE
+from kdcache.views.rendering import mix_partner, prepare, recorded_params, render_prepared, sample_params
 from kdcache.views.seeds import non_negative
 
 if TYPE_CHECKING:
@@ -24,7 +25,11 @@ class ViewDataset(torch.utils.data.Dataset):
 
     Use with a ``batch_sampler`` yielding lists of keys; the default collate
     stacks the items. An item is
-    ``{"sample", "view", "label", "params": int32 (P,), "images": [float32 per render]}``.
+    ``{"sample", "view", "label", "params": int32 (P,), "images": [float32 per render]}``,
+    and for a recipe with ``mix`` also ``"partner_label"`` (the partner
+    sample's label; the view's own where it is not mixed) and ``"lam"``
+    (float32, the own label's weight; 1 where not mixed), from which the
+    training step builds :class:`~kdcache.losses.mixed.MixedLabels`.
     ``len()`` is the number of samples, not of keys.
 
     A ``(sample, view)`` key draws the view's params from the seed (used where
@@ -69,15 +74,25 @@ class ViewDataset(torch.utils.data.Dataset):
             non_negative(view, "view")
             params = recorded_params(self.recipe, key[2], sample, view)
         else:
-            params = sample_params(self.recipe, self.seed, sample, view, (image.shape[1], image.shape[2]))
-        x, recipe_size = prepare(self.recipe, image, params)
-        return {
-            "sample": sample,
-            "view": view,
-            "label": int(self.source.labels[sample]),
-            "params": torch.from_numpy(params),
-            "images": [render_prepared(x, recipe_size, r) for r in self.renders],
-        }
+            params = sample_params(self.recipe, self.seed, sample, view, (image.shape[1], image.shape[2]),
+                                   self.source)
+        item: dict[str, Any] = {"sample": sample, "view": view, "label": int(self.source.labels[sample])}
+        partner_image = None
+        mix = self.recipe.mix
+        if mix is not None:
+            # A mixed view reads a second image: its recorded partner's (kdcache.views.mix).
+            _, partner, lam_q, _, _ = mix.split(params[-len(mix.param_keys):].tolist())
+            if not 0 <= partner < len(self.source):
+                raise IndexError(f"view ({sample}, {view}): recorded mix_partner {partner} is outside the "
+                                 f"{len(self.source)} samples")
+            if mix_partner(self.recipe, params) is not None:
+                partner_image = self.source.image(partner)
+            item["partner_label"] = int(self.source.labels[partner])
+            item["lam"] = torch.tensor(lam_q / LAM_SCALE, dtype=torch.float32)
+        x, recipe_size = prepare(self.recipe, image, params, partner_image)
+        item["params"] = torch.from_numpy(params)
+        item["images"] = [render_prepared(x, recipe_size, r) for r in self.renders]
+        return item
 
 
 class EvalDataset(torch.utils.data.Dataset):

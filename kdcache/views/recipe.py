@@ -21,6 +21,7 @@ from kdcache.data.registry import get_scheme
 from kdcache.errors import RecipeError, SpecError
 from kdcache.validate import check, is_int, is_number
 from kdcache.views.geometry import check_image_size
+from kdcache.views.mix import Mix, check_mix, find_mix
 from kdcache.views.ops import Op, compile_ops, size as size_parser
 from kdcache.views.pixel import PixelOp, check_pixel_order
 
@@ -121,6 +122,7 @@ class Recipe:
             raise RecipeError(f"recipe name must be a non-empty string, got {self.name!r}")
         compiled = compile_ops(self.name, self.ops)
         compiled_eval = compile_ops(self.name, self.eval_ops, what="eval")
+        check_mix(self.name, compiled)  # first: "mix must be last" says more than the pixel-order rule
         check_pixel_order(self.name, compiled)
         for op in compiled_eval:
             if op.param_keys or isinstance(op, PixelOp):
@@ -191,6 +193,11 @@ class Recipe:
     def param_names(self) -> list[str]:
         """Names of the P integers :func:`sample_params` returns: ``"<op index>.<op>.<param>"``."""
         return [f"{i}.{op.name}.{key}" for i, op in enumerate(self._compiled) for key in op.param_keys]
+
+    @property
+    def mix(self) -> Mix | None:
+        """The recipe's ``mix`` op (its last), or None: a recipe with it renders each view from two images."""
+        return find_mix(self._compiled)
 
     def eval_recipe(self) -> Recipe:
         """The deterministic recipe validation images are rendered with: :attr:`eval_ops`, no params."""

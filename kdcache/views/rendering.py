@@ -10,37 +10,65 @@ recipe compose into one exact box in source pixels, and each consumer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from kdcache.errors import RecipeError
+from kdcache.errors import KdcacheBug, RecipeError
 from kdcache.views.geometry import Geo, ViewGeometry, check_image_size
 from kdcache.views.pixel import PixelOp, has_pixel_ops
 from kdcache.views.recipe import Recipe, Render
-from kdcache.views.seeds import view_generator
+from kdcache.views.ops import Op
+from kdcache.views.seeds import partner_generator, view_generator
 
-__all__ = ["apply_params", "recorded_params", "sample_params", "view_geometry"]
+__all__ = ["Partners", "apply_params", "mix_partner", "recorded_params", "sample_params", "view_geometry"]
+
+
+class Partners(Protocol):
+    """What drawing a mixed view needs of its data: the number of samples and each one's image size."""
+
+    def __len__(self) -> int: ...
+
+    def image_size(self, i: int) -> tuple[int, int]: ...
+
+
+def _draw(ops: Sequence[Op], rng: np.random.Generator, size: tuple[int, int]) -> tuple[list[int], tuple[int, int]]:
+    params: list[int] = []
+    for op in ops:
+        next_size = op.out_size(size)  # raises before drawing if the op cannot apply
+        params.extend(op.draw(rng, size))
+        size = next_size
+    return params, size
 
 
 def sample_params(
-    recipe: Recipe, seed: int, sample: int, view: int, image_size: tuple[int, int]
+    recipe: Recipe, seed: int, sample: int, view: int, image_size: tuple[int, int],
+    partners: Partners | None = None,
 ) -> np.ndarray:
     """Draw the parameters of view ``(sample, view)``: an int32 vector ``(P,)``.
 
     The only function that draws randomness for a view; its values are named
-    by ``recipe.param_names()`` and are recorded in the store.
+    by ``recipe.param_names()`` and are recorded in the store. A recipe with
+    ``mix`` needs ``partners`` (the data source: its length and each image's
+    size), as its partner is another sample whose view is drawn too.
     """
     rng = view_generator(seed, sample, view)
-    size = check_image_size(image_size)
-    params: list[int] = []
-    for op in recipe._compiled:
-        next_size = op.out_size(size)  # raises before drawing if the op cannot apply
-        params.extend(op.draw(rng, size))
-        size = next_size
+    mix = recipe.mix
+    ops = recipe._compiled[:-1] if mix is not None else recipe._compiled
+    params, size = _draw(ops, rng, check_image_size(image_size))
+    if mix is not None:
+        if partners is None:
+            raise KdcacheBug(f"recipe {recipe.name!r} mixes views: sample_params needs the data source")
+
+        def partner_params(partner: int) -> list[int]:
+            drawn, _ = _draw(ops, partner_generator(seed, sample, view),
+                                        check_image_size(partners.image_size(partner)))
+            return drawn
+
+        params.extend(mix.draw_mix(rng, size, sample, len(partners), partner_params))
     return np.asarray(params, dtype=np.int32)
 
 
@@ -51,22 +79,29 @@ def _split_params(recipe: Recipe, params: Any) -> list[Sequence[int]]:
         raise RecipeError(
             f"recipe {recipe.name!r} takes {expected} integer params; got shape {flat.shape} of {flat.dtype}"
         )
-    values = [int(v) for v in flat]
+    return _split_values(recipe._compiled, [int(v) for v in flat])
+
+
+def _split_values(ops: Sequence[Op], values: list[int]) -> list[Sequence[int]]:
     out, start = [], 0
-    for op in recipe._compiled:
+    for op in ops:
         out.append(values[start : start + len(op.param_keys)])
         start += len(op.param_keys)
     return out
 
 
 def view_geometry(recipe: Recipe, params: Any, image_size: tuple[int, int]) -> ViewGeometry:
-    """The exact source box, flip and output size that ``params`` select.
+    """The exact source box, flip and output size that ``params`` select (a mixed view's own image).
 
     Box edges are rounded (half to even) to whole source pixels only here, at
     the end, so composed crops and resizes do not accumulate rounding.
     """
+    return _geometry(recipe._compiled, _split_params(recipe, params), image_size)
+
+
+def _geometry(ops: Sequence[Op], split: Sequence[Sequence[int]], image_size: tuple[int, int]) -> ViewGeometry:
     geo = Geo.whole(check_image_size(image_size))
-    for op, p in zip(recipe._compiled, _split_params(recipe, params)):
+    for op, p in zip(ops, split):
         geo = op.advance(geo, p)
     return geo.rounded()
 
@@ -84,33 +119,66 @@ def _crop_box(image: torch.Tensor, geo: ViewGeometry) -> torch.Tensor:
     return out
 
 
-def prepare(recipe: Recipe, image: torch.Tensor, params: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+def prepare(recipe: Recipe, image: torch.Tensor, params: Any, partner_image: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, tuple[int, int]]:
     """The view at source resolution: box, flip, photometric ops; float32 in [0, 1].
 
     A recipe with pixel ops (``kdcache.views.pixel``) gives the view at the
-    recipe's output size instead, its ops applied on those pixels. Shared by
-    every Render of a view, so renders differ only in the final resize,
-    channel count and normalisation.
+    recipe's output size instead, its ops applied on those pixels. A recipe
+    with ``mix`` renders the view and, when it is mixed, its partner's view
+    (of ``partner_image``, the recorded partner's source image) in pixel
+    mode, and mixes them (``kdcache.views.mix``). Shared by every Render of a
+    view, so renders differ only in the final resize, channel count and
+    normalisation.
     """
-    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
-        raise TypeError(f"expected a uint8 image tensor (C, H, W), got {getattr(image, 'dtype', type(image))}")
+    _check_image(image)
     split = _split_params(recipe, params)
-    geo = view_geometry(recipe, params, (image.shape[1], image.shape[2]))
-    if has_pixel_ops(recipe._compiled):
-        return _prepare_pixels(recipe, image, split, geo), geo.size
+    ops = recipe._compiled
+    mix = recipe.mix
+    if mix is not None:
+        base = ops[:-1]
+        geo = _geometry(base, split, (image.shape[1], image.shape[2]))
+        own = _prepare_pixels(base, recipe.render, image, split, geo)
+        mode, partner, _, _, partner_values = mix.split(split[-1])
+        other = None
+        if mode != 0:
+            if partner_image is None:
+                raise KdcacheBug(f"recipe {recipe.name!r}: a mixed view was rendered without its partner's image")
+            _check_image(partner_image)
+            partner_split = _split_values(base, partner_values)
+            partner_geo = _geometry(base, partner_split, (partner_image.shape[1], partner_image.shape[2]))
+            other = _prepare_pixels(base, recipe.render, partner_image, partner_split, partner_geo)
+        return mix.mix(own, other, split[-1]), geo.size
+    geo = _geometry(ops, split, (image.shape[1], image.shape[2]))
+    if has_pixel_ops(ops):
+        return _prepare_pixels(ops, recipe.render, image, split, geo), geo.size
     x = F.to_dtype(_crop_box(image, geo), torch.float32, scale=True)
     if geo.flip:
         x = F.horizontal_flip(x)
     # Photometric ops run on the source-resolution crop, after the geometry,
     # so every render gets the same colours (e.g. contrast's mean) before its
     # own single resize.
-    for op, p in zip(recipe._compiled, split):
+    for op, p in zip(ops, split):
         if op.photometric:
             x = op.adjust(x, p)
     return x, geo.size
 
 
-def _prepare_pixels(recipe: Recipe, image: torch.Tensor, split: list[Sequence[int]],
+def mix_partner(recipe: Recipe, params: Any) -> int | None:
+    """The sample whose image a view with recorded ``params`` mixes in, or None (no mix, or not mixed)."""
+    mix = recipe.mix
+    if mix is None:
+        return None
+    mode, partner, _, _, _ = mix.split(_split_params(recipe, params)[-1])
+    return partner if mode != 0 else None
+
+
+def _check_image(image: Any) -> None:
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3:
+        raise TypeError(f"expected a uint8 image tensor (C, H, W), got {getattr(image, 'dtype', type(image))}")
+
+
+def _prepare_pixels(ops: Sequence[Op], render: Render, image: torch.Tensor, split: Sequence[Sequence[int]],
                     geo: ViewGeometry) -> torch.Tensor:
     """Pixel mode (``kdcache.views.pixel``): the box resized on uint8 to the recipe's size, then its ops in order.
 
@@ -123,11 +191,11 @@ def _prepare_pixels(recipe: Recipe, image: torch.Tensor, split: list[Sequence[in
         x = F.resize(x, list(geo.size), interpolation=InterpolationMode.BILINEAR, antialias=True)
     if geo.flip:
         x = F.horizontal_flip(x)
-    for op, p in zip(recipe._compiled, split):
+    for op, p in zip(ops, split):
         if isinstance(op, PixelOp):
             if not op.uint8 and x.dtype == torch.uint8:
                 x = F.to_dtype(x, torch.float32, scale=True)
-            x = op.pixels(x, p, recipe.render)
+            x = op.pixels(x, p, render)
         elif op.photometric:
             x = op.adjust(x, p)
     if x.dtype == torch.uint8:
@@ -154,13 +222,16 @@ def render_prepared(x: torch.Tensor, recipe_size: tuple[int, int], render: Rende
     return F.normalize(x, list(mean), list(std)).contiguous()
 
 
-def apply_params(recipe: Recipe, image: torch.Tensor, params: Any, render: Render) -> torch.Tensor:
+def apply_params(recipe: Recipe, image: torch.Tensor, params: Any, render: Render,
+                 partner_image: torch.Tensor | None = None) -> torch.Tensor:
     """Render view ``params`` of ``image`` (uint8 ``(C, H, W)``) as float32 ``(C', H', W')``.
 
     Pure: the same inputs give the same bits. The source box is resized
     straight to ``render.size`` (antialiased bilinear), never resampled twice.
+    A mixed view (a recipe with ``mix``) also takes its partner's source
+    image (:func:`mix_partner` names the sample).
     """
-    x, recipe_size = prepare(recipe, image, params)
+    x, recipe_size = prepare(recipe, image, params, partner_image)
     return render_prepared(x, recipe_size, render)
 
 
