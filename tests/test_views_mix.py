@@ -363,3 +363,30 @@ def test_two_torchrun_ranks_write_the_single_process_store_bitwise(tmp_path, rec
     ga, gb = zarr.open_group(store, mode="r"), zarr.open_group(out, mode="r")
     assert np.array_equal(ga["views/params"][:], gb["views/params"][:])
     assert ga["teachers/tiny/logits"][:].tobytes() == gb["teachers/tiny/logits"][:].tobytes()
+
+
+# --------------------------------------------------------------------------- recorded bytes per view
+
+# docs/data-and-views.md, "Recorded bytes per view": integers per view, bytes as int32 and packed as int16.
+PRESET_BYTES = {"imagenet-randaug": (41, 164, 88), "imagenet-trivial": (33, 132, 68), "cifar-autoaugment": (14, 56, 28)}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_BYTES))
+def test_preset_bytes_per_view_are_as_documented_and_pack_losslessly(name):
+    from kdcache.views.packing import pack_params, packed_names, unpack_params
+
+    recipe = load_recipe(name)
+    count, int32_bytes, int16_bytes = PRESET_BYTES[name]
+    assert len(recipe.param_names()) == count and 4 * count == int32_bytes
+    assert 2 * len(packed_names(recipe)) == int16_bytes <= 104  # ml-dr's upper per-view cost
+    size = 40 if name.startswith("imagenet") else 32
+    source = _Sizes(50000, (size, size))  # partners above 32767 take both int16 halves
+    rows = np.stack([sample_params(recipe, 7, i, v, (size, size), source) for i in (0, 1, 40000, 49999)
+                     for v in range(6)])
+    packed = pack_params(recipe, rows)
+    assert packed.dtype == np.int16 and packed.shape[1] == len(packed_names(recipe))
+    assert np.array_equal(unpack_params(recipe, packed), rows)
+    with pytest.raises(RecipeError, match="do not fit int16"):
+        bad = rows.copy()
+        bad[0, 0] = 40000
+        pack_params(recipe, bad)

@@ -95,6 +95,7 @@ class RandomErasing(PixelOp):
         "value": (_value, 0.0),
     }
     uint8 = False
+    wide_keys = ("noise",)  # a 31-bit seed
 
     def __init__(self, configuration: Mapping[str, Any], where: str) -> None:
         super().__init__(configuration, where)

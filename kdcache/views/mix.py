@@ -93,12 +93,15 @@ class Mix(PixelOp):
             raise RecipeError(f"{where}: mixup_alpha and cutmix_alpha are both 0; set one of them above 0")
         self.base: tuple[Op, ...] = ()
         self.param_keys = _MIX_KEYS
+        self.wide_keys = ("mix_partner",)
 
     def bind(self, base: Sequence[Op]) -> None:
         """Attach the ops before ``mix``: the partner is rendered through them, its params recorded after ours."""
         self.base = tuple(base)
         self.param_keys = (*_MIX_KEYS, *(f"partner.{i}.{op.name}.{key}"
                                          for i, op in enumerate(self.base) for key in op.param_keys))
+        self.wide_keys = ("mix_partner", *(f"partner.{i}.{op.name}.{key}"
+                                           for i, op in enumerate(self.base) for key in op.wide_keys))
 
     @property
     def cutmix_alpha(self) -> float:

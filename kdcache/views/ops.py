@@ -121,6 +121,8 @@ class Op:
     name: ClassVar[str]
     keys: ClassVar[dict[str, tuple[Parser, Any]]]
     param_keys: ClassVar[tuple[str, ...]] = ()
+    # Params whose values may not fit int16 (kdcache.views.packing stores them in two halves).
+    wide_keys: ClassVar[tuple[str, ...]] = ()
     photometric: ClassVar[bool] = False
 
     def __init__(self, configuration: Mapping[str, Any], where: str) -> None:
