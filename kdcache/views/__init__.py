@@ -20,7 +20,9 @@ This package carries the view-replay contract: the image a student sees for
 Where things live: ``seeds`` (seed derivation), ``geometry`` (exact boxes),
 ``ops`` (the op registry), ``pixel``, ``autoaugment`` and ``erasing``
 (ops rendered on pixels at the recipe's size: RandAugment, TrivialAugment,
-AutoAugment, RandomErasing), ``recipe`` (Recipe, Render, presets),
+AutoAugment, RandomErasing), ``mix`` (mixup/cutmix with a partner view
+drawn per ``(seed, sample, view)``), ``packing`` (an int16 layout of the
+recorded params), ``recipe`` (Recipe, Render, presets),
 ``rendering`` (sample_params, apply_params), ``dataset`` (ViewDataset,
 eval_dataset). Formats and encodings are documented in
 ``docs/data-and-views.md``.
