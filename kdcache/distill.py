@@ -13,15 +13,16 @@ branches here.
 This module contributes what is particular to distillation (where teacher
 logits come from, the loss step, the run directory); the loop, checkpoints,
 resume, logs and evaluation are :mod:`kdcache.engine`'s, shared with
-``train-teacher``. A run directory holds ``run.json`` (the record),
-``metrics.jsonl``, ``steps.jsonl``, ``checkpoint.pt`` (the full training
-state after the last finished epoch), ``final.pt`` and ``summary.json``.
+``train-teacher``. The run directory (``run.json``, ``metrics.jsonl``,
+``steps.jsonl``, ``checkpoint.pt``, ``final.pt``, ``summary.json``), its
+writer lock and the checks of ``--resume`` are :mod:`kdcache.engine.run_dir`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,63 +40,52 @@ from kdcache.engine import (
     Engine,
     LoopSettings,
     OptimConfig,
-    RunFiles,
     canonical_hash,
-    diff_args,
     eval_loader,
     identity_args,
     recorded_args,
     seed_everything,
-    write_json_atomic,
 )
 from kdcache.validate import require_choice, require_int
 from kdcache.losses.options import parse_loss_opts  # noqa: F401  (re-exported: sweep, the CLI)
 from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.state import determinism
-from kdcache.errors import RunError, UsageError
+from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
+from kdcache.errors import KdcacheError, UsageError
 from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
 from kdcache.logit_sources import CachedLogits, LogitSource, OnlineLogits
-from kdcache.models import atomic_torch_save, build_model, check_output_width
-from kdcache.progress import console
+from kdcache.models import build_model, check_output_width
 from kdcache.store import library_versions
 from kdcache.views import ViewDataset
 
 COMMAND = "distill"
+log = logging.getLogger(__name__)
 
 # Options of one mode only: given in the other mode they are refused, not ignored.
 _ONLINE_ONLY = {"views": "--views", "recipe": "--recipe", "weights": "--weights", "view_seed": "--view-seed"}
 _CACHED_ONLY = {"teacher_name": "--teacher-name"}
 
 
-@dataclass
-class DistillConfig:
-    """Everything one distill run depends on (recorded in ``RUN_DIR/run.json``).
+@dataclass(kw_only=True)
+class DistillOptions:
+    """The options a student's training shares with every other student of a sweep.
 
-    Fields marked ``MAY_CHANGE`` may differ on ``--resume``; every other one
-    must repeat. The store's and the online teacher's weights' paths may
-    change too: what the run reads from them is compared by content (the
-    store's input hash, the weights' SHA-256).
+    Each is declared once, here: :class:`DistillConfig` (one run) and
+    ``kdcache.sweep.SweepConfig`` (many students, each equal to one distill
+    run) both derive from it, so an option added here reaches both.
     """
 
     data: str
     val_data: str
     student: str
-    loss: str
     epochs: int
     out: Path = field(metadata=MAY_CHANGE)
     store: str | None = field(default=None, metadata=MAY_CHANGE)
     teacher_name: str | None = None
-    teacher: str | None = None  # online mode
-    weights: str | None = field(default=None, metadata=MAY_CHANGE)  # compared by its SHA-256
-    views: int | None = None
-    recipe: str | None = None  # online; None: the dataset's default recipe
-    view_seed: int | None = None  # online; None: --seed
-    loss_opts: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
     workers: int = field(default=0, metadata=MAY_CHANGE)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
-    init_seed: int | None = None  # None: --seed (resolved by distill() before it is recorded)
     view_policy: str | None = None  # None: cycle
     window: int = DEFAULT_WINDOW
     resume: bool = field(default=False, metadata=MAY_CHANGE)
@@ -103,9 +93,30 @@ class DistillConfig:
     micro_batch: int = 64
     # Train on an encoding the loss cannot use exactly (a sample store with DKD, ...), with a warning.
     allow_approximate_encoding: bool = False
+    precision: str = "fp32"  # autocast of forward passes: fp32 (none), bf16, fp16
+
+
+@dataclass(kw_only=True)
+class DistillConfig(DistillOptions):
+    """Everything one distill run depends on (recorded in ``RUN_DIR/run.json``).
+
+    Fields marked ``MAY_CHANGE`` may differ on ``--resume``; every other one
+    must repeat (the loss options as resolved: a default spelled out is the
+    default). The store's and the online teacher's weights' paths may
+    change too: what the run reads from them is compared by content (the
+    store's input hash, the weights' SHA-256).
+    """
+
+    loss: str
+    loss_opts: dict[str, Any] = field(default_factory=dict)
+    init_seed: int | None = None  # None: --seed (resolved by distill() before it is recorded)
+    teacher: str | None = None  # online mode
+    weights: str | None = field(default=None, metadata=MAY_CHANGE)  # compared by its SHA-256
+    views: int | None = None
+    recipe: str | None = None  # online; None: the dataset's default recipe
+    view_seed: int | None = None  # online; None: --seed
     # Under torchrun: BatchNorm over the global batch (the world size may change on resume, so may this).
     sync_bn: bool = field(default=False, metadata=MAY_CHANGE)
-    precision: str = "fp32"  # autocast of forward passes: fp32 (none), bf16, fp16
 
     @property
     def online(self) -> bool:
@@ -150,8 +161,27 @@ class DistillResult:
         return self.metrics[-1] if self.metrics else {}
 
 
-class _DistillTask:
-    """What distill contributes to the engine: the student (and extra networks), views, the loss step."""
+def resolve_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded identity with its loss options resolved, the form in which two runs compare.
+
+    ``--loss-opt ce_weight=0.1`` (KD's default spelled out) and no option are the same run; a loss or
+    option this kdcache cannot resolve is compared as recorded.
+    """
+    loss, opts = identity.get("loss"), identity.get("loss_opts")
+    if not isinstance(loss, str) or not isinstance(opts, dict):
+        return identity
+    try:
+        resolved = losses.spec(loss).config(opts)["configuration"]
+    except KdcacheError:
+        return identity
+    return {**identity, "loss_opts": json.loads(json.dumps(resolved, default=str))}
+
+
+class DistillTask:
+    """What distill contributes to the engine: the student (and extra networks), views, the loss step.
+
+    Shared with ``kdcache sweep``, which builds each of its students exactly so.
+    """
 
     evaluated = "student"
 
@@ -179,7 +209,13 @@ class _DistillTask:
         self.dataset = ViewDataset(source, teacher.recipe, teacher.seed, teacher.renders(self.render))
         self.cfg, self.spec, self.hparams, self.teacher = cfg, spec, hparams, teacher
         self.num_samples = len(source)
+        self.in_channels = in_channels
         self.device = device
+
+    def check_val(self, val_source: DataSource) -> None:
+        """Refuse validation images the student cannot take (another channel count or size), one line."""
+        check_val_images(self.student, val_source, self.teacher.recipe, self.render, self.in_channels,
+                         val_source.num_classes, "student")
 
     def param_groups(self) -> list[Iterable[nn.Parameter]]:
         return [self.student.parameters(), *(n.parameters() for n in self.extras)]
@@ -227,65 +263,12 @@ def store_inputs(cached: CachedLogits) -> dict[str, Any]:
             "store_input": cached.input_record()}
 
 
-# A changed input names at most this many of its changed fields (a whole other teacher changes many).
-_MAX_LISTED = 6
-
-
-def _input_changes(previous: dict[str, Any], record: dict[str, Any], key: str) -> str:
-    """The fields of input ``key`` (store_input, teacher_input) that changed, or the kinds that may have
-    (a run recorded by an older kdcache holds only the hash)."""
-    if isinstance(previous.get(key), dict) and isinstance(record.get(key), dict):
-        # Named fields as `field: then -> now`; the chunk checksums (one hash of them all) last, in words.
-        changed = diff_args({k: v for k, v in previous[key].items() if k != "chunks"},
-                            {k: v for k, v in record[key].items() if k != "chunks"})
-        if previous[key].get("chunks") != record[key].get("chunks"):
-            changed.append("the logits' or views' chunk checksums")
-        if changed:
-            more = len(changed) - _MAX_LISTED
-            return "; ".join(changed[:_MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
-    return "other views, logits, statistics or teacher weights"
-
-
-def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool) -> None:
-    """Create ``out`` and its record for a new run, or check on ``--resume`` that it is the same run."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
-    run_json = out / "run.json"
-    if not resume:
-        if out.exists() and any(out.iterdir()):
-            raise RunError(f"{out} already holds files; pass --resume to continue that run, or choose a new --out")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_json, record)
-        return
-    if not run_json.exists():
-        raise RunError(f"--resume: {out} holds no run to resume (no run.json); drop --resume to start one")
-    try:
-        previous = json.loads(run_json.read_text())
-    except json.JSONDecodeError:
-        raise RunError(f"--resume: {run_json} is corrupted (not JSON); this run cannot be continued exactly, "
-                       "start a new run with another --out") from None
-    if "identity" not in previous:
-        raise RunError(f"--resume: {out} was started by an older kdcache and cannot be continued exactly; "
-                       "start a new run with another --out")
-    diffs = diff_args(previous["identity"], record["identity"])
-    if diffs:
-        raise RunError(f"--resume with different arguments than the run in {out} ({'; '.join(diffs)})")
-    changed = [k for k in ("data_fingerprint", "val_data_fingerprint") if previous.get(k) != record[k]]
-    if changed:
-        raise RunError(f"--resume: the data of the run in {out} changed under the same spec ({', '.join(changed)} "
-                       "differs); restore that data to continue, or start a new run with another --out")
-    for key, what in (("store_input_hash", "store_input"), ("teacher_input_hash", "teacher_input")):
-        if previous.get(key) != record.get(key):
-            raise RunError(f"--resume: the teacher data this run reads changed since the run in {out} started "
-                           f"({_input_changes(previous, record, what)}); start a new run with another --out")
-
-
 def with_init_seed(cfg: DistillConfig) -> DistillConfig:
     """``cfg`` with ``init_seed`` resolved (``--seed`` when not given), so the record names the seed used."""
     return cfg if cfg.init_seed is not None else dataclasses.replace(cfg, init_seed=cfg.seed)
 
 
-def run_record(cfg: DistillConfig, inputs: dict[str, Any], teacher: LogitSource, task: _DistillTask,
+def run_record(cfg: DistillConfig, inputs: dict[str, Any], teacher: LogitSource, task: DistillTask,
                device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's ``run.json`` record and the arguments its training state is keyed by.
 
@@ -302,13 +285,12 @@ def run_record(cfg: DistillConfig, inputs: dict[str, Any], teacher: LogitSource,
     return record, args
 
 
-def finish_run(out: Path, task: _DistillTask, history: list[dict[str, Any]], t_start: float) -> DistillResult:
+def finish_run(run: RunDir, task: DistillTask, history: list[dict[str, Any]], t_start: float) -> DistillResult:
     """Write ``final.pt`` and ``summary.json`` (atomically) once every epoch is trained (rank 0 under torchrun)."""
-    if not distributed.is_main():
-        return DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
-    atomic_torch_save(out / "final.pt", {k: v.detach().cpu() for k, v in task.student.state_dict().items()})
-    result = DistillResult(out=out, metrics=history, seconds=time.perf_counter() - t_start)
-    write_json_atomic(out / "summary.json", {"final": result.final, "seconds": result.seconds})
+    result = DistillResult(out=run.path, metrics=history, seconds=time.perf_counter() - t_start)
+    if distributed.is_main():
+        run.write_final({k: v.detach().cpu() for k, v in task.student.state_dict().items()},
+                        {"final": result.final, "seconds": result.seconds})
     return result
 
 
@@ -319,36 +301,39 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     _ctx, device = distributed.init(cfg.device)  # under torchrun: join the job; cuda -> cuda:LOCAL_RANK
     spec = losses.spec(cfg.loss)
     hparams = spec.resolve(cfg.loss_opts)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file; distill writes a run directory, give a directory path")
+    run = RunDir(cfg.out)
+    if cfg.resume:
+        run.check_resumable()
+    else:
+        run.check_new()
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
-    if val_source.num_classes != source.num_classes:
-        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    check_val_classes(source, val_source)
     teacher, inputs = _open_teacher(cfg, source, spec, hparams, device, progress)
     if cfg.view_policy is not None and teacher.num_views == 1:
         raise UsageError("--view-policy chooses among views, but the teacher has 1 view per sample; drop it")
     # Seeded right before the networks are built, so initialisation (and dropout) depends on the init
     # seed alone, not on what opening the teacher drew: a sweep builds each student the same way.
     seed_everything(cfg.init_seed if cfg.init_seed is not None else cfg.seed)
-    task = _DistillTask(cfg, spec, hparams, teacher, source, device)
+    task = DistillTask(cfg, spec, hparams, teacher, source, device)
+    task.check_val(val_source)  # before the run directory exists: one line, not a traceback after an epoch
     # The data's content, not only its spec, is part of the run: a changed dataset is refused on resume.
     inputs.update(data_fingerprint=source.fingerprint(), val_data_fingerprint=val_source.fingerprint())
     record, args = run_record(cfg, inputs, teacher, task, device)
-    if distributed.is_main():
-        _prepare_run_dir(out, record, cfg.resume)
-    distributed.barrier()  # the run directory exists (or was checked) before any rank trains
-    settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
-                            optim=cfg.optim, sync_bn=cfg.sync_bn, precision=cfg.precision)
-    val = eval_loader(val_source, teacher.recipe, task.render, max(cfg.batch_size, 256), cfg.workers)
-    files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
-    engine = Engine(task, settings, files, command=COMMAND, args=args, val_loader=val)
-    t_start = time.perf_counter()
-    if engine.start(resume=cfg.resume) > cfg.epochs:
-        console.print(f"{out}: all {cfg.epochs} epochs already done")
-    history = engine.run(progress)
-    return finish_run(out, task, history, t_start)
+    if distributed.is_main():  # rank 0 is the run's one writer
+        run.open(record, cfg.resume, same=resolve_identity)
+    with run:
+        distributed.barrier()  # the run directory exists (or was checked) before any rank trains
+        settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
+                                optim=cfg.optim, sync_bn=cfg.sync_bn, precision=cfg.precision)
+        val = eval_loader(val_source, teacher.recipe, task.render, max(cfg.batch_size, 256), cfg.workers)
+        engine = Engine(task, settings, run.files, command=COMMAND, args=args, val_loader=val,
+                        same=resolve_identity)
+        t_start = time.perf_counter()
+        if engine.start(resume=cfg.resume) > cfg.epochs:
+            log.info("%s: all %d epochs already done", run.path, cfg.epochs)
+        history = engine.run(progress)
+        return finish_run(run, task, history, t_start)
 
 
 def format_result(result: DistillResult) -> str:

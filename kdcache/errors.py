@@ -80,6 +80,10 @@ class RunError(KdcacheError, ValueError):
     """A training run directory cannot be created or resumed as asked."""
 
 
+class RunBusyError(RunError):
+    """Another process holds a run directory's writer lock (exit 1, as :class:`StoreBusyError`)."""
+
+
 class KdcacheBug(RuntimeError):
     """An internal invariant broke: a bug in kdcache, not a user error.
 

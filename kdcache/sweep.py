@@ -44,6 +44,9 @@ epoch, and its ``samples_per_s`` is the epoch's samples over it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -57,19 +60,18 @@ from kdcache import losses
 from kdcache.data import open_data
 from kdcache.distill import (
     DistillConfig,
+    DistillOptions,
     DistillResult,
-    _DistillTask,
-    _prepare_run_dir,
+    DistillTask,
     finish_run,
     parse_loss_opts,
+    resolve_identity,
     run_record,
     store_inputs,
 )
 from kdcache.engine import (
     Engine,
     LoopSettings,
-    OptimConfig,
-    RunFiles,
     capture_rng,
     eval_loader,
     restore_rng,
@@ -77,11 +79,12 @@ from kdcache.engine import (
 )
 from kdcache.validate import require_int
 from kdcache.engine.loop import EpochTally
+from kdcache.engine.run_dir import LOCK_NAME, RunDir, RunLock, check_val_classes
 from kdcache.errors import RunError, UsageError
-from kdcache.loader import DEFAULT_WINDOW, CachedBatches, epoch_plan
+from kdcache.loader import CachedBatches, epoch_plan
 from kdcache.logit_sources import CachedLogits
 from kdcache.prefetch import prefetch
-from kdcache.progress import console, make_progress, rate_text
+from kdcache.progress import make_progress, rate_text
 from kdcache.report import report_sweep
 from kdcache.sweep_records import (
     check_resume,
@@ -93,6 +96,7 @@ from kdcache.sweep_records import (
 from kdcache.views import ViewDataset
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,41 +142,19 @@ def parse_run(text: str) -> SweepRun:
     return SweepRun(name=name, loss=loss, loss_opts=parse_loss_opts(_split_top_level(opts), f"--run {name}"))
 
 
-@dataclass
-class SweepConfig:
-    """A sweep: the runs, the init seeds, and every distill option they share."""
+@dataclass(kw_only=True)
+class SweepConfig(DistillOptions):
+    """A sweep: the runs, the init seeds, and every distill option they share (:class:`DistillOptions`)."""
 
-    store: str
-    data: str
-    val_data: str
-    student: str
+    store: str = field(metadata={"may_change_on_resume": True})  # a sweep reads a store (no online mode)
     runs: list[SweepRun]
     init_seeds: list[int]
-    epochs: int
-    out: Path
-    teacher_name: str | None = None
-    batch_size: int = 128
-    workers: int = 0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    view_policy: str | None = None
-    window: int = DEFAULT_WINDOW
-    resume: bool = False
-    device: str = "cpu"
-    micro_batch: int = 64
-    allow_approximate_encoding: bool = False
-    precision: str = "fp32"  # autocast of forward passes, as distill's --precision: fp32 (none), bf16, fp16
 
     def student_config(self, run: SweepRun, init_seed: int) -> DistillConfig:
-        """The config of the single ``distill`` run this student equals."""
-        return DistillConfig(
-            data=self.data, val_data=self.val_data, student=self.student, loss=run.loss, epochs=self.epochs,
-            out=Path(self.out) / student_name(run.name, init_seed), store=self.store, teacher_name=self.teacher_name,
-            loss_opts=dict(run.loss_opts), batch_size=self.batch_size, workers=self.workers, optim=self.optim,
-            seed=self.seed, init_seed=init_seed, view_policy=self.view_policy, window=self.window,
-            resume=self.resume, device=self.device, micro_batch=self.micro_batch,
-            allow_approximate_encoding=self.allow_approximate_encoding, precision=self.precision,
-        )
+        """The config of the single ``distill`` run this student equals: the shared options, as given."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(DistillOptions)}
+        return DistillConfig(**{**shared, "out": Path(self.out) / student_name(run.name, init_seed)},
+                             loss=run.loss, loss_opts=dict(run.loss_opts), init_seed=init_seed)
 
     def check(self) -> None:
         """Refuse bad option values, one line each, before anything is read or written."""
@@ -199,9 +181,10 @@ class _Student:
     run: SweepRun
     init_seed: int
     cfg: DistillConfig
-    task: _DistillTask
+    task: DistillTask
     engine: Engine
     rng: dict[str, Any]
+    run_dir: RunDir
 
 
 @dataclass
@@ -217,28 +200,32 @@ def _check_out(cfg: SweepConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; sweep writes a directory, give a directory path")
-    if not cfg.resume and out.exists() and any(out.iterdir()):
+    if not cfg.resume and out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunError(f"{out} already holds files; pass --resume to continue that sweep, or choose a new --out")
     if cfg.resume:
         check_resume(cfg)  # the same sweep (runs and seeds may be added), or one line naming what differs
 
 
 def _check_new_run_dir(out: Path) -> None:
-    """Refuse a new student's directory that ``_prepare_run_dir(resume=False)`` would refuse, before any write."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"{out} is a file where the sweep would write a student's run directory; "
-                       "move it away, or use a new --out")
-    if out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} already holds files but no run.json (not a run this sweep can continue); "
-                       "move it away, or use a new --out")
+    """Refuse a new student's directory that ``RunDir.open(resume=False)`` would refuse, before any write."""
+    try:
+        RunDir(out).check_new()
+    except RunError:
+        what = ("is a file where the sweep would write a student's run directory" if out.is_file() else
+                "already holds files but no run.json (not a run this sweep can continue)")
+        raise RunError(f"{out} {what}; move it away, or use a new --out") from None
 
 
-def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], CachedLogits, ViewDataset]:
-    """Open the store once, build every student as its single distill run would, prepare its directory."""
+def _build(cfg: SweepConfig, device: torch.device,
+           held: contextlib.ExitStack) -> tuple[list[_Student], CachedLogits, ViewDataset]:
+    """Open the store once, build every student as its single distill run would, prepare its directory.
+
+    Before the first write the sweep takes its directory's writer lock, then each student's run
+    directory's; ``held`` releases them when the sweep ends.
+    """
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
-    if val_source.num_classes != source.num_classes:
-        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    check_val_classes(source, val_source)
     fingerprints = {"data_fingerprint": source.fingerprint(), "val_data_fingerprint": val_source.fingerprint()}
     # Every loss is resolved and its statistics found before any directory is written.
     resolved = []
@@ -267,28 +254,37 @@ def _build(cfg: SweepConfig, device: torch.device) -> tuple[list[_Student], Cach
             if not scfg.resume:
                 _check_new_run_dir(Path(scfg.out))
             seed_everything(init_seed)  # exactly as distill: seed, then build student and extra networks
-            task = _DistillTask(scfg, spec, hparams, teacher, source, device)
+            task = DistillTask(scfg, spec, hparams, teacher, source, device)
             record, args = run_record(scfg, dict(inputs), teacher, task, device)
             built.append((run, init_seed, scfg, task, record, args, capture_rng()))
-    for _run, _seed, scfg, _task, record, _args, _rng in built:
-        if scfg.resume:  # read-only: the same run as before, or one error naming the differences
-            _prepare_run_dir(Path(scfg.out), record, resume=True)
+            if len(built) == 1:  # every student is one model of one spec, fed the same validation images
+                task.check_val(val_source)
+    # Nothing is written before this point; from here on the sweep is the one writer of its directory
+    # and of every student's run directory (locks taken in that order, released by the caller).
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    lock = RunLock(Path(cfg.out))
+    lock.acquire()
+    held.callback(lock.release)
+    runs = [RunDir(scfg.out) for _run, _seed, scfg, *_rest in built]
+    for run_dir in runs:
+        held.callback(run_dir.close)
+    for run_dir, (_run, _seed, scfg, _task, record, _args, _rng) in zip(runs, built, strict=True):
+        if scfg.resume:  # the same run as before, or one error naming the differences (nothing written yet)
+            run_dir.open(record, resume=True, same=resolve_identity)
     write_sweep_record(cfg)
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
                             optim=cfg.optim, precision=cfg.precision)
     val = _shared_val(eval_loader(val_source, base.recipe, base.render, max(cfg.batch_size, 256), cfg.workers),
                       len(val_source))
     students = []
-    for run, init_seed, scfg, task, record, args, rng in built:
-        out = Path(scfg.out)
+    for run_dir, (run, init_seed, scfg, task, record, args, rng) in zip(runs, built, strict=True):
         if not scfg.resume:
-            _prepare_run_dir(out, record, resume=False)
-        files = RunFiles(state=out / "checkpoint.pt", metrics=out / "metrics.jsonl", steps=out / "steps.jsonl")
-        engine = Engine(task, settings, files, command="distill", args=args, val_loader=val)
+            run_dir.open(record, resume=False)
+        engine = Engine(task, settings, run_dir.files, command="distill", args=args, val_loader=val,
+                        same=resolve_identity)
         restore_rng(rng)
         engine.start(resume=scfg.resume)  # restores the student's saved generators, if any
-        students.append(_Student(run, init_seed, scfg, task, engine, capture_rng()))
+        students.append(_Student(run, init_seed, scfg, task, engine, capture_rng(), run_dir))
     dataset = ViewDataset(source, base.recipe, base.seed, base.renders(base.render))
     return students, base, dataset
 
@@ -318,7 +314,21 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     _check_out(cfg)
     device = torch.device(cfg.device)
     t_start = time.perf_counter()
-    students, base, dataset = _build(cfg, device)
+    with contextlib.ExitStack() as held:  # the writer locks of the sweep and its students, released at the end
+        students, base, dataset = _build(cfg, device, held)
+        _train(cfg, students, base, dataset, device, progress)
+        results = [finish_run(s.run_dir, s.task, s.engine.history, t_start) for s in students]
+        board = leaderboard([(s.run, s.init_seed, s.engine.history) for s in students])
+        write_leaderboard(Path(cfg.out), board)
+        result = SweepResult(out=Path(cfg.out), students=results, board=board, seconds=time.perf_counter() - t_start)
+        # The sweep's report (plots and a page) is written here, once every student has finished.
+        report_sweep(cfg.out, [Path(s.cfg.out) for s in students], cfg.store, cfg.teacher_name)
+    return result
+
+
+def _train(cfg: SweepConfig, students: list[_Student], base: CachedLogits, dataset: ViewDataset,
+           device: torch.device, progress: bool) -> None:
+    """Every epoch still to train: one pass over the data, each batch stepping every active student."""
     # One reader of the logits and the union of the per-row statistics per decode temperature: a topk
     # store is decoded at each loss's own temperature, as its single run decodes it (dense stores: one).
     groups: dict[float, list[_Student]] = {}
@@ -363,15 +373,8 @@ def sweep(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             _end_epochs(active, tallies, pass_seconds)
             if progress:
                 best = max(active, key=lambda s: s.engine.history[-1]["val_top1"])
-                console.print(f"epoch {epoch}: {len(active)} students trained; best val top-1 "
-                              f"{best.engine.history[-1]['val_top1']:.2%} ({best.run.name}-s{best.init_seed})")
-    results = [finish_run(Path(s.cfg.out), s.task, s.engine.history, t_start) for s in students]
-    board = leaderboard([(s.run, s.init_seed, s.engine.history) for s in students])
-    write_leaderboard(Path(cfg.out), board)
-    result = SweepResult(out=Path(cfg.out), students=results, board=board, seconds=time.perf_counter() - t_start)
-    # The sweep's report (plots and a page) is written here, once every student has finished.
-    report_sweep(cfg.out, [Path(s.cfg.out) for s in students], cfg.store, cfg.teacher_name)
-    return result
+                log.info("epoch %d: %d students trained; best val top-1 %.2f%% (%s-s%d)", epoch, len(active),
+                         100 * best.engine.history[-1]["val_top1"], best.run.name, best.init_seed)
 
 
 def _end_epochs(active: list[_Student], tallies: list[EpochTally], pass_seconds: float) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdcache.distill import resolve_identity
 from kdcache.engine import diff_args, identity_args, write_json_atomic
 from kdcache.engine.records import write_text_atomic
 from kdcache.errors import RunError
@@ -94,7 +95,9 @@ def check_resume(cfg: SweepConfig) -> None:
         run = runs_now.get(prev.get("name"))
         if run is None:  # a run without students in the record (no student of it to drop)
             continue
-        diffs = diff_args({k: prev.get(k) for k in ("loss", "loss_opts")}, _run_identity(run))
+        # As resolved hyper-parameters: a default spelled out (or left out) is the same run.
+        diffs = diff_args(resolve_identity({k: prev.get(k) for k in ("loss", "loss_opts")}),
+                          resolve_identity(_run_identity(run)))
         if diffs:
             raise RunError(f"--resume: run {run.name!r} differs from the sweep's in {out} ({'; '.join(diffs)}); "
                            "pass it as the sweep did (a new NAME adds a run), or use a new --out")

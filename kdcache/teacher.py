@@ -11,11 +11,15 @@ whole training state goes to ``OUT.state.pt`` and the logs to
 ``OUT.metrics.jsonl`` / ``OUT.steps.jsonl``. Running the same command again
 continues from the state, bit for bit; the finished checkpoint replaces the
 state. A checkpoint or state that another command wrote is never overwritten.
-Under torchrun it trains data-parallel through the engine (rank 0 writes).
+One process at a time trains a checkpoint: a second is refused while the first
+holds the run's writer lock (:mod:`kdcache.engine.run_dir`, the lock file
+``.OUT.lock`` beside it). Under torchrun it trains data-parallel through the
+engine (rank 0 writes).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +37,6 @@ from kdcache.engine import (
     Engine,
     LoopSettings,
     OptimConfig,
-    RunFiles,
     eval_loader,
     identity_args,
     read_jsonl,
@@ -42,15 +45,16 @@ from kdcache.engine import (
 )
 from kdcache.engine.config import diff_args
 from kdcache.engine.parallel import PRECISIONS
+from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.loader import epoch_plan
 from kdcache.models import build_model, check_output_width, load_checkpoint, save_checkpoint
-from kdcache.progress import console
 from kdcache.validate import require_choice, require_int, require_number
 from kdcache.views import Recipe, ViewDataset, resolve_recipe
 
 COMMAND = "train-teacher"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,13 +105,6 @@ class TeacherResult:
     history: list[dict[str, Any]]
 
 
-def files_of(out: Path) -> RunFiles:
-    """The training state and logs kept beside a teacher checkpoint ``out``."""
-    return RunFiles(state=out.with_name(out.name + ".state.pt"),
-                    metrics=out.with_name(out.name + ".metrics.jsonl"),
-                    steps=out.with_name(out.name + ".steps.jsonl"))
-
-
 class _TeacherTask:
     """What train-teacher contributes to the engine: the model, its views, and CE / LS / RegT."""
 
@@ -121,12 +118,19 @@ class _TeacherTask:
         check_output_width(model, in_channels, self.render.size or recipe.output_size(source.image_size(0)),
                            source.num_classes, micro_batch=2, role="model")
         self.model = model.to(device).train()
+        self.in_channels = in_channels
+        self.recipe = recipe
         self.modules: dict[str, nn.Module] = {"model": self.model}
         self.forward = self.modules  # what the step calls: the engine puts DDP wrappers here under torchrun
         self.dataset = ViewDataset(source, recipe, cfg.seed, [self.render])
         self.cfg = cfg
         self.num_samples = len(source)
         self.device = device
+
+    def check_val(self, val_source: DataSource) -> None:
+        """Refuse validation images the model cannot take (another channel count or size), one line."""
+        check_val_images(self.model, val_source, self.recipe, self.render, self.in_channels,
+                         val_source.num_classes, "model")
 
     def param_groups(self) -> list[Iterable[nn.Parameter]]:
         return [self.model.parameters()]
@@ -171,32 +175,55 @@ def _finished_card(out: Path, args: dict[str, Any]) -> dict[str, Any] | None:
     return card
 
 
+def _already_trained(out: Path, run: RunDir, args: dict[str, Any], is_main: bool) -> TeacherResult | None:
+    """The result of this very run if ``out`` already holds its finished teacher (nothing to do)."""
+    card = _finished_card(out, args)
+    if card is None:
+        return None
+    if is_main:
+        run.files.state.unlink(missing_ok=True)  # killed between writing the teacher and removing its state
+    log.info("%s already holds the teacher this command trains; delete it to train again", out)
+    trained = card["trained"]
+    return TeacherResult(out=out, val_top1=trained["val_top1"], val_top5=trained["val_top5"], seconds=0.0,
+                         history=read_jsonl(run.files.metrics))
+
+
 def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     """Train ``cfg.model`` on ``cfg.data`` and save a checkpoint with its card at ``cfg.out``."""
     cfg.check()
     ctx, device = distributed.init(cfg.device)  # under torchrun: join the job; cuda -> cuda:LOCAL_RANK
     out = Path(cfg.out)
-    files = files_of(out)
+    run = RunDir.beside(out)
     args = identity_args(cfg)
-    card = _finished_card(out, args)
-    if card is not None:  # the same command again after it finished: nothing to do
-        if ctx.is_main:
-            files.state.unlink(missing_ok=True)  # killed between writing the teacher and removing its state
-        console.print(f"{out} already holds the teacher this command trains; delete it to train again")
-        trained = card["trained"]
-        return TeacherResult(out=out, val_top1=trained["val_top1"], val_top5=trained["val_top5"], seconds=0.0,
-                             history=read_jsonl(files.metrics))
+    done = _already_trained(out, run, args, ctx.is_main)  # the same command again after it finished
+    if done is not None:
+        return done
     seed_everything(cfg.seed)
     source = open_data(cfg.data)
     val_source = open_data(cfg.val_data)
-    if val_source.num_classes != source.num_classes:
-        raise UsageError(f"--val-data has {val_source.num_classes} classes but --data has {source.num_classes}")
+    check_val_classes(source, val_source)
     recipe = resolve_recipe(cfg.recipe, source)
     if cfg.recipe is None and progress:
-        console.print(f"recipe: {recipe.name} (the default for {source.spec}; --recipe to choose another)")
+        log.info("recipe: %s (the default for %s; --recipe to choose another)", recipe.name, source.spec)
     task = _TeacherTask(cfg, source, recipe, device)
-    if ctx.is_main:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    task.check_val(val_source)  # before anything is written: one line, not a traceback after an epoch
+    if ctx.is_main:  # rank 0 is the run's one writer
+        run.acquire()
+        # Finished by another process before this one took the lock (one process: no rank to tell).
+        done = None if ctx.enabled else _already_trained(out, run, args, is_main=True)
+        if done is not None:
+            run.release()
+            return done
+    with run:
+        return _train(cfg, task, run, source, val_source, recipe, device, args, progress)
+
+
+def _train(cfg: TeacherConfig, task: _TeacherTask, run: RunDir, source: DataSource, val_source: DataSource,
+           recipe: Recipe, device: torch.device, args: dict[str, Any], progress: bool) -> TeacherResult:
+    """Train (or continue) the run, then write the checkpoint with its card and remove the state."""
+    ctx = distributed.current()
+    out = Path(cfg.out)
+    files = run.files
     settings = LoopSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, workers=cfg.workers, device=device,
                             optim=cfg.optim, label="teacher epoch", sync_bn=cfg.sync_bn, precision=cfg.precision)
     val = eval_loader(val_source, recipe, task.render, 256, cfg.workers)

@@ -98,3 +98,27 @@ class _Recording(nn.Module):
 def recording(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """A tiny student that records every training batch it is given (see RECORDED_INPUTS)."""
     return _seeded(lambda: _Recording(num_classes, in_channels))
+
+
+class _Gated(nn.Module):
+    """A tiny net whose training steps wait, while the file named by $KDCACHE_TEST_GATE is absent."""
+
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = TinyNet(num_classes, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = os.environ.get("KDCACHE_TEST_GATE")
+        while self.training and gate and not os.path.exists(gate):
+            time.sleep(0.02)  # holds the run (and its writer lock) until the test opens the gate
+        return self.net(x)
+
+
+def gated(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A student (or teacher) that trains only once the test opens its gate: two processes overlap for sure."""
+    return _seeded(lambda: _Gated(num_classes, in_channels))
+
+
+def fixed_12(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """A model that takes 12x12 images only (a linear layer over the flattened pixels), as a ViT takes one size."""
+    return _seeded(lambda: nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 12 * 12, num_classes)))

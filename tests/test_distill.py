@@ -51,7 +51,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_distill_writes_metrics_weights_record_and_checkpoint(tmp_path: Path, store: Path) -> None:
     out = tmp_path / "run"
-    code, text = run_cli(*distill_args(out, "nkd", "--store", store))
+    code, text = run_cli(*distill_args(out, "nkd", store))
     assert code == 0, text
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -69,7 +69,7 @@ def test_distill_writes_metrics_weights_record_and_checkpoint(tmp_path: Path, st
 @pytest.mark.parametrize("loss", [n for n in losses.names() if n not in ("nkd",)])
 def test_every_loss_trains_from_the_store(tmp_path: Path, store: Path, loss: str) -> None:
     extra = ["--loss-opt", "beta=0.01"] if loss == "dtd" else []
-    code, text = run_cli(*distill_args(tmp_path / loss, loss, "--store", store, "--epochs", "1", *extra))
+    code, text = run_cli(*distill_args(tmp_path / loss, loss, store, "--epochs", "1", *extra))
     assert code == 0, text
     row = read_jsonl(tmp_path / loss / "metrics.jsonl")[0]
     assert np.isfinite(row["train_loss"])
@@ -77,7 +77,7 @@ def test_every_loss_trains_from_the_store(tmp_path: Path, store: Path, loss: str
 
 def test_cached_float32_and_online_agree_step_by_step(tmp_path: Path, store: Path) -> None:
     cached, online = tmp_path / "cached", tmp_path / "online"
-    assert run_cli(*distill_args(cached, "isats", "--store", store))[0] == 0
+    assert run_cli(*distill_args(cached, "isats", store))[0] == 0
     code, text = run_cli(*distill_args(online, "isats", "--teacher", TEACHER, "--views", "3",
                                        "--recipe", RECIPE))
     assert code == 0, text
@@ -100,7 +100,7 @@ def test_online_view_seed_replays_a_store_made_with_another_seed(tmp_path: Path,
         return [r["loss"] for r in read_jsonl(run / "steps.jsonl")]
 
     cached, online, other = tmp_path / "cached", tmp_path / "online", tmp_path / "other"
-    assert run_cli(*with_seed(distill_args(cached, "kd", "--store", store, "--epochs", "1")))[0] == 0
+    assert run_cli(*with_seed(distill_args(cached, "kd", store, "--epochs", "1")))[0] == 0
     live = ["--teacher", TEACHER, "--views", "3", "--recipe", RECIPE, "--epochs", "1"]
     code, text = run_cli(*with_seed(distill_args(online, "kd", *live, "--view-seed", "11")))
     assert code == 0, text
@@ -122,7 +122,7 @@ def test_online_view_seed_matches_a_seed_7_store_step_by_step_and_bitwise(tmp_pa
         return args
 
     cached, online = tmp_path / "cached", tmp_path / "online"
-    assert run_cli(*seed0(distill_args(cached, "kd", "--store", tmp_path / "s7.zarr")))[0] == 0
+    assert run_cli(*seed0(distill_args(cached, "kd", tmp_path / "s7.zarr")))[0] == 0
     code, text = run_cli(*seed0(distill_args(online, "kd", "--teacher", TEACHER, "--views", "3",
                                              "--recipe", RECIPE, "--view-seed", "7")))
     assert code == 0, text
@@ -144,7 +144,7 @@ def test_online_view_seed_matches_a_seed_7_store_step_by_step_and_bitwise(tmp_pa
     ],
 )
 def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle: str) -> None:
-    args = distill_args(tmp_path / "r", "kd", "--store", store)
+    args = distill_args(tmp_path / "r", "kd", store)
     args[args.index("--data") + 1] = data
     if "classes=3" in data:
         args[args.index("--val-data") + 1] = data.replace("samples=256", "samples=30")
@@ -154,12 +154,12 @@ def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle
 
 def test_incomplete_store_and_missing_stats_are_refused(tmp_path: Path) -> None:
     out = make_store(tmp_path / "s.zarr")
-    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", "--store", out)), "kdcache stats")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", out)), "kdcache stats")
     g = zarr.open_group(out, mode="r+")
     m = dict(g.attrs["kdcache"])
     m["teachers"]["tiny"]["status"] = "writing"
     g.attrs["kdcache"] = m
-    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r2", "kd", "--store", out)), "still being written")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r2", "kd", out)), "still being written")
 
 
 def test_stats_equal_the_in_memory_functions(store: Path) -> None:
@@ -234,13 +234,13 @@ def test_cached_rows_follow_the_plan_exactly(store: Path, policy: str) -> None:
 def test_resume_survives_another_teacher_joining_the_store(tmp_path: Path) -> None:
     out = make_store(tmp_path / "shared.zarr")
     run = tmp_path / "run"
-    args = distill_args(run, "kd", "--store", out, "--epochs", "1")
+    args = distill_args(run, "kd", out, "--epochs", "1")
     assert run_cli(*args)[0] == 0
     # Another team adds a teacher to the shared store; this run's inputs are unchanged.
     make_store(out, "--teacher-name", "other")
     code, text = run_cli(*args, "--resume", "--teacher-name", "tiny")
     assert code == 1 and "teacher_name" in text  # a different argument is still refused
-    args_named = distill_args(tmp_path / "run2", "kd", "--store", out, "--epochs", "1", "--teacher-name", "tiny")
+    args_named = distill_args(tmp_path / "run2", "kd", out, "--epochs", "1", "--teacher-name", "tiny")
     assert run_cli(*args_named)[0] == 0
     make_store(out, "--teacher-name", "third")
     code, text = run_cli(*args_named[:-2], "--epochs", "2", "--teacher-name", "tiny", "--resume")

@@ -143,7 +143,7 @@ def test_init_seed_sets_initialisation_and_seed_the_data_order(store: Path, tmp_
     (["--run", "a"], "NAME:LOSS", 2),
     (["--run", "a:nope"], "unknown loss 'nope'", 2),
     (["--run", "a/b:kd"], "names the run's directory", 2),
-    (["--run", "a:kd:temperature=-1"], "temperature", 1),
+    (["--run", "a:kd:temperature=-1"], "temperature", 2),
     (["--run", "a:kd", "--init-seed", "1", "--init-seed", "1"], "must differ", 2),
 ])
 def test_bad_runs_are_one_line_before_anything_is_written(store: Path, tmp_path: Path, args: list[str],

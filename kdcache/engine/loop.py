@@ -23,8 +23,9 @@ same history, and rank 0 alone writes the logs and the training state.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +41,9 @@ from kdcache.engine.optim import OptimConfig, make_optimizer, make_scheduler
 from kdcache.engine.records import append_jsonl, read_jsonl, rewrite_jsonl
 from kdcache.engine.state import load_into, read_state, save_state
 from kdcache.prefetch import prefetch
-from kdcache.progress import console, make_progress, rate_text
+from kdcache.progress import make_progress, rate_text
+
+log = logging.getLogger(__name__)
 
 # Keys of a metrics row that measure the machine, not the training (they differ run to run).
 TIMING_KEYS = ("samples_per_s", "epoch_seconds")
@@ -98,12 +101,16 @@ class Engine:
     """Trains a :class:`TrainingTask` (see the module docstring)."""
 
     def __init__(self, task: TrainingTask, settings: LoopSettings, files: RunFiles, *, command: str,
-                 args: dict[str, Any], val_loader: DataLoader) -> None:
+                 args: dict[str, Any], val_loader: DataLoader,
+                 same: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        """``args`` key the saved state: a resume continues only a state saved with equal ``args``,
+        compared after ``same`` (e.g. resolving loss options, so a default spelled out is the default)."""
         self.task = task
         self.settings = settings
         self.files = files
         self.command = command
         self.args = args
+        self.same = same
         self.val_loader = val_loader
         self.dist = distributed.current()
         parallel.check_batches(task.num_samples, settings.batch_size, self.dist.world)
@@ -129,7 +136,7 @@ class Engine:
         if resume and f.state.exists():
             # Every rank loads the one state rank 0 wrote: it holds nothing rank-specific, so a run
             # may continue with another world size.
-            state = read_state(f.state, command=self.command, args=self.args)
+            state = read_state(f.state, command=self.command, args=self.args, same=self.same)
             epoch, self.history = load_into(state, self.task.modules, self.optimizers, self.schedulers)
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
@@ -140,7 +147,7 @@ class Engine:
                 rewrite_jsonl(f.metrics, self.history)
                 rewrite_jsonl(f.steps, [r for r in read_jsonl(f.steps) if r["epoch"] <= epoch])
             if self.start_epoch <= self.settings.epochs:
-                console.print(f"resuming {self.command} from epoch {self.start_epoch} ({f.state})")
+                log.info("resuming %s from epoch %d (%s)", self.command, self.start_epoch, f.state)
         elif self.dist.is_main:
             rewrite_jsonl(f.metrics, [])
             rewrite_jsonl(f.steps, [])
@@ -248,10 +255,9 @@ class Engine:
                        history=self.history,
                        extra={"scaler": self.scaler.state_dict()} if self.scaler is not None else None)
         if progress and self.dist.is_main:
-            console.print(
-                f"{s.label} {epoch}: loss {row['train_loss']:.4f}  val top-1 "
-                f"{row['val_top1']:.2%}  top-5 {row['val_top5']:.2%}  {row['samples_per_s'] or 0:,.0f} samples/s"
-            )
+            log.info("%s %d: loss %.4f  val top-1 %.2f%%  top-5 %.2f%%  %s samples/s", s.label, epoch,
+                     row["train_loss"], 100 * row["val_top1"], 100 * row["val_top5"],
+                     f"{row['samples_per_s'] or 0:,.0f}")
         return row
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,12 @@ def save_state(
     })
 
 
-def read_state(path: Path, *, command: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Load a state file, refusing one written by another command, another run or an older kdcache."""
+def read_state(path: Path, *, command: str, args: dict[str, Any],
+               same: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Load a state file, refusing one written by another command, another run or an older kdcache.
+
+    The saved arguments and ``args`` are compared after ``same`` (by default as they are).
+    """
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a state
@@ -137,7 +141,8 @@ def read_state(path: Path, *, command: str, args: dict[str, Any]) -> dict[str, A
         raise RunError(f"{path} belongs to a run on other data ({', '.join(changed)} changed under the same "
                        "spec); restore that data to continue, or delete the state (or choose another output) "
                        "to start over")
-    diffs = diff_args(state["args"], args)
+    norm = same or (lambda a: a)
+    diffs = diff_args(norm(state["args"]), norm(args))
     if diffs:
         raise RunError(f"{path} belongs to a run with other arguments ({'; '.join(diffs)}); repeat that "
                        "run's arguments to continue it, or delete it (or choose another output) to start over")

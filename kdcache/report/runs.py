@@ -2,7 +2,8 @@
 
 A run directory is what ``kdcache distill`` (or one student of ``kdcache
 sweep``) writes: ``run.json``, ``metrics.jsonl`` and, once finished,
-``summary.json``. Runs are grouped into *methods*: runs whose directory
+``summary.json``; it is read through :class:`kdcache.engine.run_dir.RunDir`,
+which refuses a ``metrics.jsonl`` that repeats an epoch (two writers). Runs are grouped into *methods*: runs whose directory
 names agree once a trailing ``-sN`` (the init seed a sweep appends) is
 removed, so ``kd-s0``, ``kd-s1`` and ``kd-s2`` are the three seeds of
 ``kd``; a run without that suffix is a group of one.
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdcache.errors import KdcacheError, RunError
+from kdcache.engine.run_dir import RunDir
+from kdcache.errors import RunError
 
 _SEED_SUFFIX = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 SEED_FIELDS = ("seed", "init_seed", "view_seed")
@@ -103,16 +105,6 @@ class MethodSummary:
         return statistics.stdev(self.finals) if len(self.runs) > 1 else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: cannot be read as JSON ({type(exc).__name__}); is this a kdcache run directory?") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path}: expected a JSON object; is this a kdcache run directory?")
-    return data
-
-
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
@@ -123,13 +115,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _resolved_opts(loss: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """The loss's complete hyper-parameters, so ``{}`` and the defaults spelled out compare equal."""
-    from kdcache import losses
+    """The loss's complete hyper-parameters, so ``{}`` and the defaults spelled out compare equal (as a
+    ``--resume`` compares them); a loss this kdcache does not know is compared as recorded."""
+    from kdcache.distill import resolve_identity
 
-    try:
-        return json.loads(json.dumps(losses.spec(loss).resolve(opts), default=str))
-    except KdcacheError:  # a loss this kdcache does not know (a newer run): compare what was recorded
-        return opts
+    return resolve_identity({"loss": loss, "loss_opts": opts})["loss_opts"]
 
 
 def _identity(record: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
@@ -159,25 +149,17 @@ def load_run(path: str | Path) -> RunRecord:
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path} is not a directory; pass run directories (the --out of kdcache distill or sweep)")
-    metrics_path = path / "metrics.jsonl"
-    if not (path / "run.json").is_file() or not metrics_path.is_file():
+    run = RunDir(path)
+    if not run.record_path.is_file() or not run.files.metrics.is_file():
         raise RunError(f"{path} has no run.json and metrics.jsonl; pass run directories (the --out of kdcache distill)")
-    record = _read_json(path / "run.json")
+    record = run.read_record()
     args = record.get("args") if isinstance(record.get("args"), dict) else {}
-    epochs: list[int] = []
-    top1: list[float] = []
-    for n, line in enumerate(metrics_path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            epoch, acc = int(row["epoch"]), float(row["val_top1"])
-        except (ValueError, KeyError, TypeError):
-            raise RunError(f"{metrics_path}: line {n} is not an epoch record with epoch and val_top1") from None
-        if not math.isfinite(acc):
-            raise RunError(f"{metrics_path}: line {n} has a non-finite val_top1")
-        epochs.append(epoch)
-        top1.append(acc)
+    rows = run.read_metrics()  # each epoch once, or one line saying the records cannot be trusted
+    epochs = [int(r["epoch"]) for r in rows]
+    top1 = [float(r["val_top1"]) for r in rows]
+    bad = next((e for e, acc in zip(epochs, top1) if not math.isfinite(acc)), None)
+    if bad is not None:
+        raise RunError(f"{run.files.metrics}: epoch {bad} has a non-finite val_top1")
     if not top1:
         raise RunError(f"{path} has no finished epoch yet (metrics.jsonl is empty); report it once an epoch is logged")
     match = _SEED_SUFFIX.match(path.name)

@@ -15,6 +15,7 @@ import fcntl
 import os
 import queue
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -39,8 +40,8 @@ class WriterLock:
     leaves a stale lock behind; a live second writer is refused at once.
     """
 
-    def __init__(self, store_path: Path) -> None:
-        self.path = Path(store_path) / LOCK_NAME
+    def __init__(self, store_path: Path, name: str = LOCK_NAME) -> None:
+        self.path = Path(store_path) / name
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -49,18 +50,24 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreBusyError(
-                f"{self.path.parent} is being written by another process "
-                f"(pid {self._holder()}); wait for it to finish or stop it, then run again"
-            ) from None
+            raise self.busy(self._holder()) from None
         if not _same_file(fd, self.path):
             # A writer that found nothing to protect removed the file while we waited to lock it
             # (discard): the lock is the file now at the path, not the one we opened.
             os.close(fd)
             return self.acquire()
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} on {socket.gethostname()}".encode())  # read back by the refused writer
         self._fd = fd
+        self.acquired()
+
+    def busy(self, holder: str) -> Exception:
+        """The error for a lock that a live process holds (``holder``: its pid and host)."""
+        return StoreBusyError(f"{self.path.parent} is being written by another process "
+                              f"(pid {holder}); wait for it to finish or stop it, then run again")
+
+    def acquired(self) -> None:
+        """Called once the lock is held: what a killed store writer left half-written is removed."""
         remove_stale_partials(self.path.parent)
 
     def _holder(self) -> str:
