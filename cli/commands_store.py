@@ -104,7 +104,7 @@ def precompute(
 INFO_EPILOG = "Example:\n\n    kdcache info store.zarr\n\n    kdcache info store.zarr --json"
 
 
-@handle_errors
+@handle_errors(reads_only=True)
 def info(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
@@ -121,7 +121,7 @@ def info(
 VERIFY_EPILOG = "Example:\n\n    kdcache verify store.zarr --replay 16"
 
 
-@handle_errors
+@handle_errors(reads_only=True)
 def verify(
     store: StoreArg,
     replay: Annotated[int, typer.Option("--replay", help="Re-run the teacher on N random (sample, view) pairs "
@@ -142,7 +142,7 @@ def verify(
     from kdcache.audit import format_verify, verify_store
 
     use_storage_options(storage_option)
-    report = verify_store(store, replay=replay, teacher=teacher_name, data=data, weights=weights)
+    report = verify_store(store, replay=replay, teacher=teacher_name, data=data, weights=weights, progress=replay > 0)
     typer.echo(format_verify(report))
     if not report.ok:
         raise typer.Exit(1)

@@ -84,10 +84,12 @@ def describe_os_error(exc: OSError) -> str:
     return advice.format(path=path)
 
 
-def handle_errors(fn: F | None = None, *, resume: str = "run the same command again to resume") -> Any:
+def handle_errors(fn: F | None = None, *, resume: str = "run the same command again to resume",
+                  reads_only: bool = False) -> Any:
     """Turn kdcache's errors and OS conditions into one line and an exit code; Ctrl-C into 130.
 
-    ``resume`` is what the Ctrl-C message tells the user to do next.
+    ``resume`` is what the Ctrl-C message tells the user to do next. A command that ``reads_only``
+    (info, verify, report) saves nothing, so its Ctrl-C message says so instead of promising a resume.
     """
 
     def decorate(func: F) -> F:
@@ -112,7 +114,8 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
                 typer.echo(f"kdcache: {_peer_note()}", err=True)
                 raise typer.Exit(EXIT_ERROR) from None
             except KeyboardInterrupt:
-                fail(f"interrupted; what was finished is saved: {resume}", EXIT_INTERRUPTED)
+                fail(f"interrupted; {func.__name__} writes nothing, so there is nothing to resume" if reads_only
+                     else f"interrupted; what was finished is saved: {resume}", EXIT_INTERRUPTED)
             finally:
                 _leave_job()
 

@@ -31,7 +31,7 @@ import torch
 from kdcache import losses
 from kdcache.data import DataSource
 from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
-from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, StoreMismatchError, warn
+from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, StoreCorruptError, StoreMismatchError, warn
 from kdcache.loader import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
@@ -67,6 +67,13 @@ def check_store_matches_data(store: Store, source: DataSource, teacher: str) -> 
             f"{store.path} was made from {made} with fingerprint {d.fingerprint[:23]}..., but the data "
             f"{source.spec} has fingerprint {source.fingerprint()[:23]}... (other images, labels or split); {fix}"
         )
+    # The store's own labels (what its statistics and teacher accuracy were computed against): checked
+    # against their record (format 2), and against the dataset's, which training uses.
+    stored = store.labels()
+    if not np.array_equal(stored, np.asarray(source.labels, dtype=np.int64)):
+        raise StoreCorruptError(f"{store.path}: its labels differ from the dataset's labels "
+                                f"(first at sample {int(np.argmax(stored != np.asarray(source.labels)))}); "
+                                "re-run the kdcache precompute that made the store to rewrite them from the dataset")
 
 
 class LogitSource:

@@ -299,6 +299,9 @@ def precompute(
         if ctx.is_main:
             store = wanted.open_or_create(out_path, source.labels)
             # Before any teacher renders from the record: a damaged params chunk is drawn again from the seed.
+            if store.rewrite_labels(source.labels):  # damaged labels: rewritten from the dataset, as recorded
+                warn("the store's labels no longer matched their record; rewritten from the dataset",
+                     StoreRepairWarning)
             fixed = repair_params(store, source)
             if fixed:
                 warn(f"{fixed} chunk(s) of views/params no longer matched their checksum record; drawn again "

@@ -47,7 +47,7 @@ def test_store_opens_with_plain_zarr(tmp_path: Path) -> None:
     # Read without kdcache: only zarr and json.
     g = zarr.open_group(out, mode="r")
     manifest = g.attrs["kdcache"]
-    assert manifest["status"] == "complete" and manifest["format_version"] == 1
+    assert manifest["status"] == "complete" and manifest["format_version"] == 2
     logits = g["teachers/tiny/logits"]
     assert logits.shape == (2, 300, 5) and logits.dtype == np.float16
     assert g["labels"].shape == (300,)

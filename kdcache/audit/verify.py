@@ -43,6 +43,7 @@ from kdcache.convert import encode_from_source
 from kdcache.data import open_data
 from kdcache.errors import StoreCorruptError, StoreMismatchError, UsageError
 from kdcache.models import run_model, sha256_file
+from kdcache.progress import make_progress
 from kdcache.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
 from kdcache.store.integrity import check_chunks
@@ -67,6 +68,8 @@ class ReplayResult:
     rule: str = ""  # what the off-platform check compares (the encoding's replay_rule, and the slack)
     platform_differences: list[str] = field(default_factory=list)
     platform_source: str = "teacher card"  # or "manifest" for a card that records no platform
+    asked: int = 0  # pairs asked for (more than the store holds: every pair was replayed)
+    labels_differ: str | None = None  # the store's labels differ from the dataset's (a format 1 store)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class VerifyReport:
     chunks_checked: int = 0
     problems: list[str] = field(default_factory=list)
     replay: dict[str, ReplayResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # facts that explain the figures (not problems)
 
     @property
     def ok(self) -> bool:
@@ -84,7 +88,7 @@ class VerifyReport:
 
 
 def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = None, data: str | None = None,
-                 weights: str | None = None, seed: int = 0) -> VerifyReport:
+                 weights: str | None = None, seed: int = 0, progress: bool = False) -> VerifyReport:
     """Check completeness and checksums of every chunk; optionally replay ``replay`` pairs.
 
     ``data`` and ``weights`` override where the dataset and the teacher's
@@ -104,9 +108,19 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
     report = VerifyReport(path=store.path)
     names = [store.resolve_teacher(teacher)] if teacher else store.teacher_names()
     report.chunks_checked, report.problems = check_chunks(store, names)
+    if store.dataset.labels_checksum is None:
+        report.notes.append(f"format version {store.manifest.format_version}: its labels carry no checksum record, "
+                            "so they are checked for range here (and against the dataset by --replay)")
+    for name in names:
+        if store.card(name).encoding.startswith("sample"):
+            report.notes.append(f"teacher {name!r}: {store.card(name).encoding} stores draws from the teacher's "
+                                "softmax, not its logits, so the argmax of the decoded row is a drawn class and an "
+                                "argmax agreement below 100% is expected; the replay checks the draws bit for bit")
     if replay > 0 and not report.problems:
         for name in names:
-            r = replay_audit(store, name, replay, data=data, weights=weights, seed=seed)
+            r = replay_audit(store, name, replay, data=data, weights=weights, seed=seed, progress=progress)
+            if r.labels_differ is not None:
+                report.problems.append(r.labels_differ)
             report.replay[name] = r
             if r.first_mismatch is not None:
                 s, v = r.first_mismatch
@@ -215,9 +229,25 @@ def _rule(chain: list[_Step]) -> str:
     return f"{chain[-1].encoding.replay_rule}; slack = {RELATIVE_SLACK:g} x max(1, the row's largest |logit|){via}"
 
 
+def choose_pairs(rng: np.random.Generator, num_samples: int, num_views: int, pairs: int) -> list[tuple[int, int]]:
+    """``pairs`` distinct (sample, view) pairs, at most every pair of the store.
+
+    Drawn (sample, then view) as earlier versions drew them, skipping repeats, so a seed still replays
+    the same first pairs; asking for more than the store holds re-runs no row twice.
+    """
+    want, seen, chosen = min(pairs, num_samples * num_views), set(), []
+    while len(chosen) < want:
+        pair = (int(rng.integers(num_samples)), int(rng.integers(num_views)))
+        if pair not in seen:
+            seen.add(pair)
+            chosen.append(pair)
+    return chosen
+
+
 def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = None, weights: str | None = None,
-                 seed: int = 0) -> ReplayResult:
-    """Re-run the teacher on ``pairs`` random (sample, view) pairs and compare values with the store."""
+                 seed: int = 0, progress: bool = False) -> ReplayResult:
+    """Re-run the teacher on ``pairs`` distinct random (sample, view) pairs (at most every pair of the
+    store) and compare values with the store; ``progress`` shows a bar."""
     card = store.card(teacher)
     chain = _encoding_chain(store, teacher)  # a converted teacher is replayed through its float source
     d = store.dataset
@@ -230,7 +260,7 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
     dataset = ViewDataset(source, store.recipe(), store.views.seed, [Render.from_dict(card.render)])
     rng = np.random.default_rng(seed)
     n = store.num_samples
-    chosen = [(int(rng.integers(n)), int(rng.integers(store.num_views))) for _ in range(pairs)]
+    chosen = choose_pairs(rng, n, store.num_views, pairs)
     micro, grid = card.micro_batch, store.grid
     enc = encodings.parse(card.encoding)
     # The replay runs on the CPU; it is compared with where this teacher was scored.
@@ -240,43 +270,52 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
                       for d in platform_differences(dict(then), now)]
     if source_name == "manifest":  # old cards: no device recorded; the manifest's versions are all we have
         platform_diffs = [d for d in platform_diffs if not d.startswith(("device", "cuda", "cudnn"))]
-    result = ReplayResult(pairs=len(chosen), max_abs_diff=0.0, argmax_agreement=0.0,
+    result = ReplayResult(pairs=len(chosen), asked=pairs, max_abs_diff=0.0, argmax_agreement=0.0,
                           same_platform=not platform_diffs, platform_differences=platform_diffs,
                           platform_source=source_name, rule=_rule(chain))
     agree = 0
-    for sample, view in chosen:
-        j = sample // grid.chunk_rows
-        chunk_start, chunk_stop = grid.bounds(j)
-        params = store.read_params_chunk(view, j)  # the record, never the seed
-        r = sample - chunk_start
-        stored_parts = {k: p[r : r + 1] for k, p in store.read_encoded_chunk(teacher, view, j).items()}
-        # Rebuild the micro-batch the row was scored in: aligned to its chunk start.
-        mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
-        mb_stop = min(mb_start + micro, chunk_stop)
-        x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
-        with teacher_autocast(torch.device("cpu"), card.precision):  # the card's numerics (fp32: none)
-            recomputed = run_model(model, x, micro_batch=micro).float()[sample - mb_start].numpy()
-        mine = _replay_parts(chain, recomputed[None].astype(np.float32),
-                             encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]),
-                                            teacher=teacher), card.num_classes)
-        bitwise = all(mine[k].tobytes() == stored_parts[k].tobytes() for k in mine)
-        result.bitwise &= bitwise
-        try:  # a row no encoder writes is refused by its decode (and off-platform by its check)
-            stored = enc.decode(stored_parts, card.num_classes)[0].astype(np.float64)
-            mismatch = 0.0 if result.same_platform else enc.replay_mismatch(
-                stored_parts, recomputed[None], _slack(chain, recomputed[None]))
-        except StoreCorruptError as exc:
-            if result.first_mismatch is None:
-                result.first_mismatch, result.damaged = (sample, view), str(exc)
-            result.tolerance_exceeded = float("inf")
-            continue
-        encoded = enc.decode(mine, card.num_classes)[0].astype(np.float64)
-        result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded - stored).max()))
-        agree += int(recomputed.argmax() == stored.argmax())
-        result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
-        bad = not bitwise if result.same_platform else not mismatch <= 1.0  # NaN fails
-        if bad and result.first_mismatch is None:
-            result.first_mismatch = (sample, view)
+    stored_labels = store.labels()
+    if not np.array_equal(stored_labels, np.asarray(source.labels, dtype=np.int64)):
+        result.labels_differ = (f"labels differ from the dataset's labels (first at sample "
+                                f"{int(np.argmax(stored_labels != np.asarray(source.labels)))}); re-run the kdcache "
+                                "precompute that made the store to rewrite them from the dataset")
+    bar = make_progress("pairs", enabled=progress)
+    task = bar.add_task(f"replay {teacher}", total=len(chosen), rate="")
+    with bar:
+        for sample, view in chosen:
+            bar.advance(task)
+            j = sample // grid.chunk_rows
+            chunk_start, chunk_stop = grid.bounds(j)
+            params = store.read_params_chunk(view, j)  # the record, never the seed
+            r = sample - chunk_start
+            stored_parts = {k: p[r : r + 1] for k, p in store.read_encoded_chunk(teacher, view, j).items()}
+            # Rebuild the micro-batch the row was scored in: aligned to its chunk start.
+            mb_start = chunk_start + ((sample - chunk_start) // micro) * micro
+            mb_stop = min(mb_start + micro, chunk_stop)
+            x = torch.stack([dataset[(i, view, params[i - chunk_start])]["images"][0] for i in range(mb_start, mb_stop)])
+            with teacher_autocast(torch.device("cpu"), card.precision):  # the card's numerics (fp32: none)
+                recomputed = run_model(model, x, micro_batch=micro).float()[sample - mb_start].numpy()
+            mine = _replay_parts(chain, recomputed[None].astype(np.float32),
+                                 encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]),
+                                                teacher=teacher), card.num_classes)
+            bitwise = all(mine[k].tobytes() == stored_parts[k].tobytes() for k in mine)
+            result.bitwise &= bitwise
+            try:  # a row no encoder writes is refused by its decode (and off-platform by its check)
+                stored = enc.decode(stored_parts, card.num_classes)[0].astype(np.float64)
+                mismatch = 0.0 if result.same_platform else enc.replay_mismatch(
+                    stored_parts, recomputed[None], _slack(chain, recomputed[None]))
+            except StoreCorruptError as exc:
+                if result.first_mismatch is None:
+                    result.first_mismatch, result.damaged = (sample, view), str(exc)
+                result.tolerance_exceeded = float("inf")
+                continue
+            encoded = enc.decode(mine, card.num_classes)[0].astype(np.float64)
+            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded - stored).max()))
+            agree += int(recomputed.argmax() == stored.argmax())
+            result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
+            bad = not bitwise if result.same_platform else not mismatch <= 1.0  # NaN fails
+            if bad and result.first_mismatch is None:
+                result.first_mismatch = (sample, view)
     result.argmax_agreement = agree / max(1, len(chosen))
     return result
 
@@ -289,7 +328,9 @@ def format_verify(report: VerifyReport) -> str:
             lines.append(f"  teacher {name!r} records no platform (older store): compared with the manifest's "
                          "library versions, recorded when the store was created")
         lines.append(
-            f"replay {name}: {r.pairs} (sample, view) pairs re-run from the recorded view parameters; "
+            f"replay {name}: {r.pairs} (sample, view) pairs"
+            + (f" (every pair of the store; {r.asked:,} asked)" if r.asked > r.pairs else "")
+            + " re-run from the recorded view parameters; "
             f"max |logit difference| {r.max_abs_diff:.3g}; argmax agreement {r.argmax_agreement:.2%}; "
             + ("bitwise equal" if r.bitwise else "not bitwise equal")
         )
@@ -298,6 +339,7 @@ def format_verify(report: VerifyReport) -> str:
                 f"  platform differs from the store's ({'; '.join(r.platform_differences)}): other kernels round "
                 f"differently, so bits cannot be expected; checked instead: {r.rule} "
                 f"(worst: {r.tolerance_exceeded:.3g}x the tolerance)")
+    lines.extend(f"note: {n}" for n in report.notes)
     if report.ok:
         lines.append("OK: every chunk is complete and matches its checksum"
                      + (" and the replay agrees" if report.replay else ""))

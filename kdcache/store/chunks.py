@@ -149,3 +149,22 @@ class ChunkGrid:
         if stop <= start:
             return range(0)
         return range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1)
+
+
+def labels_record(labels: np.ndarray) -> str:
+    """The manifest's record of a store's labels: :func:`checksum` of them as little-endian int64, 16 hex digits."""
+    return f"{checksum(np.asarray(labels).astype('<i8')):016x}"
+
+
+def chunk_missing(arr: Any, index: tuple[int, ...]) -> bool:
+    """Whether zarr chunk ``index`` of ``arr`` has no object in its store (deleted or never written).
+
+    zarr reads a missing chunk as its fill value without a word, so a checksum
+    mismatch alone cannot tell a lost chunk from a changed one; asked only on
+    that error path, this costs one listing request there.
+    """
+    from zarr.core.sync import sync  # zarr's own bridge to its async store API
+
+    path = arr.store_path
+    key = f"{path.path}/{arr.metadata.encode_chunk_key(index)}" if path.path else arr.metadata.encode_chunk_key(index)
+    return not sync(path.store.exists(key))

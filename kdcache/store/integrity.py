@@ -19,10 +19,10 @@ import numpy as np
 
 from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import layout, stat_io
-from kdcache.store.chunks import checksum
+from kdcache.store.chunks import checksum, chunk_missing
 from kdcache.store.location import object_errors
 from kdcache.store.store import Store
-from kdcache.store.verified import UNDECODABLE
+from kdcache.store.verified import UNDECODABLE, precompute_fix
 from kdcache.store.writing import fsync_path, naming
 from kdcache.views import sample_params
 
@@ -37,6 +37,9 @@ def check_chunks(store: Store, names: list[str]) -> tuple[int, list[str]]:
     problems: list[str] = []
     checked = 0
     grid = store.grid
+    labels_problem = store.labels_problem(store.labels(verify=False))
+    if labels_problem:
+        problems.append(f"{labels_problem}; {precompute_fix(store.path)} (it rewrites them from the dataset)")
     for v, j, problem in _params_problems(store):
         if problem is not None:
             start, stop = grid.bounds(j)
@@ -55,7 +58,10 @@ def check_chunks(store: Store, names: list[str]) -> tuple[int, list[str]]:
                 problems.append(f"{where} cannot be read: {exc}")
                 continue
             if checksum(*parts.values()) != int(sums[v, j]):
-                problems.append(f"{where}: checksum mismatch (corrupted)")
+                lost = any(chunk_missing(store._array(node), (v, j, *([0] * len(p.trailing))))
+                           for p, node in store.part_nodes(name))
+                problems.append(f"{where} is missing (its chunk was deleted or lost)" if lost
+                                else f"{where}: checksum mismatch (corrupted)")
             elif not all(np.isfinite(p).all() for p in parts.values() if p.dtype.kind == "f"):
                 problems.append(f"{where}: holds NaN/Inf")
         if store.card(name).status != "complete":
@@ -96,7 +102,9 @@ def check_stats(store: Store, teacher: str) -> list[str]:
                 problems.append(f"{node} {where} cannot be read ({type(exc).__name__}); {fix}")
                 continue
             if checksum(data) != record:
-                problems.append(f"{node} {where}: checksum mismatch (corrupted); {fix}")
+                index = (0,) * arr.ndim if rows is None else (rows[0], rows[1] // grid.chunk_rows) + (0,) * (arr.ndim - 2)
+                problems.append(f"{node} {where} is missing; {fix}" if chunk_missing(arr, index)
+                                else f"{node} {where}: checksum mismatch (corrupted); {fix}")
     return problems
 
 
@@ -115,7 +123,10 @@ def _params_problems(store: Store) -> Iterator[tuple[int, int, str | None]]:
         except UNDECODABLE as exc:  # cut short
             yield v, j, f" cannot be read ({type(exc).__name__})"
             continue
-        yield v, j, None if checksum(params) == int(sums[v, j]) else ": checksum mismatch (corrupted)"
+        if checksum(params) == int(sums[v, j]):
+            yield v, j, None
+        else:
+            yield v, j, " is missing" if chunk_missing(arr, (v, j, 0)) else ": checksum mismatch (corrupted)"
 
 
 def damaged_params(store: Store) -> list[tuple[int, int]]:
@@ -163,3 +174,4 @@ def repair_params(store: Store, source: DataSource) -> int:
         except object_errors(store.location) as exc:
             raise store.location.unreachable(exc) from None
     return len(chunks)
+

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "kdcache-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this kdcache reads (and writes in their own layout): version 1 stores carry no labels record.
+READABLE_VERSIONS = (1, 2)
 # The manifest is the group attribute of this name (JSON).
 MANIFEST_KEY = "kdcache"
 LOCK_NAME = ".kdcache-writer.lock"

@@ -114,6 +114,9 @@ class DatasetRecord(_Record):
     fingerprint: str = _identity()
     split: str | None = _identity(None)
     channels: int | None = None
+    # The labels' checksum (16 hex digits of :func:`kdcache.store.chunks.checksum` over them as little-endian
+    # int64), from format version 2; None in a version 1 store, whose labels are checked for range only.
+    labels_checksum: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -37,12 +37,14 @@ from kdcache.errors import (
 )
 from kdcache.store import layout
 from kdcache.store.encoded import EncodedReads
-from kdcache.store.chunks import ChunkGrid, checksum, compressors, dir_size, library_versions, utc_now
+from kdcache.store.chunks import (
+    ChunkGrid, checksum, chunk_missing, compressors, dir_size, labels_record, library_versions, utc_now,
+)
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
 from kdcache.store.lease import held
 from kdcache.store.location import Location, group_meta_at, locate, object_errors, probe_location
-from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode
+from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode, precompute_fix
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
@@ -93,10 +95,10 @@ class Store(VerifiedReads, EncodedReads):
         if not isinstance(raw, dict) or raw.get("format") != layout.FORMAT_NAME:
             raise StoreError(f"{p} has a '{layout.MANIFEST_KEY}' attribute that is not a kdcache manifest")
         version = raw.get("format_version")
-        if version != layout.FORMAT_VERSION:
+        if version not in layout.READABLE_VERSIONS:
             raise StoreError(
                 f"{p} was written in store format version {version}; this kdcache "
-                f"({__version__}) reads version {layout.FORMAT_VERSION} only: use the kdcache "
+                f"({__version__}) reads versions {', '.join(map(str, layout.READABLE_VERSIONS))}: use the kdcache "
                 "that wrote it, or precompute the store again"
             )
         store = cls(loc, group, writable=(mode == "r+"), manifest=Manifest.from_dict(raw))
@@ -127,8 +129,9 @@ class Store(VerifiedReads, EncodedReads):
         num_params = len(views.param_names)
         try:
             group = zarr.open_group(loc.zarr_store(read_only=False), mode="a")  # may hold our own lock (checked above)
+            # fill -1 (no class): a lost labels chunk reads as -1, never as a plausible class 0.
             group.create_array(layout.LABELS, data=np.asarray(labels, dtype=np.int64), compressors=None,
-                               overwrite=True)
+                               fill_value=-1, overwrite=True)
             group.create_array(
                 layout.VIEW_PARAMS, shape=(views.num_views, grid.num_samples, num_params),
                 chunks=(1, grid.chunk_rows, max(num_params, 1)), dtype="int32", fill_value=-1,
@@ -143,6 +146,7 @@ class Store(VerifiedReads, EncodedReads):
         except object_errors(loc) as exc:
             raise loc.unreachable(exc) from None
         now = utc_now()
+        dataset = dataset.replace(labels_checksum=labels_record(labels))
         manifest = Manifest(dataset=dataset, views=views, teachers={}, status="writing", created=now,
                             updated=now, versions=library_versions())
         store = cls(loc, group, writable=True, manifest=manifest)
@@ -293,8 +297,58 @@ class Store(VerifiedReads, EncodedReads):
             self._records[sums_node] = decode(where, lambda: np.asarray(self._array(sums_node)[:]), self.path)
         return int(self._records[sums_node][view, chunk])
 
-    def labels(self) -> np.ndarray:
-        return np.asarray(self._array(layout.LABELS)[:], dtype=np.int64)
+    def labels(self, verify: bool = True) -> np.ndarray:
+        """The (N,) int64 labels, checked against the manifest's record (format 2) or for range (format 1).
+
+        Every reader of labels (statistics, a teacher's accuracy, verify) goes through here, so labels
+        changed or lost after precompute fail in one line instead of giving wrong statistics.
+        """
+        arr = self._array(layout.LABELS)
+        labels = np.asarray(decode(f"{self.path}: {layout.LABELS}", lambda: arr[:], self.path), dtype=np.int64)
+        if verify:
+            problem = self.labels_problem(labels)
+            if problem:
+                raise StoreCorruptError(f"{self.path}: {problem}; {precompute_fix(self.path)} "
+                                        "(it rewrites them from the dataset)")
+        return labels
+
+    def labels_problem(self, labels: np.ndarray) -> str | None:
+        """What is wrong with ``labels`` as read from this store, or None."""
+        arr = self._array(layout.LABELS)
+        record = self.dataset.labels_checksum
+        if record is not None and labels_record(labels) == record:
+            return None
+        chunk = int(arr.chunks[0])
+        for k in range(-(-len(labels) // chunk)):
+            if chunk_missing(arr, (k,)):
+                stop = min(len(labels), (k + 1) * chunk)
+                return f"{layout.LABELS} chunk {k} (samples {k * chunk}-{stop - 1}) is missing"
+        if record is not None:
+            return f"{layout.LABELS} do not match their checksum record (changed after precompute)"
+        bad = labels[(labels < 0) | (labels >= self.dataset.num_classes)]
+        if bad.size:
+            return (f"{layout.LABELS} hold {int(bad[0])}, not a class id in [0, {self.dataset.num_classes})")
+        return None
+
+    def rewrite_labels(self, labels: np.ndarray) -> bool:
+        """Rewrite damaged labels from the dataset's (``labels``); True if they were damaged.
+
+        Format 2 writes them only when they hash to the record (taken from the labels the logits were
+        scored with); format 1 has no record, so labels that differ from the dataset's are rewritten
+        (the caller has already compared the dataset's fingerprint with the store's).
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        stored = self.labels(verify=False)
+        record = self.dataset.labels_checksum
+        if (labels_record(stored) == record) if record is not None else np.array_equal(stored, labels):
+            return False
+        self._require_writable()
+        if record is not None and labels_record(labels) != record:
+            raise StoreCorruptError(f"{self.path}: the dataset's labels do not hash to the store's labels record, "
+                                    "so the damaged labels cannot be rewritten; precompute the store again into a "
+                                    "new path")
+        self._array(layout.LABELS)[:] = labels
+        return True
 
     def params(self) -> zarr.Array:
         """``views/params`` (V, N, P) int32: the recorded parameters of every view."""

@@ -19,7 +19,7 @@ import numpy as np
 from kdcache import encodings
 from kdcache.errors import StoreCorruptError, StoreIncompleteError
 from kdcache.store import layout
-from kdcache.store.chunks import checksum
+from kdcache.store.chunks import checksum, chunk_missing
 from kdcache.store.location import Location, object_errors
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class VerifiedReads:
         def logits(self, teacher: str) -> zarr.Array: ...
         def params(self) -> zarr.Array: ...
         def _record(self, sums_node: str, view: int, chunk: int) -> int: ...
+        def _array(self, node: str) -> zarr.Array: ...
         def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]: ...
 
     def _signature(self, node: str, index: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -109,6 +110,9 @@ class VerifiedReads:
         if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
             return data
         if (checksum(*data.values()) if isinstance(data, dict) else checksum(data)) != record:
+            if index is not None and chunk_missing(self._array(node), index):  # lost, not changed
+                raise StoreCorruptError(f"{where} is missing (its chunk was deleted or lost); "
+                                        f"{fix or precompute_fix(self.path)}")
             raise StoreCorruptError(
                 f"{where} does not match its checksum (corrupted); {fix or precompute_fix(self.path)}")
         if before is not None and self._signature(node, index) == before:
