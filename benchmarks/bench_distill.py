@@ -4,8 +4,8 @@ Same student, data, views, batches and optimizer for all three:
 
 * plain CE: the ordinary training loop a user would write without kdcache
   (the same DataLoader of views and prefetch, student forward, CE, backward, step);
-* cached KD: `kdcache.distill.distill` from a store (reads cached logits);
-* online KD: `kdcache.distill.distill` with the teacher run live (what a user
+* cached KD: `kdcache.distill.run.distill` from a store (reads cached logits);
+* online KD: `kdcache.distill.run.distill` with the teacher run live (what a user
   does without a cache).
 
 The teacher is a randomly initialised network saved as a checkpoint (its
@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader
 
 from benchlib import Figures, add_common_args
 from kdcache.data import open_data
-from kdcache.distill import DistillConfig, distill
+from kdcache.distill.run import DistillConfig, distill
 from kdcache.engine import OptimConfig, make_optimizer, seed_everything
-from kdcache.loader import epoch_plan
+from kdcache.distill.cached_rows import epoch_plan
 from kdcache.models import build_model
 from kdcache.models.checkpoints import save_checkpoint
-from kdcache.precompute import TeacherRequest, precompute
-from kdcache.prefetch import prefetch
+from kdcache.precompute.run import TeacherRequest, precompute
+from kdcache.distill.prefetch import prefetch
 from kdcache.store import dir_size
 from kdcache.views import ViewDataset, load_recipe
 
@@ -134,7 +134,7 @@ def _rss_child(tmp: Path, store: Path, data: str, student: str, name: str, polic
     code = (
         "import json, resource, sys\n"
         "from pathlib import Path\n"
-        "from kdcache.distill import DistillConfig, distill\n"
+        "from kdcache.distill.run import DistillConfig, distill\n"
         "from kdcache.engine import OptimConfig\n"
         f"distill(DistillConfig(data={data!r}, val_data={data!r}, student={student!r}, loss='kd', epochs=1,"
         f" out=Path({str(tmp / name)!r}), store={str(store)!r}, batch_size=256, optim=OptimConfig(epochs=1),"

@@ -53,7 +53,7 @@ import torch
 
 from benchlib import Figures, add_common_args
 from kdcache import encodings, losses
-from kdcache.loader import CachedRows, epoch_plan
+from kdcache.distill.cached_rows import CachedRows, epoch_plan
 from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord
 from kdcache.views import load_recipe
 

@@ -2,7 +2,7 @@
 
 Inference-only: the same views, rendered beforehand into memory, scored by
 `run_model` in the same batches (the ceiling: no rendering, no writing).
-Precompute: `kdcache.precompute.precompute` end to end (render, score,
+Precompute: `kdcache.precompute.run.precompute` end to end (render, score,
 encode, write, checksum, fsync, per-view accuracy) into a fresh store.
 Both are timed per repeat, alternating; the ratio of medians is printed.
 
@@ -42,7 +42,7 @@ from benchlib import Figures, add_common_args
 from kdcache.data import open_data
 from kdcache.models import build_model, run_model
 from kdcache.models.checkpoints import save_checkpoint
-from kdcache.precompute import TeacherRequest, precompute
+from kdcache.precompute.run import TeacherRequest, precompute
 from kdcache.views import ViewDataset, load_recipe
 
 

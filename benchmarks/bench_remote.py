@@ -1,7 +1,7 @@
 """Distill read throughput from an object store (a local S3 server) against the same store on local disk.
 
 What is measured is what a cached ``kdcache distill`` epoch does to a store:
-:class:`kdcache.loader.CachedRows` over an :func:`kdcache.loader.epoch_plan`
+:class:`kdcache.distill.cached_rows.CachedRows` over an :func:`kdcache.distill.cached_rows.epoch_plan`
 (window shuffle, one view per sample, ``--view-policy cycle`` and ``random``),
 every chunk of logits and recorded view parameters read whole, checked against
 its checksum record, gathered into batches and decoded to float32 tensors:
@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_store import memmap_rows, plain_zarr_rows  # noqa: E402
 from benchlib import Figures, add_common_args  # noqa: E402
-from kdcache.loader import CachedRows, epoch_plan  # noqa: E402
+from kdcache.distill.cached_rows import CachedRows, epoch_plan  # noqa: E402
 from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord, default_chunk_rows  # noqa: E402
 from kdcache.views import load_recipe  # noqa: E402
 from tests.s3_server import s3_server  # noqa: E402

@@ -1,6 +1,6 @@
 """Store benchmarks: bytes per view per encoding/codec, and streaming read throughput.
 
-Reads are measured in the distill access pattern (kdcache.loader: a window
+Reads are measured in the distill access pattern (kdcache.distill.cached_rows: a window
 shuffle over samples, one view per sample, float32 rows out), side by side
 in the same repeats, on the same plan:
 
@@ -38,7 +38,7 @@ import torch
 import zarr
 
 from benchlib import Figures, add_common_args
-from kdcache.loader import CachedRows, epoch_plan
+from kdcache.distill.cached_rows import CachedRows, epoch_plan
 from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord, default_chunk_rows
 from kdcache.views import load_recipe
 

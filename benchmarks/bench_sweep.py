@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from benchlib import Figures, add_common_args
-from kdcache.distill import DistillConfig, distill
+from kdcache.distill.run import DistillConfig, distill
 from kdcache.engine import OptimConfig
-from kdcache.precompute import TeacherRequest, precompute
-import kdcache.sweep
-from kdcache.sweep import SweepConfig, SweepRun, sweep
+from kdcache.precompute.run import TeacherRequest, precompute
+import kdcache.distill.sweep
+from kdcache.distill.sweep import SweepConfig, SweepRun, sweep
 
 RUNS = [SweepRun("ce", "ce"), SweepRun("kd", "kd", {"temperature": 2}), SweepRun("nkd", "nkd")]
 
@@ -56,7 +56,7 @@ def time_separate(store: Path, out: Path, n: int, args: argparse.Namespace) -> f
 def time_sweep(store: Path, out: Path, n: int, args: argparse.Namespace) -> tuple[float, float]:
     """Seconds of the whole sweep, and of its report alone (timed around the sweep's own call)."""
     runs, seeds = students(n)
-    report = kdcache.sweep.report_sweep
+    report = kdcache.distill.sweep.report_sweep
     spent: list[float] = []
 
     def timed_report(*a: object, **k: object) -> object:
@@ -66,7 +66,7 @@ def time_sweep(store: Path, out: Path, n: int, args: argparse.Namespace) -> tupl
         finally:
             spent.append(time.perf_counter() - t)
 
-    kdcache.sweep.report_sweep = timed_report  # type: ignore[assignment]
+    kdcache.distill.sweep.report_sweep = timed_report  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
         sweep(SweepConfig(store=str(store), data=args.data, val_data=args.val_data, student=args.student, runs=runs,
@@ -74,7 +74,7 @@ def time_sweep(store: Path, out: Path, n: int, args: argparse.Namespace) -> tupl
                           optim=OptimConfig(schedule="constant")), progress=False)
         return time.perf_counter() - t0, sum(spent)
     finally:
-        kdcache.sweep.report_sweep = report  # type: ignore[assignment]
+        kdcache.distill.sweep.report_sweep = report  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> None:

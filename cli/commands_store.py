@@ -81,7 +81,8 @@ def precompute(
 ) -> None:
     """Run each teacher **once** over every (view, sample) and store its raw logits."""
     from kdcache.distributed import is_main
-    from kdcache.precompute import TeacherRequest, format_summary, precompute as run
+    from kdcache.precompute.run import TeacherRequest, precompute as run
+    from kdcache_cli.tables import format_summary
 
     use_storage_options(storage_option)
     weights = weights or []
@@ -176,7 +177,7 @@ def convert(
     storage_option: StorageOpt = None,
 ) -> None:
     """Re-encode a cached teacher into a new teacher entry on the same views, without running the teacher."""
-    from kdcache.convert import convert as run, format_convert
+    from kdcache.precompute.convert import convert as run, format_convert
 
     use_storage_options(storage_option)
     typer.echo(format_convert(run(store, teacher=teacher_name, encoding=encoding, new_name=new_name)))

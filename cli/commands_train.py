@@ -117,7 +117,7 @@ def distill(
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Train a student from a STORE's cached logits (no teacher inference), or online with --teacher."""
-    from kdcache.distill import DistillConfig, distill as run, format_result, parse_loss_opts
+    from kdcache.distill.run import DistillConfig, distill as run, format_result, parse_loss_opts
     from kdcache.distributed import is_main
 
     use_storage_options(storage_option)
@@ -181,7 +181,7 @@ def sweep(
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
-    from kdcache.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
+    from kdcache.distill.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
 
     use_storage_options(storage_option)
     cfg = SweepConfig(
@@ -226,7 +226,7 @@ def train_teacher(
 ) -> None:
     """Train a teacher (CE, label smoothing or RegT); how it was trained is recorded in its card."""
     from kdcache.distributed import is_main
-    from kdcache.teacher import TeacherConfig, train_teacher as run
+    from kdcache.teacher.train import TeacherConfig, train_teacher as run
 
     result = run(TeacherConfig(
         data=data, val_data=val_data, model=model, epochs=epochs, out=out, recipe=recipe,

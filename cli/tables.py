@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the import costs torch; the CLI has already paid it when it holds a result
+    from kdcache.precompute.run import PrecomputeResult
     from kdcache.quickstart import QuickstartResult
 
 
@@ -27,4 +30,21 @@ def quickstart_table(result: QuickstartResult) -> str:
                   f"(online runs the teacher every step; cached reads its logits from {result.store})"]
     if result.plot is not None:
         lines += [f"plot: {result.plot} (accuracy per method); every figure: {result.report}"]
+    return "\n".join(lines)
+
+
+def format_summary(result: PrecomputeResult) -> str:
+    """The human summary printed at the end of ``kdcache precompute``."""
+    lines = [f"store: {result.store}"]
+    for t in result.teachers:
+        acc = ", ".join(f"{a:.2%}" for a in t.accuracy_per_view[:8])
+        more = " ..." if len(t.accuracy_per_view) > 8 else ""
+        mean = statistics.fmean(t.accuracy_per_view) if t.accuracy_per_view else math.nan
+        lines.append(
+            f"teacher {t.name}: {t.rows_written:,} views scored"
+            + (f" ({t.rows_skipped:,} already stored)" if t.rows_skipped else "")
+            + f" in {t.seconds:.1f}s ({t.rows_per_s:,.0f} views/s)"
+        )
+        lines.append(f"  accuracy per view: {acc}{more} (mean {mean:.2%})")
+        lines.append(f"  logits: {t.bytes_per_view / 1e6:.2f} MB per view; store on disk {t.disk_bytes / 1e6:.2f} MB")
     return "\n".join(lines)

@@ -43,8 +43,8 @@ from torch.utils.data import DataLoader, default_collate
 from kdcache import losses
 from kdcache.data import DataSource, open_data
 from kdcache.engine.parallel import RankSlices, check_batches, slice_side
-from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
-from kdcache.logit_sources import CachedLogits, LogitSource
+from kdcache.distill.cached_rows import DEFAULT_WINDOW, VIEW_POLICIES, CachedBatches, epoch_plan
+from kdcache.distill.logit_sources import CachedLogits, LogitSource
 from kdcache.validate import require_choice, require_int
 from kdcache.errors import ApproximateEncodingWarning, UsageError, warn
 from kdcache.store import Store

@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdcache.distill import DistillConfig, distill
+from kdcache.distill.run import DistillConfig, distill
 from kdcache.errors import KdcacheError
-from kdcache.precompute import TeacherRequest, precompute
+from kdcache.precompute.run import TeacherRequest, precompute
 from kdcache.report import write_report
 from kdcache.stats import compute_stats
-from kdcache.teacher import TeacherConfig, train_teacher
+from kdcache.teacher.train import TeacherConfig, train_teacher
 from kdcache.engine import OptimConfig
 
 log = logging.getLogger(__name__)

@@ -102,7 +102,7 @@ def test_batches_carry_the_statistics_the_loss_declares(small_store: Path) -> No
 
 
 def test_an_epoch_is_the_plan_distill_uses_and_replays(small_store: Path) -> None:
-    from kdcache.loader import epoch_plan
+    from kdcache.distill.cached_rows import epoch_plan
 
     store = kdcache.open_store(small_store)  # data: the spec the store was made from
     loader = store.batches(2, batch_size=50, seed=7, num_workers=2)

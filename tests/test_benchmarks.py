@@ -89,7 +89,8 @@ def test_precompute_scaling_commands_parse_and_their_rate_is_read(tmp_path: Path
     the rate is read from the summary `kdcache precompute` prints."""
     import bench_precompute
 
-    from kdcache.precompute import PrecomputeResult, TeacherSummary, format_summary
+    from kdcache.precompute.run import PrecomputeResult, TeacherSummary
+    from kdcache_cli.tables import format_summary
 
     args = Namespace(samples=64, classes=10, teacher="kdcache:tiny_cnn", batch_size=32, workers=0)
     group = get_command(app)

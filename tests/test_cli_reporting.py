@@ -159,7 +159,7 @@ def test_a_kdcache_bug_prints_a_traceback() -> None:
 
 
 def test_a_sweep_reader_at_two_temperatures_is_a_bug() -> None:
-    from kdcache.logit_sources import CachedLogits
+    from kdcache.distill.logit_sources import CachedLogits
 
     sources = [SimpleNamespace(row_arg={}, decode_temperature=t) for t in (1.0, 4.0)]
     with pytest.raises(KdcacheBug, match="temperatures"):
@@ -167,7 +167,7 @@ def test_a_sweep_reader_at_two_temperatures_is_a_bug() -> None:
 
 
 def test_unread_rows_are_a_bug() -> None:
-    from kdcache.logit_sources import CachedLogits
+    from kdcache.distill.logit_sources import CachedLogits
 
     with pytest.raises(KdcacheBug, match="not read"):
         CachedLogits.logits(SimpleNamespace(), {}, None)  # type: ignore[arg-type]

@@ -61,7 +61,7 @@ def test_choices_are_the_librarys_names() -> None:
     """The CLI spells the choices itself (so --help needs no torch); they must not drift from the library."""
     from kdcache import losses
     from kdcache.engine import OPTIMIZERS, SCHEDULES
-    from kdcache.loader import VIEW_POLICIES
+    from kdcache.distill.cached_rows import VIEW_POLICIES
     from kdcache.store import CODECS
     from kdcache.views import list_presets
 

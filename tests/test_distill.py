@@ -11,7 +11,7 @@ import torch
 import zarr
 
 from kdcache import losses
-from kdcache.loader import epoch_plan
+from kdcache.distill.cached_rows import epoch_plan
 from kdcache.store import Store
 from tests.cli_helpers import assert_one_line_error, run_cli
 
@@ -215,7 +215,7 @@ def test_train_teacher_records_regt_in_card_and_store(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["cycle", "random"])
 def test_cached_rows_follow_the_plan_exactly(store: Path, policy: str) -> None:
-    from kdcache.loader import CachedRows
+    from kdcache.distill.cached_rows import CachedRows
 
     s = Store.open(store)
     everything = torch.from_numpy(np.asarray(s.logits("tiny")[:], dtype=np.float32))

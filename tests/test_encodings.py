@@ -157,7 +157,7 @@ def test_a_part_changed_after_a_verified_read_is_hashed_again(store: Path, tmp_p
 @pytest.mark.parametrize("name", ["i8", "tk", "sm"])
 def test_the_distill_reader_yields_the_documented_decode_of_each_row(store: Path, name: str) -> None:
     """The reader decodes only a batch's gathered rows (packed parts): the same rows as the chunk decode."""
-    from kdcache.loader import CachedRows, epoch_plan
+    from kdcache.distill.cached_rows import CachedRows, epoch_plan
 
     s = Store.open(store)
     plan = epoch_plan(0, 2, s.num_samples, s.num_views, "random", window=100)

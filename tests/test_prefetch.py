@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kdcache.prefetch import prefetch
+from kdcache.distill.prefetch import prefetch
 
 
 def test_order_is_kept() -> None:

@@ -140,7 +140,7 @@ def test_option_checks_live_in_validate_only() -> None:
 
 def test_precompute_refuses_a_bool_count_as_validate_does(tmp_path: Path) -> None:
     """The old tuple table took True for --views 1 (bool is an int); kdcache.validate refuses it."""
-    from kdcache.precompute import TeacherRequest, precompute
+    from kdcache.precompute.run import TeacherRequest, precompute
 
     with pytest.raises(UsageError, match="--views=True must be a positive integer"):
         precompute(data=DATA, teachers=[TeacherRequest(spec=TINY)], views=True, seed=0, out=tmp_path / "s.zarr")
@@ -151,7 +151,7 @@ def test_duplicated_helpers_are_one() -> None:
     from kdcache import durable, scoring
     from kdcache.engine import parallel, records
     from kdcache.store import writing
-    import kdcache.logit_sources as logit_sources
+    import kdcache.distill.logit_sources as logit_sources
 
     assert scoring.PRECISIONS is parallel.PRECISIONS
     assert scoring.teacher_autocast is parallel.autocast

@@ -17,7 +17,7 @@ import numpy as np
 import obstore
 import pytest
 
-from kdcache.loader import CachedRows, epoch_plan
+from kdcache.distill.cached_rows import CachedRows, epoch_plan
 from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import LOCK_NAME, Store, locate
 from kdcache.store.stat_io import node_names

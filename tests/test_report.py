@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from kdcache import losses
-from kdcache.distill import DistillConfig, distill
+from kdcache.distill.run import DistillConfig, distill
 from kdcache.engine import OptimConfig
-from kdcache.precompute import TeacherRequest, precompute
+from kdcache.precompute.run import TeacherRequest, precompute
 from kdcache.report import load_runs, read_store_stats, summarise
 from kdcache.report.plots import tau_star_bars
 from kdcache.stats import compute_stats

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdcache.distill import DistillConfig, distill
+from kdcache.distill.run import DistillConfig, distill
 from kdcache.engine import OptimConfig
 from kdcache.engine.run_dir import RunDir
 from kdcache.errors import RunBusyError
-from kdcache.precompute import TeacherRequest, precompute
-from kdcache.sweep import SweepConfig, SweepRun, sweep
+from kdcache.precompute.run import TeacherRequest, precompute
+from kdcache.distill.sweep import SweepConfig, SweepRun, sweep
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import kdcache.precompute as precompute_module
+import kdcache.precompute.run as precompute_module
 from kdcache.store import Store
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.test_precompute import precompute_args

@@ -16,7 +16,7 @@ import zarr
 
 import tests.helpers as helpers
 from kdcache.data import open_data
-from kdcache.loader import DEFAULT_WINDOW, epoch_plan
+from kdcache.distill.cached_rows import DEFAULT_WINDOW, epoch_plan
 from kdcache.models import run_model
 from kdcache.store import LOCK_NAME, Store, checksum
 from kdcache.views import Render, ViewDataset, load_recipe
@@ -209,7 +209,7 @@ def test_bad_workers_value_is_one_line(tmp_path: Path, workers: str) -> None:
 
 def test_precompute_library_refuses_bad_values(tmp_path: Path) -> None:
     from kdcache.errors import UsageError
-    from kdcache.precompute import TeacherRequest, precompute
+    from kdcache.precompute.run import TeacherRequest, precompute
 
     for bad in ({"workers": -1}, {"batch_size": 0}, {"views": 0}, {"chunk_rows": 0}, {"encoding": "int4"}):
         kwargs = {"data": DATA, "teachers": [TeacherRequest("import:tests.helpers:tiny")], "views": 1, "seed": 0,

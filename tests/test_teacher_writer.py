@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdcache.convert import ConvertResult, format_convert
+from kdcache.precompute.convert import ConvertResult, format_convert
 from kdcache.errors import StoreBusyError, UsageError
 from kdcache.models import build_model
-from kdcache.precompute import TeacherRequest, precompute
+from kdcache.precompute.run import TeacherRequest, precompute
 from kdcache.store import LOCK_NAME, Store, WriterLock, locate
 from kdcache.store.writing import creating_writer_lock
 from tests.cli_helpers import assert_one_line_error, run_cli

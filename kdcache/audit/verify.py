@@ -23,7 +23,7 @@ precompute scored it, and compares values:
 
 A teacher made by ``kdcache convert`` is replayed the way convert made it:
 the replayed logits are encoded as its float source stores them (float16
-rounds), and those values are encoded by :func:`kdcache.convert.encode_from_source`,
+rounds), and those values are encoded by :func:`kdcache.precompute.convert.encode_from_source`,
 the function convert writes with (following a chain of converts back to the
 teacher precompute ran).
 
@@ -39,12 +39,12 @@ import numpy as np
 import torch
 
 from kdcache import encodings
-from kdcache.convert import encode_from_source
+from kdcache.precompute.convert import encode_from_source
 from kdcache.data import open_data
 from kdcache.errors import StoreCorruptError, StoreMismatchError, UsageError
 from kdcache.models import run_model, sha256_file
 from kdcache.progress import make_progress
-from kdcache.scoring import build_teacher, teacher_autocast
+from kdcache.precompute.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
 from kdcache.store.integrity import check_chunks
 from kdcache.store.manifest import TeacherCard

@@ -40,7 +40,7 @@ from kdcache.engine.evaluate import evaluate
 from kdcache.engine.optim import OptimConfig, make_optimizer, make_scheduler
 from kdcache.engine.records import append_jsonl, read_jsonl, rewrite_jsonl
 from kdcache.engine.state import load_into, read_state, save_state
-from kdcache.prefetch import prefetch
+from kdcache.distill.prefetch import prefetch
 from kdcache.progress import make_progress, rate_text
 
 log = logging.getLogger(__name__)

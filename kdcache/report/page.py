@@ -140,7 +140,7 @@ def check_sweep_records(paths: Sequence[str | Path]) -> None:
     otherwise pass for a sweep that has not started a student yet.
     """
     for path in map(Path, paths):
-        record = path / "sweep.json"  # kdcache.sweep_records.SWEEP_JSON
+        record = path / "sweep.json"  # kdcache.distill.sweep_records.SWEEP_JSON
         if not (path.is_dir() and record.is_file()) or (path / "run.json").exists():
             continue
         try:

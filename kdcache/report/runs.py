@@ -117,7 +117,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def _resolved_opts(loss: str, opts: dict[str, Any]) -> dict[str, Any]:
     """The loss's complete hyper-parameters, so ``{}`` and the defaults spelled out compare equal (as a
     ``--resume`` compares them); a loss this kdcache does not know is compared as recorded."""
-    from kdcache.distill import resolve_identity
+    from kdcache.distill.run import resolve_identity
 
     return resolve_identity({"loss": loss, "loss_opts": opts})["loss_opts"]
 
@@ -130,7 +130,7 @@ def _identity(record: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         return identity
     from dataclasses import fields
 
-    from kdcache.distill import DistillConfig
+    from kdcache.distill.run import DistillConfig
 
     may_change = {f.name for f in fields(DistillConfig) if f.metadata.get("may_change_on_resume")}
     return {k: v for k, v in args.items() if k not in may_change}

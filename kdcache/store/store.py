@@ -35,10 +35,11 @@ from kdcache.errors import (
     TeacherNameError,
     UsageError,
 )
+from kdcache.store import labels as labels_module
 from kdcache.store import layout
 from kdcache.store.encoded import EncodedReads
 from kdcache.store.chunks import (
-    ChunkGrid, checksum, chunk_missing, compressors, dir_size, labels_record, library_versions, utc_now,
+    ChunkGrid, checksum, compressors, dir_size, labels_record, library_versions, utc_now,
 )
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
@@ -313,42 +314,12 @@ class Store(VerifiedReads, EncodedReads):
         return labels
 
     def labels_problem(self, labels: np.ndarray) -> str | None:
-        """What is wrong with ``labels`` as read from this store, or None."""
-        arr = self._array(layout.LABELS)
-        record = self.dataset.labels_checksum
-        if record is not None and labels_record(labels) == record:
-            return None
-        chunk = int(arr.chunks[0])
-        for k in range(-(-len(labels) // chunk)):
-            if chunk_missing(arr, (k,)):
-                stop = min(len(labels), (k + 1) * chunk)
-                return f"{layout.LABELS} chunk {k} (samples {k * chunk}-{stop - 1}) is missing"
-        if record is not None:
-            return f"{layout.LABELS} do not match their checksum record (changed after precompute)"
-        bad = labels[(labels < 0) | (labels >= self.dataset.num_classes)]
-        if bad.size:
-            return (f"{layout.LABELS} hold {int(bad[0])}, not a class id in [0, {self.dataset.num_classes})")
-        return None
+        """What is wrong with ``labels`` as read from this store, or None (:func:`kdcache.store.labels.problem`)."""
+        return labels_module.problem(self, labels)
 
     def rewrite_labels(self, labels: np.ndarray) -> bool:
-        """Rewrite damaged labels from the dataset's (``labels``); True if they were damaged.
-
-        Format 2 writes them only when they hash to the record (taken from the labels the logits were
-        scored with); format 1 has no record, so labels that differ from the dataset's are rewritten
-        (the caller has already compared the dataset's fingerprint with the store's).
-        """
-        labels = np.asarray(labels, dtype=np.int64)
-        stored = self.labels(verify=False)
-        record = self.dataset.labels_checksum
-        if (labels_record(stored) == record) if record is not None else np.array_equal(stored, labels):
-            return False
-        self._require_writable()
-        if record is not None and labels_record(labels) != record:
-            raise StoreCorruptError(f"{self.path}: the dataset's labels do not hash to the store's labels record, "
-                                    "so the damaged labels cannot be rewritten; precompute the store again into a "
-                                    "new path")
-        self._array(layout.LABELS)[:] = labels
-        return True
+        """Rewrite damaged labels from the dataset's; True if they were damaged (:func:`kdcache.store.labels.rewrite`)."""
+        return labels_module.rewrite(self, labels)
 
     def params(self) -> zarr.Array:
         """``views/params`` (V, N, P) int32: the recorded parameters of every view."""

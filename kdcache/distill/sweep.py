@@ -34,7 +34,7 @@ A killed sweep resumes with ``--resume``: each student continues from its own
 last saved epoch (students may stop at different epochs; one that is ahead
 skips the epochs it already trained). ``OUT/sweep.json`` records the sweep;
 a resume may add runs and seeds but not drop or change any
-(:mod:`kdcache.sweep_records`, which also writes the leaderboard).
+(:mod:`kdcache.distill.sweep_records`, which also writes the leaderboard).
 
 Timing: a student's ``epoch_seconds`` is the wall time of the sweep's one
 pass over the epoch's data (loading, and every active student's steps, not
@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader
 
 from kdcache import losses
 from kdcache.data import open_data
-from kdcache.distill import (
+from kdcache.distill.run import (
     DistillConfig,
     DistillOptions,
     DistillResult,
@@ -81,12 +81,12 @@ from kdcache.validate import require_int
 from kdcache.engine.loop import EpochTally
 from kdcache.engine.run_dir import LOCK_NAME, RunDir, RunLock, check_val_classes
 from kdcache.errors import RunError, UsageError
-from kdcache.loader import CachedBatches, epoch_plan
-from kdcache.logit_sources import CachedLogits
-from kdcache.prefetch import prefetch
+from kdcache.distill.cached_rows import CachedBatches, epoch_plan
+from kdcache.distill.logit_sources import CachedLogits
+from kdcache.distill.prefetch import prefetch
 from kdcache.progress import make_progress, rate_text
 from kdcache.report import report_sweep
-from kdcache.sweep_records import (
+from kdcache.distill.sweep_records import (
     check_resume,
     leaderboard,
     student_name,

@@ -32,7 +32,7 @@ from kdcache import losses
 from kdcache.data import DataSource
 from kdcache.encodings.consume import ALLOW_FLAG, check_consumption
 from kdcache.errors import ApproximateEncodingWarning, KdcacheBug, StoreCorruptError, StoreMismatchError, warn
-from kdcache.loader import CachedBatches, CachedRows, EpochPlan
+from kdcache.distill.cached_rows import CachedBatches, CachedRows, EpochPlan
 from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing, stats_command
@@ -44,7 +44,7 @@ from kdcache.views import Recipe, Render, resolve_recipe
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from kdcache.distill import DistillConfig
+    from kdcache.distill.run import DistillConfig
 
 
 def check_store_matches_data(store: Store, source: DataSource, teacher: str) -> None:

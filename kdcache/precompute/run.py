@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import re
 import time
 from collections.abc import Sequence
@@ -45,9 +44,9 @@ from kdcache.errors import (
     warn,
 )
 from kdcache.models import check_output_width, run_model
-from kdcache.prefetch import prefetch
+from kdcache.distill.prefetch import prefetch
 from kdcache.progress import make_progress, rate_text
-from kdcache.scoring import PRECISIONS, ChunkKeys, build_teacher, teacher_autocast, worker_init
+from kdcache.precompute.scoring import PRECISIONS, ChunkKeys, build_teacher, teacher_autocast, worker_init
 from kdcache.store import (
     CODECS,
     ChunkWriter,
@@ -408,20 +407,3 @@ def _run_teacher(
         disk_bytes=store.disk_bytes(),
         bytes_per_view=store.logits_bytes(name) / max(1, store.num_views),
     )
-
-
-def format_summary(result: PrecomputeResult) -> str:
-    """The human summary printed at the end of ``kdcache precompute``."""
-    lines = [f"store: {result.store}"]
-    for t in result.teachers:
-        acc = ", ".join(f"{a:.2%}" for a in t.accuracy_per_view[:8])
-        more = " ..." if len(t.accuracy_per_view) > 8 else ""
-        mean = float(np.mean(t.accuracy_per_view)) if t.accuracy_per_view else math.nan
-        lines.append(
-            f"teacher {t.name}: {t.rows_written:,} views scored"
-            + (f" ({t.rows_skipped:,} already stored)" if t.rows_skipped else "")
-            + f" in {t.seconds:.1f}s ({t.rows_per_s:,.0f} views/s)"
-        )
-        lines.append(f"  accuracy per view: {acc}{more} (mean {mean:.2%})")
-        lines.append(f"  logits: {t.bytes_per_view / 1e6:.2f} MB per view; store on disk {t.disk_bytes / 1e6:.2f} MB")
-    return "\n".join(lines)

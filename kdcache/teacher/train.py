@@ -48,7 +48,7 @@ from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
-from kdcache.loader import epoch_plan
+from kdcache.distill.cached_rows import epoch_plan
 from kdcache.models import build_model, check_output_width, load_checkpoint, save_checkpoint
 from kdcache.validate import require_choice, require_int, require_number
 from kdcache.views import Recipe, ViewDataset, resolve_recipe

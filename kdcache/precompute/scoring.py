@@ -1,6 +1,6 @@
 """How precompute feeds and runs a teacher: which keys each batch renders, how the teacher is built, its numerics.
 
-Split from :mod:`kdcache.precompute` (the command's flow); ``verify --replay``
+Split from :mod:`kdcache.precompute.run` (the command's flow); ``verify --replay``
 uses the same :func:`build_teacher` and :func:`teacher_autocast`, so a replay
 rebuilds and runs the teacher exactly as precompute did.
 """

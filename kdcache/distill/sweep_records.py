@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdcache.distill import resolve_identity
+from kdcache.distill.run import resolve_identity
 from kdcache.engine import diff_args, identity_args, write_json_atomic
 from kdcache.engine.records import write_text_atomic
 from kdcache.errors import RunError
 
 if TYPE_CHECKING:
-    from kdcache.sweep import SweepConfig, SweepRun
+    from kdcache.distill.sweep import SweepConfig, SweepRun
 
 SWEEP_JSON = "sweep.json"
 # What differs between the students of one sweep; every other identity field is shared and recorded once.

@@ -52,8 +52,8 @@ from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.state import determinism
 from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
 from kdcache.errors import KdcacheError, UsageError
-from kdcache.loader import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
-from kdcache.logit_sources import CachedLogits, LogitSource, OnlineLogits
+from kdcache.distill.cached_rows import DEFAULT_WINDOW, VIEW_POLICIES, epoch_plan
+from kdcache.distill.logit_sources import CachedLogits, LogitSource, OnlineLogits
 from kdcache.models import build_model, check_output_width
 from kdcache.store import library_versions
 from kdcache.views import ViewDataset
@@ -71,7 +71,7 @@ class DistillOptions:
     """The options a student's training shares with every other student of a sweep.
 
     Each is declared once, here: :class:`DistillConfig` (one run) and
-    ``kdcache.sweep.SweepConfig`` (many students, each equal to one distill
+    ``kdcache.distill.sweep.SweepConfig`` (many students, each equal to one distill
     run) both derive from it, so an option added here reaches both.
     """
 
