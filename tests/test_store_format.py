@@ -194,3 +194,22 @@ def test_the_version_1_fixture_is_what_that_kdcache_wrote() -> None:
     m = json.loads((V1 / "zarr.json").read_text())["attributes"]["kdcache"]
     assert m["format_version"] == 1 and "labels_checksum" not in m["dataset"]
     assert m["versions"]["kdcache"] and (V1 / layout.LOCK_NAME).is_file()
+
+
+# ---------------------------------------------------------------- what the user named wrongly
+
+
+def test_a_damaged_zarr_json_is_called_malformed_not_missing(store: Path) -> None:
+    (store / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gro')  # cut short
+    for command in (("info", store), ("verify", store)):
+        code, text = run_cli(*command)
+        assert code == 1, text
+        assert f"{store / 'zarr.json'} is not valid JSON" in text and "no zarr group" not in text, text
+
+
+def test_storage_options_on_a_local_store_are_refused_not_ignored(made: Path, tmp_path: Path) -> None:
+    for command in (("info", made), ("verify", made), ("precompute", *ARGS[1:], "--out", tmp_path / "new.zarr")):
+        code, text = run_cli(*command, "--storage-option", "region=eu-west-1")
+        assert code == 2, text
+        assert "is a local path, but storage options (region)" in text, text
+    assert not (tmp_path / "new.zarr").exists()  # refused before anything was written

@@ -217,11 +217,12 @@ def locate(target: str | os.PathLike[str] | Location, options: Mapping[str, str]
         return Location(target.url, target.local, tuple(sorted({**dict(target.options), **opts}.items())))
     text = os.fspath(target)
     scheme, sep, rest = text.partition("://")
-    if not sep:
-        return Location(url=text, local=Path(text))
-    if scheme == "file":
-        local = Path(rest)
-        return Location(url=text, local=local)
+    if not sep or scheme == "file":
+        given = sorted({**_COMMAND_OPTIONS, **opts})
+        if given:  # refused, not ignored: a local directory has no client to configure
+            raise UsageError(f"{text} is a local path, but storage options ({', '.join(given)}) configure an "
+                             "object-store client (s3://, gs://, az://, memory://): drop them for a local store")
+        return Location(url=text, local=Path(rest if sep else text))
     if scheme not in REMOTE_SCHEMES:
         raise UsageError(f"{text}: unsupported store URL scheme {scheme!r}; use a path or one of "
                          f"{', '.join(s + '://' for s in SCHEMES)}")
@@ -275,6 +276,35 @@ def group_meta_at(location: Location) -> dict[str, Any] | None:
     except ValueError:
         return None
     return meta if isinstance(meta, dict) and meta.get("node_type") == "group" else None
+
+
+def malformed_group_meta(location: Location) -> str | None:
+    """Why the ``zarr.json`` at ``location`` cannot be read as zarr group metadata, if one is there.
+
+    Without this a damaged ``zarr.json`` (cut short, edited by hand) reads as "no zarr group", which
+    sends the user looking for a missing store instead of a broken file.
+    """
+    if location.local is not None:
+        path = location.local / "zarr.json"
+        if not path.is_file():
+            return None
+        try:
+            raw: bytes | None = path.read_bytes()
+        except OSError as exc:
+            return f"{path} cannot be read ({exc.strerror or exc})"
+    else:
+        found = location.read("zarr.json")
+        raw = None if found is None else found[0]
+        path = f"{location.url}/zarr.json"  # type: ignore[assignment]
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        return f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the store's group metadata is damaged"
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+        return f"{path} is not zarr v3 metadata (no \"zarr_format\": 3); the store's group metadata is damaged"
+    return None
 
 
 def probe_location(location: Location) -> str:

@@ -44,7 +44,7 @@ from kdcache.store.chunks import (
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
 from kdcache.store.lease import held
-from kdcache.store.location import Location, group_meta_at, locate, object_errors, probe_location
+from kdcache.store.location import Location, group_meta_at, locate, malformed_group_meta, object_errors, probe_location
 from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode, precompute_fix
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
@@ -90,6 +90,9 @@ class Store(VerifiedReads, EncodedReads):
         if kind != "store" and group_meta_at(loc) is not None:
             raise StoreError(f"{p} is a zarr group but not a kdcache store (no '{layout.MANIFEST_KEY}' manifest)")
         if kind != "store":
+            broken = malformed_group_meta(loc)
+            if broken:
+                raise StoreCorruptError(f"{broken}: restore it from a copy, or precompute the store again")
             raise StoreError(f"{p} is not a kdcache store (no zarr group there)")
         group = zarr.open_group(loc.zarr_store(read_only=mode != "r+"), mode="r+" if mode == "r+" else "r")
         raw = group.attrs[layout.MANIFEST_KEY]
