@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from kdcache_cli import commands_ensemble as ensemble_cmds
 from kdcache_cli import commands_report as report_cmds
 from kdcache_cli import commands_store as store_cmds
 from kdcache_cli import commands_train as train_cmds
@@ -35,6 +36,7 @@ app.command(epilog=store_cmds.INFO_EPILOG)(store_cmds.info)
 app.command(epilog=store_cmds.VERIFY_EPILOG)(store_cmds.verify)
 app.command(epilog=store_cmds.STATS_EPILOG)(store_cmds.stats)
 app.command(epilog=store_cmds.CONVERT_EPILOG)(store_cmds.convert)
+app.command(epilog=ensemble_cmds.ENSEMBLE_EPILOG)(ensemble_cmds.ensemble)
 app.command(epilog=train_cmds.DISTILL_EPILOG)(train_cmds.distill)
 app.command(epilog=train_cmds.SWEEP_EPILOG)(train_cmds.sweep)
 app.command("train-teacher", epilog=train_cmds.TRAIN_TEACHER_EPILOG)(train_cmds.train_teacher)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from kdcache.store import Store
+from kdcache.store.derivation import changes, derivation
 from kdcache.store.stat_io import describe
 
 
@@ -38,6 +39,8 @@ def store_info(path: str | Path) -> dict[str, Any]:
             "stats": {k: {**v, **({"source": card["stats"][k]["source"]} if "source" in card["stats"].get(k, {})
                                   else {})} for k, v in describe(store, name).items()},
         }
+        if derivation(store, name) is not None:  # kdcache ensemble: whether its members still hold its rows' source
+            teachers[name]["derived_changes"] = changes(store, name)
     m = store.manifest
     views = m.views.to_dict()
     return {
@@ -99,6 +102,15 @@ def format_info(info: dict[str, Any]) -> str:
         )
         lines.append(f"           {t['bytes_per_view'] / 1e6:.3f} MB per view on disk; {t['bytes_per_row']} B "
                      f"per (view, sample) row before the codec; parts: {', '.join(t['parts'])}")
+        derived = t.get("derived")
+        if isinstance(derived, dict):
+            weights = derived.get("weights") or [None] * len(derived.get("members", []))
+            members = ", ".join(m if w is None else f"{m} ({w:.3g})"
+                                for m, w in zip(derived.get("members", []), weights))
+            at = f" at T={derived.get('temperature', 1.0):g}" if derived.get("how") == "mean-prob" else ""
+            state = ("; ".join(t["derived_changes"]) + ": CHANGED since") if t.get("derived_changes") else \
+                "members unchanged since"
+            lines.append(f"           derived    {derived.get('how')} of {members}{at} ({state})")
         if t.get("weights_sha256"):
             lines.append(f"           weights {t.get('weights')} (sha256 {t['weights_sha256']})")
         if t.get("program_sha256"):

@@ -46,6 +46,7 @@ from kdcache.models import run_model, sha256_file
 from kdcache.progress import make_progress
 from kdcache.precompute.scoring import build_teacher, teacher_autocast
 from kdcache.store import BITWISE_KEYS, Store, platform_differences, platform_record
+from kdcache.store.derivation import change_problems, derivation
 from kdcache.store.integrity import check_chunks
 from kdcache.store.manifest import TeacherCard
 from kdcache.views import Render, ViewDataset
@@ -108,6 +109,7 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
     report = VerifyReport(path=store.path)
     names = [store.resolve_teacher(teacher)] if teacher else store.teacher_names()
     report.chunks_checked, report.problems = check_chunks(store, names)
+    report.problems += change_problems(store, names)  # derived teachers: members as recorded
     if store.dataset.labels_checksum is None:
         report.notes.append(f"format version {store.manifest.format_version}: its labels carry no checksum record, "
                             "so they are checked for range here (and against the dataset by --replay)")
@@ -117,8 +119,17 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
                                 "softmax, not its logits, so the argmax of the decoded row is a drawn class and an "
                                 "argmax agreement below 100% is expected; the replay checks the draws bit for bit")
     if replay > 0 and not report.problems:
-        for name in names:
-            r = replay_audit(store, name, replay, data=data, weights=weights, seed=seed, progress=progress)
+        for name in _with_members(store, names):
+            record = derivation(store, name)
+            if record is not None:  # kdcache ensemble: re-derived from its members' rows
+                from kdcache.audit.derived import replay_derived  # (it imports this module)
+
+                report.notes.append(f"teacher {name!r} is derived ({record['how']} of {', '.join(record['members'])})"
+                                    ": its replay re-derived from its members' stored rows, and the members are "
+                                    "replayed themselves")
+                r = replay_derived(store, name, replay, seed=seed)
+            else:
+                r = replay_audit(store, name, replay, data=data, weights=weights, seed=seed, progress=progress)
             if r.labels_differ is not None:
                 report.problems.append(r.labels_differ)
             report.replay[name] = r
@@ -132,6 +143,14 @@ def verify_store(path: str | Path, *, replay: int = 0, teacher: str | None = Non
                 report.problems.append(f"replay of {name}: sample {s}, view {v} differs from the store ({how}; "
                                        f"max |difference| {r.max_abs_diff:.3g})")
     return report
+
+
+def _with_members(store: Store, names: list[str]) -> list[str]:
+    """``names`` and, after them, the members of every derived teacher among them (replayed as well)."""
+    out = list(names)
+    for name in names:
+        out += [m for m in (derivation(store, name) or {}).get("members", []) if m not in out]
+    return out
 
 
 def _teacher(store: Store, name: str, card: TeacherCard, weights: str | None) -> torch.nn.Module:

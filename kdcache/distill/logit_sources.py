@@ -37,6 +37,7 @@ from kdcache.models import build_model, check_output_width, run_model
 from kdcache.stats import for_loss_arg
 from kdcache.stats.registry import missing, stats_command
 from kdcache.store import Store
+from kdcache.store.derivation import require_current
 from kdcache.engine.records import canonical_hash
 from kdcache.store.location import Location
 from kdcache.views import Recipe, Render, resolve_recipe
@@ -116,6 +117,7 @@ class CachedLogits(LogitSource):
         self.allow_approximate = allow_approximate  # --allow-approximate-encoding (kdcache.encodings.consume)
         self.allow_flag = ALLOW_FLAG  # how the caller allows it, named in a refusal (the API has a keyword)
         self.name = self.store.require_complete(name)
+        require_current(self.store, self.name)  # a derived teacher whose members changed since
         check_store_matches_data(self.store, source, self.name)
         self.seed = self.store.views.seed
         self.num_views = self.store.num_views
