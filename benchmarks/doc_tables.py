@@ -248,6 +248,22 @@ def render_encodings_reads(r: Results) -> str:
     return head + table(["encoding", "rows/s", "÷ float16 store", "÷ memmap"], rows, "-rrr")
 
 
+def render_ensemble(r: Results) -> str:
+    x = r["ensemble"]
+    c = x["config"]
+    hows = [k.split("/", 1)[1] for k in x["figures"] if k.startswith("rows_per_s/") and k != "rows_per_s/read members"]
+    rows = [["plain verified read of the members", fig(x, "rows_per_s/read members"), "1"]]
+    rows += [[f"ensemble --how {h}", fig(x, f"rows_per_s/{h}"), fig(x, f"ratio to read/{h}")] for h in hows]
+    small, large = c["mem_samples"]
+    rows.append([f"peak RSS, ensemble --how mean-prob at N={small:,} / {large:,}",
+                 f"{fig(x, f'peak RSS MiB/N={small}')} / {fig(x, f'peak RSS MiB/N={large}')} MiB",
+                 f"growth {fig(x, 'peak RSS growth %', suffix='%')}"])
+    head = (f"{c['members']} float16 members, C={c['classes']}, N={c['samples']:,} (one view), "
+            f"{c['chunk_rows']:,} rows per chunk; an ensemble writes float32 and includes its lock, sync and "
+            "accuracy pass.\n\n")
+    return head + table(["", "rows/s", "÷ read"], rows, "-rr")
+
+
 def render_quickstart(r: Results) -> str:
     x = r["quickstart"]
     return "```\n" + x["output"] + "\n```"

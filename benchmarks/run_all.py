@@ -51,7 +51,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from benchlib import cpu_model, load_average, machine, non_finite, summarise  # noqa: E402
 from doc_tables import (  # noqa: E402
-    Results, Table, missing, provenance, render_distill, render_distill_memory, render_encodings_reads,
+    Results, Table, missing, provenance, render_distill, render_distill_memory, render_encodings_reads, render_ensemble,
     render_losses, render_precompute, render_quickstart, render_remote, render_scaling, render_store_bytes,
     render_store_reads, render_summary, render_sweep,
 )
@@ -99,6 +99,7 @@ JOBS = [
     Job("sweep-tiny-cnn", "bench_sweep.py", ("--student", "kdcache:tiny_cnn", "--students", "3", "--repeats", "3"),
         threads=1),
     Job("encodings-reads", "bench_encodings.py", ("--reads-only",)),
+    Job("ensemble", "bench_ensemble.py"),
     Job("quickstart", None),
 ]
 JOB_NAMES = [j.name for j in JOBS]
@@ -211,6 +212,7 @@ TABLES: dict[str, Table] = {
     "precompute-scaling": Table("performance.md", ("precompute-scaling",), render_scaling),
     "sweep": Table("performance.md", ("sweep-mlp", "sweep-tiny-cnn"), render_sweep),
     "encodings-reads": Table("performance.md", ("encodings-reads",), render_encodings_reads),
+    "ensemble": Table("performance.md", ("ensemble",), render_ensemble),
     "imagenet-precompute": Table("scaling.md", (), render_imagenet_precompute, provenance=False),
     "imagenet-objects": Table("scaling.md", (), render_imagenet_objects, provenance=False),
     "imagenet-costs": Table("scaling.md", (), render_imagenet_costs, provenance=False),
