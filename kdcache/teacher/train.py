@@ -4,7 +4,10 @@ Training uses the same replayable views as everything else (epoch e draws
 view e-1 of every sample), so a teacher run is reproducible from its
 arguments. How the teacher was trained goes into its checkpoint's card and,
 from there, into every store made with it (a RegT teacher is recorded as
-such, since it changes what distillation receives).
+such, since it changes what distillation receives). With a recipe that mixes
+views (its ``mix`` op), CE and label smoothing train on timm's mixed target
+``lam·y + (1 − lam)·partner``; RegT, defined on one label per image, is
+refused there.
 
 The loop is :mod:`kdcache.engine`'s, as for ``distill``: after every epoch the
 whole training state goes to ``OUT.state.pt`` and the logs to
@@ -145,9 +148,38 @@ class _TeacherTask:
         x = batch["images"][0].to(self.device, non_blocking=True)
         y = batch["label"].to(self.device, non_blocking=True)
         logits = self.forward["model"](x)
+        if "lam" in batch:  # a recipe with mix: the view shows lam of its sample, 1 - lam of a partner
+            mixed = losses.MixedLabels(y, batch["partner_label"].to(self.device, non_blocking=True),
+                                       batch["lam"].to(self.device, non_blocking=True))
+            return {"loss": mixed_target_ce(logits, mixed, self.cfg.label_smoothing)}
         if self.cfg.regt is not None:
             return losses.regt(logits, y, beta=self.cfg.regt)
         return {"loss": F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)}
+
+
+def mixed_target_ce(logits: torch.Tensor, labels: losses.MixedLabels, label_smoothing: float = 0.0) -> torch.Tensor:
+    """CE against timm's mixed, smoothed target: ``lam·smooth(y) + (1 − lam)·smooth(partner)``.
+
+    ``smooth(k) = (1 − ε)·onehot(k) + ε/C``, as timm's ``mixup_target`` and ``F.cross_entropy``'s
+    ``label_smoothing`` define it, so the loss is ``(1 − ε)·mixed_CE + ε·mean_c(−log p_c)``; with
+    ``ε = 0`` it is :func:`kdcache.losses.mixed_cross_entropy` itself.
+    """
+    ce = losses.mixed_cross_entropy(logits, labels)
+    if not label_smoothing:
+        return ce
+    uniform = -torch.log_softmax(logits, dim=1).mean(dim=1).mean()
+    return (1.0 - label_smoothing) * ce + label_smoothing * uniform
+
+
+def check_mixed_loss(cfg: TeacherConfig, recipe: Recipe) -> None:
+    """Refuse RegT on a recipe that mixes views (one line, before anything is written).
+
+    Plain CE and label smoothing train on the mixed target, as timm does; RegT's regulariser needs
+    the one label of each image (its probability against the rest), which a mixed view does not have.
+    """
+    if cfg.regt is not None and recipe.mix is not None:
+        raise UsageError(f"--regt needs one label per image, but recipe {recipe.name} mixes views (its mix op); "
+                         "choose a recipe without mix, or train with plain CE or --label-smoothing")
 
 
 def _finished_card(out: Path, args: dict[str, Any]) -> dict[str, Any] | None:
@@ -203,6 +235,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
     val_source = open_data(cfg.val_data)
     check_val_classes(source, val_source)
     recipe = resolve_recipe(cfg.recipe, source)
+    check_mixed_loss(cfg, recipe)
     if cfg.recipe is None and progress:
         log.info("recipe: %s (the default for %s; --recipe to choose another)", recipe.name, source.spec)
     task = _TeacherTask(cfg, source, recipe, device)
