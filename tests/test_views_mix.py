@@ -271,6 +271,19 @@ def store(tmp_path_factory, recipe_file) -> Path:
     return _precompute(tmp_path_factory.mktemp("s") / "a.zarr", recipe_file, "--batch-size", "16")
 
 
+def _plain_params(g: zarr.Group, *index: int) -> tuple[list[str], np.ndarray]:
+    """``views/params[index]`` decoded with plain zarr as docs/store-format.md says: the params' names and
+    their values, a wide param's from its ``.hi``/``.lo`` int16 halves (format 2)."""
+    columns = list(g["views/params"].attrs["names"])
+    stored = np.asarray(g["views/params"][index] if index else g["views/params"][:]).astype(np.int64)
+    names = [c for c in columns if not c.endswith(".lo")]
+    names = [c[: -len(".hi")] if c.endswith(".hi") else c for c in names]
+    values = [stored[..., columns.index(n)] if n in columns else
+              stored[..., columns.index(n + ".hi")] * 65536 + (stored[..., columns.index(n + ".lo")] & 0xFFFF)
+              for n in names]
+    return names, np.stack(values, axis=-1)
+
+
 def test_rows_do_not_depend_on_batch_size_or_workers_partners_are_valid_and_replay(tmp_path, recipe_file, store):
     # --batch-size rounds to the teacher's micro-batch (64): 16 scores 64-row batches, 128 whole chunks.
     b = _precompute(tmp_path / "b.zarr", recipe_file, "--batch-size", "128", "--workers", "2")
@@ -278,8 +291,8 @@ def test_rows_do_not_depend_on_batch_size_or_workers_partners_are_valid_and_repl
     assert np.array_equal(ga["views/params"][:], gb["views/params"][:])
     la, lb = ga["teachers/tiny/logits"][:], gb["teachers/tiny/logits"][:]
     assert la.tobytes() == lb.tobytes()
-    names = list(ga["views/params"].attrs["names"])
-    partners = ga["views/params"][:, :, names.index("4.mix.mix_partner")]
+    names, params = _plain_params(ga)
+    partners = params[:, :, names.index("4.mix.mix_partner")]
     samples = np.arange(partners.shape[1])[None, :]
     valid = (partners != samples) & (partners >= 0) & (partners < partners.shape[1])
     assert valid.mean() >= 0.9
@@ -290,9 +303,9 @@ def test_rows_do_not_depend_on_batch_size_or_workers_partners_are_valid_and_repl
 def test_plain_zarr_reader_decodes_the_mix_as_documented(store):
     """docs/store-format.md: partner, λ and mode from names alone; λ builds the labels the losses get."""
     g = zarr.open_group(store, mode="r")
-    names = list(g["views/params"].attrs["names"])
-    params = g["views/params"][1]  # view 1, (N, P)
+    names, params = _plain_params(g, 1)  # view 1, (N, P)
     labels = g["labels"][:]
+    assert g["views/params"].dtype == np.int16 and "4.mix.mix_partner.hi" in g["views/params"].attrs["names"]
     mode = params[:, names.index("4.mix.mode")]
     partner = params[:, names.index("4.mix.mix_partner")]
     lam = params[:, names.index("4.mix.lam")].astype(np.float32) / 16384
@@ -302,6 +315,7 @@ def test_plain_zarr_reader_decodes_the_mix_as_documented(store):
     area = box[cut, 2] * box[cut, 3] / (16 * 16)
     assert np.abs(lam[cut] - (1 - area)).max() <= 0.5 / 16384
     recipe = Recipe.from_dict(g.attrs["kdcache"]["views"]["recipe"])
+    assert names == recipe.param_names()
     own, other, weights = mixed_labels(recipe, params, labels, np.arange(len(labels)))
     assert np.array_equal(other, labels[partner]) and np.array_equal(weights, lam)
 
@@ -313,8 +327,7 @@ def test_api_batches_carry_mixed_labels_from_the_record(store):
     b = next(iter(cached.batches(1, batch_size=32, seed=0, loss="kd")))
     assert isinstance(b.labels, losses.MixedLabels)
     g = zarr.open_group(store, mode="r")
-    names = list(g["views/params"].attrs["names"])
-    params = g["views/params"][:]
+    names, params = _plain_params(g)
     labels = g["labels"][:]
     rows = params[b.views.numpy(), b.samples.numpy()]
     assert torch.equal(b.labels.label, torch.from_numpy(labels[b.samples.numpy()]))
@@ -328,8 +341,10 @@ def test_info_shows_the_recipe_and_the_recorded_bytes_per_view(store):
     assert "recipe     random_resized_crop" in text and "mix mixup_alpha=0.8" in text
     count = len(Recipe.from_dict(MIXED).param_names())
     line = next(x for x in text.splitlines() if x.startswith("params"))
-    itemsize = zarr.open_group(store, mode="r")["views/params"].dtype.itemsize
-    assert f"{count} recorded per view" in line and f"{count * itemsize} B per view" in line
+    arr = zarr.open_group(store, mode="r")["views/params"]
+    columns = len(arr.attrs["names"])
+    assert arr.dtype == np.int16 and columns > count  # wide params in two int16 halves (format 2)
+    assert f"{count} recorded per view ({columns} int16 columns)" in line and f"{columns * 2} B per view" in line
 
 
 def test_cached_distill_equals_online_distill_bitwise(tmp_path, store, recipe_file):

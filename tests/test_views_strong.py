@@ -474,7 +474,8 @@ def test_precompute_rows_do_not_depend_on_batch_size_or_workers_and_replay(tmp_p
     ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
     assert np.array_equal(ga["views/params"][:], gb["views/params"][:])
     names = ga["views/params"].attrs["names"]
-    assert "3.rand_augment.magnitude0" in names and "6.random_erasing.noise" in names
+    # format 2: int16 columns, the 31-bit noise seed in two halves (docs/store-format.md)
+    assert "3.rand_augment.magnitude0" in names and "6.random_erasing.noise.hi" in names
     (teacher,) = list(ga["teachers"].group_keys())
     la, lb = ga[f"teachers/{teacher}/logits"][:], gb[f"teachers/{teacher}/logits"][:]
     assert la.tobytes() == lb.tobytes()
@@ -489,7 +490,7 @@ def test_the_documented_param_names_decode_a_plain_zarr_store(tmp_path, recipe_f
     store = _precompute(tmp_path / "s.zarr", recipe_file, "--batch-size", "64")
     g = zarr.open_group(store, mode="r")
     names = list(g["views/params"].attrs["names"])
-    params = g["views/params"][0, :]  # (N, P) int32
+    params = g["views/params"][0, :].astype(np.int64)  # (N, columns) int16: a wide param in .hi/.lo halves
     recipe = json.loads(json.dumps(g.attrs["kdcache"]["views"]["recipe"]))
     ops = {f"{i}.{op['name']}": op for i, op in enumerate(recipe["ops"])}
     op_col = names.index("3.rand_augment.op0")
@@ -498,5 +499,11 @@ def test_the_documented_param_names_decode_a_plain_zarr_store(tmp_path, recipe_f
     assert params[:, op_col].min() >= 0 and params[:, op_col].max() < 14
     assert np.abs(params[:, mag_col]).max() <= (bins - 1) * 100
     ds = ViewDataset(open_data(DATA), Recipe.from_dict(recipe), 4)
+    wide = [n[: -len(".hi")] for n in names if n.endswith(".hi")]
+    assert wide == ["6.random_erasing.noise"]
     for sample in (0, 17, 159):
-        assert torch.equal(torch.from_numpy(params[sample]), ds[(sample, 0)]["params"])
+        row = {n: params[sample, j] for j, n in enumerate(names)}
+        for n in wide:  # value = hi * 65536 + (lo read as uint16)
+            row[n] = row.pop(n + ".hi") * 65536 + (row.pop(n + ".lo") & 0xFFFF)
+        decoded = [row[n] for n in Recipe.from_dict(recipe).param_names()]
+        assert torch.equal(torch.tensor(decoded, dtype=torch.int32), ds[(sample, 0)]["params"])

@@ -60,11 +60,13 @@ def store_info(path: str | Path) -> dict[str, Any]:
 
 
 def _params_info(store: Store) -> dict[str, Any]:
-    """How the recorded view parameters are stored: count, dtype and bytes per (view, sample) row."""
+    """How the recorded view parameters are stored: how many, in how many columns of which dtype (int16
+    with wide values in two halves from format 2 on), and bytes per (view, sample) row."""
     arr = store.params()
-    count = int(arr.shape[2]) if len(store.views.param_names) else 0
-    return {"node": "views/params", "count": count, "dtype": str(arr.dtype),
-            "bytes_per_view": count * int(np.dtype(arr.dtype).itemsize)}
+    count = len(store.views.param_names)
+    columns = int(arr.shape[2]) if count else 0
+    return {"node": "views/params", "count": count, "columns": columns, "dtype": str(arr.dtype),
+            "bytes_per_view": columns * int(np.dtype(arr.dtype).itemsize)}
 
 
 def _op_text(op: dict[str, Any]) -> str:
@@ -90,7 +92,7 @@ def format_info(info: dict[str, Any]) -> str:
     if recipe.get("eval"):
         lines.insert(5, "           eval: " + "; ".join(_op_text(op) for op in recipe["eval"]))
     p = info["params"]
-    lines.insert(len(lines) - 1, f"params     {p['count']} recorded per view ({p['dtype']}): "
+    lines.insert(len(lines) - 1, f"params     {p['count']} recorded per view ({p['columns']} {p['dtype']} columns): "
                                  f"{p['bytes_per_view']} B per view")
 
     for name, t in info["teachers"].items():

@@ -157,7 +157,8 @@ def repair_params(store: Store, source: DataSource) -> int:
     for v, j in chunks:
         start, stop = grid.bounds(j)
         drawn = np.stack([sample_params(recipe, seed, i, v, source.image_size(i), source) for i in range(start, stop)])
-        drawn = drawn.reshape(stop - start, *arr.shape[2:]).astype(np.int32)
+        # as stored (packed int16 from format 2 on): the record hashes the bytes on disk
+        drawn = store.param_layout.to_disk(drawn.reshape(stop - start, len(store.views.param_names)))
         if checksum(drawn) != int(sums[v, j]):
             raise StoreCorruptError(
                 f"{store.path}: {layout.VIEW_PARAMS} view {v} chunk {j} is damaged and the seed no longer draws "

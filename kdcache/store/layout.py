@@ -1,7 +1,8 @@
 """Where each node of a store lives (the only place that spells a zarr path or attribute name), and
 what is at a path (a store, an interrupted creation, something else).
 
-The layout is the contract of ``docs/store-format.md`` (format version 1).
+The layout is the contract of ``docs/store-format.md`` (format version 2; version 1
+stores are read and written in their own layout).
 Every other module reaches a node through :class:`kdcache.store.Store`'s
 typed accessors, which call these functions; a layout change is made here
 and in that document, nowhere else.

@@ -46,6 +46,7 @@ from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.st
 from kdcache.store.lease import held
 from kdcache.store.location import Location, group_meta_at, locate, malformed_group_meta, object_errors, probe_location
 from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode, precompute_fix
+from kdcache.store.view_params import ParamLayout
 from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
@@ -71,6 +72,7 @@ class Store(VerifiedReads, EncodedReads):
         self._seen: dict[tuple[str, int, int], tuple[tuple[int, int, int], int]] = {}
         self._handles: dict[str, zarr.Array] = {}
         self._records: dict[str, np.ndarray] = {}
+        self._param_layout: ParamLayout | None = None
 
     # ------------------------------------------------------------------ open / create
     @classmethod
@@ -130,16 +132,16 @@ class Store(VerifiedReads, EncodedReads):
                 "choose a new path (kdcache will not write into it)"
             )
         grid = ChunkGrid(len(labels), views.chunk_rows)
-        num_params = len(views.param_names)
+        columns = ParamLayout(Recipe.from_dict(views.recipe), layout.FORMAT_VERSION)  # packed int16 (format 2)
         try:
             group = zarr.open_group(loc.zarr_store(read_only=False), mode="a")  # may hold our own lock (checked above)
             # fill -1 (no class): a lost labels chunk reads as -1, never as a plausible class 0.
             group.create_array(layout.LABELS, data=np.asarray(labels, dtype=np.int64), compressors=None,
                                fill_value=-1, overwrite=True)
             group.create_array(
-                layout.VIEW_PARAMS, shape=(views.num_views, grid.num_samples, num_params),
-                chunks=(1, grid.chunk_rows, max(num_params, 1)), dtype="int32", fill_value=-1,
-                compressors=None, attributes={layout.PARAM_NAMES_ATTR: list(views.param_names)}, overwrite=True,
+                layout.VIEW_PARAMS, shape=(views.num_views, grid.num_samples, columns.columns),
+                chunks=(1, grid.chunk_rows, max(columns.columns, 1)), dtype=columns.dtype, fill_value=-1,
+                compressors=None, attributes={layout.PARAM_NAMES_ATTR: columns.names}, overwrite=True,
             )
             # One zarr chunk per element: distributed ranks write disjoint records
             # without read-modify-write of a shared chunk (which loses data).
@@ -234,9 +236,10 @@ class Store(VerifiedReads, EncodedReads):
         order: names that differ (another kdcache, an edited record) would
         render every view from the wrong numbers.
         """
-        expected = recipe.param_names()
-        for where, names in (("manifest views.param_names", list(self.views.param_names)),
-                             (f"{layout.VIEW_PARAMS} attribute '{layout.PARAM_NAMES_ATTR}'", self.param_names())):
+        columns = ParamLayout(recipe, self.manifest.format_version).names  # packed names in format 2
+        for where, names, expected in (
+                ("manifest views.param_names", list(self.views.param_names), recipe.param_names()),
+                (f"{layout.VIEW_PARAMS} attribute '{layout.PARAM_NAMES_ATTR}'", self.param_names(), columns)):
             if names != expected:
                 raise StoreError(
                     f"{self.path}: {where} is {names} but its recipe draws {expected}; the store was "
@@ -325,8 +328,16 @@ class Store(VerifiedReads, EncodedReads):
         return labels_module.rewrite(self, labels)
 
     def params(self) -> zarr.Array:
-        """``views/params`` (V, N, P) int32: the recorded parameters of every view."""
+        """``views/params`` as stored: (V, N, columns) int16 packed (format 2) or (V, N, P) int32 (format 1);
+        :meth:`read_params_chunk` gives the (rows, P) int32 params."""
         return self._array(layout.VIEW_PARAMS)
+
+    @property
+    def param_layout(self) -> ParamLayout:
+        """How this store lays out ``views/params`` (packed int16 columns from format 2 on)."""
+        if self._param_layout is None:
+            self._param_layout = ParamLayout(self.recipe(), self.manifest.format_version)
+        return self._param_layout
 
     def param_names(self) -> list[str]:
         return list(self.params().attrs.get(layout.PARAM_NAMES_ATTR, []))
@@ -370,8 +381,9 @@ class Store(VerifiedReads, EncodedReads):
         node = layout.VIEW_PARAMS
         try:
             if params is not None:
-                self.params()[view, start:stop] = params
-                self.view_checksums()[view, chunk] = checksum(params)
+                stored = self.param_layout.to_disk(params)  # the record hashes the bytes on disk
+                self.params()[view, start:stop] = stored
+                self.view_checksums()[view, chunk] = checksum(stored)
             parts = logits if isinstance(logits, dict) else {"logits": logits}
             for name, data in parts.items():
                 node = layout.part(teacher, name)

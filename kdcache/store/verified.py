@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from kdcache.store.chunks import ChunkGrid
     from kdcache.store.manifest import TeacherCard
+    from kdcache.store.view_params import ParamLayout
 
 # What zarr raises for bytes it cannot decode: a zstd frame cut short (RuntimeError), an uncompressed
 # chunk of the wrong size (ValueError from reshape), damaged JSON metadata (JSONDecodeError, a ValueError).
@@ -73,6 +74,8 @@ class VerifiedReads:
         def card(self, name: str | None = None) -> TeacherCard: ...
         def logits(self, teacher: str) -> zarr.Array: ...
         def params(self) -> zarr.Array: ...
+        @property
+        def param_layout(self) -> ParamLayout: ...
         def _record(self, sums_node: str, view: int, chunk: int) -> int: ...
         def _array(self, node: str) -> zarr.Array: ...
         def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]: ...
@@ -142,13 +145,15 @@ class VerifiedReads:
                               chunk, (view, chunk, 0))
 
     def read_params_chunk(self, view: int, chunk: int, verify: bool = True) -> np.ndarray:
-        """Recorded view parameters (rows, P) int32 of one chunk, checked against its record."""
+        """Recorded view parameters (rows, P) int32 of one chunk, checked against its record (which hashes
+        the stored columns: packed int16 from format 2 on), then unpacked."""
         start, stop = self.grid.bounds(chunk)
         arr = self.params()
         if not verify:
-            return np.asarray(arr[view, start:stop])
-        return self._verified(layout.VIEW_PARAMS, lambda: np.asarray(arr[view, start:stop]),
-                              self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
+            return self.param_layout.from_disk(np.asarray(arr[view, start:stop]))
+        stored = self._verified(layout.VIEW_PARAMS, lambda: np.asarray(arr[view, start:stop]),
+                                self._record(layout.VIEW_CHECKSUMS, view, chunk), view, chunk, (view, chunk, 0))
+        return self.param_layout.from_disk(stored)
 
     def verify_chunk(self, node: str, read: Any, record: int, view: int, chunk: int,
                      index: tuple[int, ...] | None = None, fix: str | None = None,

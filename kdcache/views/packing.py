@@ -6,8 +6,8 @@ names in ``wide_keys``. Packed, a wide param takes two columns ``<name>.hi``
 and ``<name>.lo``: ``value = hi * 65536 + (lo & 0xFFFF)`` (``lo`` read as
 uint16), so a mixing preset's record halves (docs/data-and-views.md,
 "Recorded bytes per view"). A value that does not fit its column is refused,
-never truncated. Stores do not use this layout yet (it is a store format
-change); it is the codec a store would call on write and read.
+never truncated. Stores of format version 2 are written in this layout
+(kdcache.store.view_params packs on write and unpacks on read).
 """
 
 from __future__ import annotations
