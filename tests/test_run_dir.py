@@ -126,6 +126,7 @@ def test_two_train_teachers_at_once_one_is_refused_naming_the_holder(tmp_path: P
     _assert_refused_naming_the_holder(refused, other)
     assert _epochs(tmp_path, "t.pt.metrics.jsonl", "t.pt.steps.jsonl") == ([1, 2], EPOCHS * STEPS_PER_EPOCH)
     assert out.exists() and not (tmp_path / "t.pt.state.pt").exists()
+    assert not (tmp_path / ".t.pt.lock").exists()  # the finished teacher has no lock beside it
 
 
 def test_a_second_writer_in_one_process_is_refused_and_the_lock_outlives_nothing(store: Path,
@@ -230,4 +231,18 @@ def test_an_imagefolder_whose_first_image_is_grey_is_refused_as_validation_data(
                          "--val-data", f"imagefolder:{val}", "--recipe", ROOT / "tests" / "data" / "recipe-small.json",
                          "--epochs", 1, "--out", out)
     assert_one_line_error(code, text, "1-channel", "3-channel", "channels=3", exit_code=2)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["distill", "sweep", "train-teacher"])
+def test_a_model_that_cannot_take_the_datas_channels_is_a_usage_error_before_anything_is_written(
+        store: Path, tmp_path: Path, command: str) -> None:
+    # torchvision's resnet18 takes 3-channel images; this data has 1 channel (its factory gets no in_channels).
+    resnet = "import:torchvision.models:resnet18"
+    out = tmp_path / "out" / ("t.pt" if command == "train-teacher" else "run")
+    head = {"distill": ["distill", store, "--student", resnet],
+            "sweep": ["sweep", store, "--student", resnet, "--run", "kd:kd"],
+            "train-teacher": ["train-teacher", "--model", resnet]}[command]
+    code, text = run_cli(*head, "--data", DATA, "--val-data", VAL, "--epochs", 1, "--out", out)
+    assert_one_line_error(code, text, "failed on a batch of shape", "1, 12, 12", exit_code=2)
     assert not (tmp_path / "out").exists()

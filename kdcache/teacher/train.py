@@ -16,8 +16,8 @@ continues from the state, bit for bit; the finished checkpoint replaces the
 state. A checkpoint or state that another command wrote is never overwritten.
 One process at a time trains a checkpoint: a second is refused while the first
 holds the run's writer lock (:mod:`kdcache.engine.run_dir`, the lock file
-``.OUT.lock`` beside it). Under torchrun it trains data-parallel through the
-engine (rank 0 writes).
+``.OUT.lock`` beside it, removed once the checkpoint is written). Under
+torchrun it trains data-parallel through the engine (rank 0 writes).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from kdcache.engine import (
 from kdcache.engine.config import diff_args
 from kdcache.engine.parallel import PRECISIONS
 from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
+from kdcache.engine.parallel import check_batches
 from kdcache.engine.state import determinism
 from kdcache.errors import ModelError, RunError, UsageError
 from kdcache.distill.cached_rows import epoch_plan
@@ -240,11 +241,13 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True) -> TeacherResult:
         log.info("recipe: %s (the default for %s; --recipe to choose another)", recipe.name, source.spec)
     task = _TeacherTask(cfg, source, recipe, device)
     task.check_val(val_source)  # before anything is written: one line, not a traceback after an epoch
+    check_batches(task.num_samples, cfg.batch_size, distributed.current().world)  # the rank split, too
     if ctx.is_main:  # rank 0 is the run's one writer
         run.acquire()
         # Finished by another process before this one took the lock (one process: no rank to tell).
         done = None if ctx.enabled else _already_trained(out, run, args, is_main=True)
         if done is not None:
+            run.lock.discard()  # the finished teacher needs no lock beside it (nor did the one who finished it)
             run.release()
             return done
     with run:
@@ -289,6 +292,9 @@ def _train(cfg: TeacherConfig, task: _TeacherTask, run: RunDir, source: DataSour
     if ctx.is_main:
         save_checkpoint(out, task.model.cpu(), {**task.card, "trained": trained})
         files.state.unlink(missing_ok=True)
+        # Finished: the lock protects nothing now. Removed while held; a process waiting to open it
+        # takes the file then at the path (WriterLock), finds the teacher done, and removes its own.
+        run.lock.discard()
     distributed.barrier()  # the checkpoint exists when any rank returns
     return TeacherResult(out=out, val_top1=final["val_top1"], val_top5=final["val_top5"],
                          seconds=time.perf_counter() - t_start, history=history)
