@@ -118,10 +118,19 @@ def handle_errors(fn: F | None = None, *, resume: str = "run the same command ag
                      else f"interrupted; what was finished is saved: {resume}", EXIT_INTERRUPTED)
             finally:
                 _leave_job()
+                _forget_storage_options()
 
         return wrapper  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _forget_storage_options() -> None:
+    """End a command's ``--storage-option`` values with it: a caller running commands in one process (the
+    Python API after a command, tests) would otherwise have its local stores refused for options it never gave."""
+    location = sys.modules.get("kdcache.store.location")
+    if location is not None:
+        location.use_storage_options({})
 
 
 # Commands that split their work over torchrun's ranks; any other one would run N times over the same files.

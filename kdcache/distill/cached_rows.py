@@ -117,7 +117,7 @@ class CachedRows:
         self.decode_temperature = decode_temperature
         # Chunks read at once within a window: several on an object store (latency-bound GETs; obstore and
         # hashlib release the GIL), one on a local disk.
-        self.concurrency = concurrency or (REMOTE_CONCURRENCY if store.location.remote else 1)
+        self.concurrency = concurrency or (REMOTE_CONCURRENCY if store.backend.high_latency else 1)
         self.teacher = teacher
         self.verify = verify  # False only to measure what verification costs (benchmarks/bench_store.py)
         self.stat_readers = {name: RowStatReader(store, teacher, name) for name in row_stats}

@@ -7,11 +7,14 @@
   access to every node, and its writes;
 * :mod:`~kdcache.store.stat_io`: statistic arrays, replaced atomically;
 * :mod:`~kdcache.store.location`: where a store lives (a directory or an object-store URL);
+* :mod:`~kdcache.store.backend`: a store's I/O behind one interface (:class:`LocalBackend`,
+  :class:`ObjectBackend`): locking or leasing, atomic replace, listing, fsync, error mapping;
 * :mod:`~kdcache.store.lease`: the writer lease on an object store;
 * :mod:`~kdcache.store.writing`: writer lock, durable metadata, chunk writer;
 * :mod:`~kdcache.store.chunks`: chunk grid, checksums, platform record.
 """
 
+from kdcache.store.backend import Backend, LocalBackend, ObjectBackend
 from kdcache.store.chunks import (
     BITWISE_KEYS,
     CODECS,
@@ -34,7 +37,7 @@ from kdcache.store.writing import ChunkWriter, WriterLock, sync_tree, writer_loc
 
 __all__ = [
     "BITWISE_KEYS", "CODECS", "FORMAT_NAME", "FORMAT_VERSION", "LOCK_NAME", "MANIFEST_KEY", "TARGET_CHUNK_BYTES",
-    "ChunkGrid", "ChunkWriter", "DatasetRecord", "Location", "Manifest", "Store", "TeacherCard", "ViewsRecord",
+    "Backend", "ChunkGrid", "ChunkWriter", "DatasetRecord", "LocalBackend", "Location", "ObjectBackend", "Manifest", "Store", "TeacherCard", "ViewsRecord",
     "WriterLock", "checksum", "default_chunk_rows", "differences", "dir_size", "library_versions", "locate",
     "parse_storage_options", "platform_differences", "platform_record", "probe", "store_target", "sync_tree",
     "utc_now", "writer_lock",

@@ -20,6 +20,7 @@ from kdcache.store import layout
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from kdcache.store.backend import Backend
     from kdcache.store.chunks import ChunkGrid
     from kdcache.store.location import Location
     from kdcache.store.manifest import TeacherCard
@@ -29,7 +30,10 @@ class EncodedReads:
     """The encoded-parts half of :class:`~kdcache.store.Store` (it provides the attributes declared here)."""
 
     if TYPE_CHECKING:
-        path: Path | Location
+        backend: Backend
+
+        @property
+        def path(self) -> Path | Location: ...
         writable: bool
         _seen: dict[Any, Any]
 
@@ -81,7 +85,7 @@ class EncodedReads:
         if before is not None and None not in before and self._seen.get(key) == (before, record):  # type: ignore[comparison-overlap]
             from kdcache.store.verified import decode  # (store.py imports this module)
 
-            data = decode(f"{self.path}: {nodes[0][1]} view {view} chunk {chunk}", read, self.path)
+            data = decode(f"{self.path}: {nodes[0][1]} view {view} chunk {chunk}", read, self.backend)
             if tuple(self._signature(node, index) for node, index in files) == before:
                 return data
         data = self._verified(nodes[0][1], read, record, view, chunk)

@@ -12,7 +12,6 @@ rewritten by ``kdcache stats`` (:func:`kdcache.store.stat_io.repair`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,10 +19,8 @@ import numpy as np
 from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import layout, stat_io
 from kdcache.store.chunks import checksum, chunk_missing
-from kdcache.store.location import object_errors
 from kdcache.store.store import Store
 from kdcache.store.verified import UNDECODABLE, precompute_fix
-from kdcache.store.writing import fsync_path, naming
 from kdcache.views import sample_params
 
 if TYPE_CHECKING:
@@ -165,14 +162,9 @@ def repair_params(store: Store, source: DataSource) -> int:
                 "the parameters it recorded (made by another NumPy or tool), so it cannot be rewritten; "
                 "precompute the store again into a new --out"
             )
-        target = layout.chunk_file(Path(str(store.path)), layout.VIEW_PARAMS, v, j, 0)
-        try:
+        target = layout.chunk_key(layout.VIEW_PARAMS, v, j, 0)
+        with store.backend.guard(target):
             arr[v, start:stop] = drawn
-            if store.location.local is not None:
-                fsync_path(target)  # durable before the run that trusts it goes on
-        except OSError as exc:
-            raise naming(target, exc) from exc
-        except object_errors(store.location) as exc:
-            raise store.location.unreachable(exc) from None
+            store.backend.sync(target)  # durable before the run that trusts it goes on
     return len(chunks)
 

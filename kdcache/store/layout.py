@@ -67,9 +67,14 @@ def on_disk(root: Path, node: str) -> Path:
     return root.joinpath(*node.split("/"))
 
 
+def chunk_key(node: str, *index: int) -> str:
+    """The key of chunk ``index`` of array ``node`` under the store's root (zarr v3 default chunk key encoding)."""
+    return "/".join([node, "c", *(str(i) for i in index)])
+
+
 def chunk_file(root: Path, node: str, *index: int) -> Path:
-    """The file holding chunk ``index`` of array ``node`` (zarr v3 default chunk key encoding)."""
-    return on_disk(root, node).joinpath("c", *(str(i) for i in index))
+    """The file holding chunk ``index`` of array ``node`` in a local store."""
+    return on_disk(root, chunk_key(node, *index))
 
 
 def group_meta(path: Path) -> dict[str, Any] | None:

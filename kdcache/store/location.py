@@ -28,6 +28,11 @@ What differs from a local directory, and how the store keeps its guarantees:
   (:mod:`kdcache.store.lease`);
 * listings are never used to infer progress (the checksum records are); they
   only size a store for ``kdcache info`` and find leftovers to delete.
+
+A Location only parses: its I/O (locking, atomic replace, listing, fsync,
+error mapping) is its :attr:`Location.backend`, a
+:class:`~kdcache.store.backend.LocalBackend` or
+:class:`~kdcache.store.backend.ObjectBackend` (:mod:`kdcache.store.backend`).
 """
 
 from __future__ import annotations
@@ -40,9 +45,12 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdcache.errors import StoreError, UsageError
+
+if TYPE_CHECKING:
+    from kdcache.store.backend import Backend, ObjectBackend
 
 REMOTE_SCHEMES = ("s3", "gs", "az", "memory")
 SCHEMES = ("file", *REMOTE_SCHEMES)
@@ -115,87 +123,52 @@ class Location:
     def scheme(self) -> str:
         return "file" if self.local is not None else self.url.split("://", 1)[0]
 
-    # ------------------------------------------------------------------ zarr
+    @property
+    def backend(self) -> Backend:
+        """The :class:`~kdcache.store.backend.Backend` doing this location's I/O (made once per Location):
+        the one place that tells a local directory from an object store."""
+        if "backend" not in self._cache:
+            from kdcache.store.backend import LocalBackend, ObjectBackend
+
+            self._cache["backend"] = LocalBackend(self) if self.local is not None else ObjectBackend(self)
+        return self._cache["backend"]  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ delegated to the backend
     def zarr_store(self, read_only: bool) -> Any:
         """What ``zarr.open_group`` takes: the directory, or zarr's ObjectStore over obstore."""
-        if self.local is not None:
-            return self.local
-        from zarr.storage import ObjectStore
-
-        return ObjectStore(self.objects(), read_only=read_only)
+        return self.backend.zarr_store(read_only)
 
     def objects(self) -> Any:
         """The obstore store of a remote location (made once per Location)."""
-        if self.local is not None:
-            raise StoreError(f"{self} is a local directory, not an object store")
-        if "store" not in self._cache:
-            self._cache["store"] = _make_objects(self.url, dict(self.options))
-            self._cache["endpoint"] = _endpoint(dict(self.options))  # as it was when the client was made
-        return self._cache["store"]
+        return self._object_backend().objects()
 
-    # ------------------------------------------------------------------ objects (remote only)
     def read(self, key: str) -> tuple[bytes, str | None] | None:
-        """Object ``key`` under the location and its etag, or None when there is none."""
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        objects = self.objects()  # a bad option is a UsageError of its own, not an unreachable store
-        try:
-            result = obstore.get(objects, key)
-            return bytes(result.bytes()), result.meta.get("e_tag")
-        except (NotFoundError, FileNotFoundError):  # obstore raises either, by version
-            return None
-        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
-            raise self.unreachable(exc) from None
+        """Object ``key`` under a remote location and its etag, or None when there is none."""
+        return self._object_backend().read_tagged(key)
 
     def names(self) -> set[str]:
         """The top-level names under the location (objects and prefixes); used only to classify it."""
-        import obstore
-
-        objects = self.objects()
-        try:
-            listing = obstore.list_with_delimiter(objects, None)
-        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
-            raise self.unreachable(exc) from None
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]}
-        return names | {o["path"].rsplit("/", 1)[-1] for o in listing["objects"]}
+        return self.backend.list()
 
     def size(self, prefix: str = "") -> int:
-        """Bytes of the objects under ``prefix`` (a listing: for ``kdcache info``, never for progress)."""
-        import obstore
-
-        objects = self.objects()
-        try:
-            return sum(o["size"] for batch in obstore.list(objects, prefix or None) for o in batch)
-        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
-            raise self.unreachable(exc) from None
+        """Bytes under ``prefix`` (a listing: for ``kdcache info``, never for progress)."""
+        return self.backend.size(prefix)
 
     def remove(self, prefix: str) -> None:
-        """Delete every object under ``prefix/`` (a statistic generation no card lists any more)."""
-        import obstore
+        """Delete everything under ``prefix/`` (a statistic generation no card lists any more)."""
+        self.backend.remove(prefix)
 
-        objects = self.objects()
-        try:
-            paths = [o["path"] for batch in obstore.list(objects, prefix.rstrip("/") + "/") for o in batch]
-            if paths:
-                obstore.delete(objects, paths)
-        except Exception as exc:  # noqa: BLE001 - obstore's errors are one-lined here
-            raise self.unreachable(exc) from None
+    def unreachable(self, exc: BaseException) -> BaseException:
+        """An I/O error of this location as the line a user reads (:meth:`Backend.map_error`)."""
+        return self.backend.map_error(exc, "")
 
-    def unreachable(self, exc: BaseException) -> StoreError:
-        """An obstore error as one line: what failed, and which setting to check."""
-        text = " ".join(str(exc).split())
-        lowered = text.lower()
-        if "nosuchbucket" in lowered or "bucket does not exist" in lowered:
-            bucket = self.url.split("://", 1)[1].split("/", 1)[0]
-            return StoreError(f"{self}: bucket {bucket!r} does not exist; create it or check the URL")
-        if "unauthenticated" in type(exc).__name__.lower() or "permission" in type(exc).__name__.lower() \
-                or "accessdenied" in lowered or "signature" in lowered:
-            return StoreError(f"{self}: access denied ({text[:120]}); check the credentials "
-                              "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --storage-option)")
-        endpoint = self._cache.get("endpoint") or _endpoint(dict(self.options)) or "the default endpoint"
-        return StoreError(f"{self}: cannot reach the object store at {endpoint} ({type(exc).__name__}: "
-                          f"{text[:120]}); check AWS_ENDPOINT_URL or --storage-option endpoint=URL")
+    def _object_backend(self) -> ObjectBackend:
+        from kdcache.store.backend import ObjectBackend
+
+        backend = self.backend
+        if not isinstance(backend, ObjectBackend):
+            raise StoreError(f"{self} is a local directory, not an object store")
+        return backend
 
 
 def use_storage_options(options: Mapping[str, str]) -> None:
@@ -218,7 +191,7 @@ def locate(target: str | os.PathLike[str] | Location, options: Mapping[str, str]
     text = os.fspath(target)
     scheme, sep, rest = text.partition("://")
     if not sep or scheme == "file":
-        given = sorted({**_COMMAND_OPTIONS, **opts})
+        given = sorted(opts)  # a command's --storage-option with a local store is refused by the CLI
         if given:  # refused, not ignored: a local directory has no client to configure
             raise UsageError(f"{text} is a local path, but storage options ({', '.join(given)}) configure an "
                              "object-store client (s3://, gs://, az://, memory://): drop them for a local store")
@@ -264,18 +237,7 @@ def _make_objects(url: str, options: dict[str, str]) -> Any:
 
 def group_meta_at(location: Location) -> dict[str, Any] | None:
     """The zarr group metadata at ``location`` (its ``zarr.json``), or None when there is no group."""
-    from kdcache.store import layout
-
-    if location.local is not None:
-        return layout.group_meta(location.local)
-    found = location.read("zarr.json")
-    if found is None:
-        return None
-    try:
-        meta = json.loads(found[0])
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) and meta.get("node_type") == "group" else None
+    return location.backend.group_meta()
 
 
 def malformed_group_meta(location: Location) -> str | None:
@@ -284,58 +246,42 @@ def malformed_group_meta(location: Location) -> str | None:
     Without this a damaged ``zarr.json`` (cut short, edited by hand) reads as "no zarr group", which
     sends the user looking for a missing store instead of a broken file.
     """
-    if location.local is not None:
-        path = location.local / "zarr.json"
-        if not path.is_file():
-            return None
-        try:
-            raw: bytes | None = path.read_bytes()
-        except OSError as exc:
-            return f"{path} cannot be read ({exc.strerror or exc})"
-    else:
-        found = location.read("zarr.json")
-        raw = None if found is None else found[0]
-        path = f"{location.url}/zarr.json"  # type: ignore[assignment]
+    backend = location.backend
+    where = backend.where("zarr.json")
+    try:
+        raw = backend.read("zarr.json")
+    except OSError as exc:
+        return f"{where} cannot be read ({exc.strerror or exc})"
     if raw is None:
         return None
     try:
         meta = json.loads(raw)
     except ValueError as exc:
-        return f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); the store's group metadata is damaged"
+        return f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); the store's group metadata is damaged"
     if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
-        return f"{path} is not zarr v3 metadata (no \"zarr_format\": 3); the store's group metadata is damaged"
+        return f"{where} is not zarr v3 metadata (no \"zarr_format\": 3); the store's group metadata is damaged"
     return None
 
 
 def probe_location(location: Location) -> str:
     """What is at ``location`` (see :func:`kdcache.store.layout.probe`). An object store has no empty
     directories: a prefix with no objects is ``missing``, and a store may be created there."""
-    from kdcache.store import layout
-
-    if location.local is not None:
-        return layout.probe(location.local)
-    names = location.names()
-    if not names:
-        return "missing"
-    return layout.classify(names, group_meta_at(location))
+    return location.backend.probe()
 
 
 def object_errors(location: Location) -> tuple[type[BaseException], ...]:
-    """The exceptions an object store's I/O raises (obstore's), to be one-lined by :meth:`Location.unreachable`;
-    nothing for a local directory, whose OSErrors are named by the writers."""
-    if location.local is not None:
-        return ()
-    from obstore.exceptions import BaseError
-
-    return (BaseError,)
+    """The exceptions the location's I/O raises that :meth:`Location.unreachable` one-lines: obstore's on
+    an object store; nothing for a local directory, whose OSErrors are named by the writers."""
+    return location.backend.request_errors
 
 
 def store_target(target: str | os.PathLike[str] | Location) -> Path | Location:
-    """What a command writes to: a local store's absolute directory, or a remote store's Location."""
+    """What a command writes to: a local store's absolute directory, or a remote store's Location.
+
+    Kept for callers that record it; the store itself is reached through :attr:`Location.backend`.
+    """
     location = locate(target)
-    if location.local is not None:
-        return location.local.expanduser().absolute()
-    return location
+    return location.local.expanduser().absolute() if location.local is not None else location
 
 
 def probe(target: str | os.PathLike[str] | Location) -> str:

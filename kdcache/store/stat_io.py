@@ -24,9 +24,7 @@ named by a row key (:func:`row_key`).
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +35,6 @@ from kdcache.store import layout
 from kdcache.store.chunks import checksum, utc_now
 from kdcache.store.store import Store
 from kdcache.store.verified import UNDECODABLE, decode
-from kdcache.store.writing import naming, sync_tree
 
 
 # --------------------------------------------------------------------------- statistic nodes
@@ -83,18 +80,15 @@ def _writable(store: Store) -> None:
 
 def remove_node(store: Store, teacher: str, node: str) -> None:
     _writable(store)
-    if store.location.local is None:
-        store.location.remove(layout.stat(teacher, node))
-        return
-    shutil.rmtree(layout.on_disk(store.location.local, layout.stat(teacher, node)), ignore_errors=True)
+    store.backend.remove(layout.stat(teacher, node))
 
 
 def create_node(store: Store, teacher: str, node: str, **kwargs: Any) -> zarr.Array:
     _writable(store)
     try:
         return store.group.create_array(layout.stat(teacher, node), overwrite=True, **kwargs)
-    except OSError as exc:
-        raise naming(layout.on_disk(Path(str(store.path)), layout.stat(teacher, node)), exc) from exc
+    except store.backend.errors as exc:
+        raise store.backend.map_error(exc, layout.stat(teacher, node)) from exc
 
 
 # --------------------------------------------------------------------------- reading
@@ -199,7 +193,7 @@ def read_static(store: Store, teacher: str, name: str) -> tuple[np.ndarray, dict
     arr = open_stat(store, teacher, name)
     node = node_of(store, teacher, name)
     fix = repair(store, teacher)
-    data = decode(f"{store.path}: {node} chunk 0 (stored whole)", lambda: np.asarray(arr[...]), store.path, fix)
+    data = decode(f"{store.path}: {node} chunk 0 (stored whole)", lambda: np.asarray(arr[...]), store.backend, fix)
     sums = records(store, teacher, name, arr)
     store.verify_chunk(node, lambda: data, sums[0][0] if sums and sums[0] else 0, 0, 0, fix=fix,
                        label="chunk 0 (stored whole)")
@@ -256,9 +250,9 @@ class StatWriter:
         values = np.asarray(values, dtype=arr.dtype)
         try:
             arr[view, start:stop] = values
-        except OSError as exc:  # disk full names the file, as create_node does
+        except self.store.backend.errors as exc:  # disk full names the file, as create_node does
             node = layout.stat(self.teacher, self._fresh(name))
-            raise naming(layout.chunk_file(Path(str(self.store.path)), node, view, chunk), exc) from exc
+            raise self.store.backend.map_error(exc, layout.chunk_key(node, view, chunk)) from exc
         records[view][chunk] = _hex(checksum(values))
 
     def static(self, name: str, data: np.ndarray, attrs: dict[str, Any]) -> None:
@@ -272,8 +266,7 @@ class StatWriter:
         s, t = self.store, self.teacher
         for name, (arr, records) in self._arrays.items():
             arr.attrs[layout.STAT_CHECKSUMS_ATTR] = records
-            if s.location.local is not None:  # step 1 ends with the new arrays on disk (an object PUT is durable)
-                sync_tree(layout.on_disk(s.location.local, layout.stat(t, self._fresh(name))))
+            s.backend.sync(layout.stat(t, self._fresh(name)))  # step 1 ends with the new arrays durable
         now = utc_now()
         new = {name: {**params, "node": self._fresh(name), "computed": now} for name, params in entries.items()}
         self._set(new)  # step 2: new readers use the new arrays

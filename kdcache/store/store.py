@@ -39,15 +39,14 @@ from kdcache.store import labels as labels_module
 from kdcache.store import layout
 from kdcache.store.encoded import EncodedReads
 from kdcache.store.chunks import (
-    ChunkGrid, checksum, compressors, dir_size, labels_record, library_versions, utc_now,
+    ChunkGrid, checksum, compressors, labels_record, library_versions, utc_now,
 )
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
-from kdcache.store.lease import held
-from kdcache.store.location import Location, group_meta_at, locate, malformed_group_meta, object_errors, probe_location
+from kdcache.store.backend import Backend
+from kdcache.store.location import Location, group_meta_at, locate, malformed_group_meta
 from kdcache.store.verified import UNDECODABLE, VerifiedReads, decode, precompute_fix
 from kdcache.store.view_params import ParamLayout
-from kdcache.store.writing import fsync_path, naming, sync_tree
 from kdcache.views import Recipe
 
 
@@ -62,9 +61,9 @@ class Store(VerifiedReads, EncodedReads):
     """
 
     def __init__(self, path: Path | Location, group: zarr.Group, writable: bool, manifest: Manifest) -> None:
-        # Where it lives; ``path`` is the directory of a local store, else the Location (its URL in messages).
+        # Where it lives (parsed), and what does its I/O: the only place local and object stores differ.
         self.location = locate(path)
-        self.path: Path | Location = self.location.local if self.location.local is not None else self.location
+        self.backend: Backend = self.location.backend
         self.group = group
         self.writable = writable
         self._manifest = manifest
@@ -74,14 +73,20 @@ class Store(VerifiedReads, EncodedReads):
         self._records: dict[str, np.ndarray] = {}
         self._param_layout: ParamLayout | None = None
 
+    @property
+    def path(self) -> Path | Location:
+        """Where the store lives, for messages (``str(store.path)`` is its directory or URL): a local store's
+        directory, or an object store's Location. Kept for existing callers; I/O goes through :attr:`backend`."""
+        return self.backend.public_path
+
     # ------------------------------------------------------------------ open / create
     @classmethod
     def open(cls, path: str | os.PathLike[str] | Location, mode: str = "r") -> Store:
         """Open an existing store (a path, a URL or a :class:`Location`), checking that it is a kdcache
         store this version reads."""
         loc = locate(path)
-        p = loc.local if loc.local is not None else loc
-        kind = probe_location(loc)
+        p = loc.backend.public_path
+        kind = loc.backend.probe()
         if kind == "missing":
             raise StoreNotFoundError(f"no store at {p}; make one with `kdcache precompute --out {p}`")
         if kind == "creating":
@@ -122,8 +127,8 @@ class Store(VerifiedReads, EncodedReads):
         manifest last, so a store with a manifest always has its arrays.
         """
         loc = locate(path)
-        p = loc.local if loc.local is not None else loc
-        kind = probe_location(loc)
+        p = loc.backend.public_path
+        kind = loc.backend.probe()
         if kind == "file":
             raise StoreError(f"{p} is a file, not a store directory; choose another path")
         if kind in ("store", "foreign"):
@@ -147,10 +152,8 @@ class Store(VerifiedReads, EncodedReads):
             # without read-modify-write of a shared chunk (which loses data).
             group.create_array(layout.VIEW_CHECKSUMS, shape=(views.num_views, grid.num_chunks), chunks=(1, 1),
                                dtype="uint64", fill_value=0, compressors=None, overwrite=True)
-        except OSError as exc:
-            raise naming(Path(str(p)), exc) from exc
-        except object_errors(loc) as exc:
-            raise loc.unreachable(exc) from None
+        except loc.backend.errors as exc:
+            raise loc.backend.map_error(exc, "") from exc
         now = utc_now()
         dataset = dataset.replace(labels_checksum=labels_record(labels))
         manifest = Manifest(dataset=dataset, views=views, teachers={}, status="writing", created=now,
@@ -167,26 +170,16 @@ class Store(VerifiedReads, EncodedReads):
     def _require_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"{self.path} is open read-only; open it with mode='r+' under the writer lock")
-        lease = held(self.location) if self.location.remote else None
-        if lease is not None:
-            lease.check()  # a writer whose lease was taken over stops before its next write
+        self.backend.check_writer()  # a writer whose lease was taken over stops before its next write
 
     def _write_manifest(self, manifest: Manifest) -> None:
         """Replace the manifest: zarr writes a temp file and renames it, then it is fsynced (on an object
-        store one PUT replaces it atomically, and there is nothing to fsync)."""
+        store one PUT replaces it atomically, and there is nothing to fsync: :meth:`Backend.sync`)."""
         self._require_writable()
         manifest = manifest.replace(updated=utc_now())
-        local = self.location.local
-        meta = local / "zarr.json" if local is not None else Path("zarr.json")
-        try:
+        with self.backend.guard("zarr.json"):
             self.group.attrs[layout.MANIFEST_KEY] = manifest.to_dict()
-            if local is not None:
-                fsync_path(meta)
-                fsync_path(local)
-        except OSError as exc:
-            raise naming(meta, exc) from exc
-        except object_errors(self.location) as exc:
-            raise self.location.unreachable(exc) from None
+            self.backend.sync("zarr.json")
         self._manifest = manifest
 
     def set_card(self, name: str, card: TeacherCard) -> None:
@@ -299,9 +292,9 @@ class Store(VerifiedReads, EncodedReads):
         """The checksum record of (view, chunk) from ``sums_node``; a read-only store loads all once."""
         where = f"{self.path}: {sums_node}"
         if self.writable:
-            return int(decode(where, lambda: self._array(sums_node)[view, chunk], self.path))
+            return int(decode(where, lambda: self._array(sums_node)[view, chunk], self.backend))
         if sums_node not in self._records:
-            self._records[sums_node] = decode(where, lambda: np.asarray(self._array(sums_node)[:]), self.path)
+            self._records[sums_node] = decode(where, lambda: np.asarray(self._array(sums_node)[:]), self.backend)
         return int(self._records[sums_node][view, chunk])
 
     def labels(self, verify: bool = True) -> np.ndarray:
@@ -311,7 +304,7 @@ class Store(VerifiedReads, EncodedReads):
         changed or lost after precompute fail in one line instead of giving wrong statistics.
         """
         arr = self._array(layout.LABELS)
-        labels = np.asarray(decode(f"{self.path}: {layout.LABELS}", lambda: arr[:], self.path), dtype=np.int64)
+        labels = np.asarray(decode(f"{self.path}: {layout.LABELS}", lambda: arr[:], self.backend), dtype=np.int64)
         if verify:
             problem = self.labels_problem(labels)
             if problem:
@@ -353,14 +346,10 @@ class Store(VerifiedReads, EncodedReads):
 
     def logits_bytes(self, teacher: str) -> int:
         """Bytes on disk of ``teacher``'s encoded logits (every part)."""
-        nodes = [node for _, node in self.part_nodes(teacher)]
-        if self.location.local is None:
-            return sum(self.location.size(node + "/") for node in nodes)
-        return sum(dir_size(layout.on_disk(self.location.local, node)) for node in nodes)
+        return sum(self.backend.size(node + "/") for _, node in self.part_nodes(teacher))
 
     def disk_bytes(self) -> int:
-        local = self.location.local
-        return self.location.size() if local is None else dir_size(local)
+        return self.backend.size()
 
     def iter_chunks(self) -> Iterator[tuple[int, int]]:
         """All (view, chunk) pairs in write order."""
@@ -389,10 +378,8 @@ class Store(VerifiedReads, EncodedReads):
                 node = layout.part(teacher, name)
                 self._array(node)[view, start:stop] = data
             self.logit_checksums(teacher)[view, chunk] = checksum(*parts.values())
-        except OSError as exc:
-            raise naming(layout.chunk_file(Path(str(self.path)), node, view, chunk, 0), exc) from exc
-        except object_errors(self.location) as exc:
-            raise self.location.unreachable(exc) from None
+        except self.backend.errors as exc:
+            raise self.backend.map_error(exc, layout.chunk_key(node, view, chunk, 0)) from exc
 
     def add_teacher(self, name: str, card: TeacherCard) -> None:
         """Create the arrays of a new teacher, then record its card (status ``writing``)."""
@@ -413,8 +400,8 @@ class Store(VerifiedReads, EncodedReads):
                 )
             self.group.create_array(layout.logit_checksums(name), shape=(self.num_views, grid.num_chunks),
                                     chunks=(1, 1), dtype="uint64", fill_value=0, compressors=None, overwrite=True)
-        except OSError as exc:
-            raise naming(layout.on_disk(self.path, layout.teacher_dir(name)), exc) from exc
+        except self.backend.errors as exc:  # a full disk names the teacher's directory; an object store, itself
+            raise self.backend.map_error(exc, layout.teacher_dir(name)) from exc
         self.set_card(name, card.replace(status="writing", started=utc_now()))
 
     def pending_chunks(self, teacher: str) -> tuple[list[tuple[int, int]], int]:
@@ -441,6 +428,5 @@ class Store(VerifiedReads, EncodedReads):
 
     def sync(self) -> None:
         """Flush the store's files to stable storage (before a teacher is declared complete); an object
-        store's PUTs are durable when they return."""
-        if self.location.local is not None:
-            sync_tree(self.location.local)
+        store's PUTs are durable when they return (:meth:`Backend.sync`)."""
+        self.backend.sync()

@@ -11,7 +11,6 @@ process is hashed again only if its file changed.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,10 +19,12 @@ from kdcache import encodings
 from kdcache.errors import StoreCorruptError, StoreIncompleteError
 from kdcache.store import layout
 from kdcache.store.chunks import checksum, chunk_missing
-from kdcache.store.location import Location, object_errors
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from kdcache.store.backend import Backend
+    from kdcache.store.location import Location
 
     import zarr
 
@@ -36,19 +37,19 @@ if TYPE_CHECKING:
 UNDECODABLE = (ValueError, RuntimeError, TypeError)
 
 
-def precompute_fix(root: Path | Location) -> str:
+def precompute_fix(root: Path | Location | Backend) -> str:
     """What rewrites a damaged chunk of logits or of ``views/params``: the precompute that made it, whose
     re-run finds such chunks by their records (``Store.pending_chunks``, ``integrity.repair_params``)."""
     return f"run `kdcache verify {root}`, then re-run the same `kdcache precompute` to rewrite it"
 
 
-def decode(where: str, read: Any, root: Path | Location, fix: str | None = None) -> Any:
+def decode(where: str, read: Any, root: Backend, fix: str | None = None) -> Any:
     """``read()``, with bytes that cannot be decoded reported as :class:`StoreCorruptError` naming ``where``
-    (and, on an object store, a failed request as one line naming the store and its endpoint).
+    (and, on an object store, a failed request as one line naming the store and its endpoint:
+    :meth:`Backend.map_error`; a local OSError propagates as raised, naming its file).
 
     ``fix`` is what rewrites the chunk (the error's last words); by default the precompute that made it.
     """
-    remote = object_errors(root) if isinstance(root, Location) else ()
     try:
         return read()
     except UNDECODABLE as exc:
@@ -56,16 +57,18 @@ def decode(where: str, read: Any, root: Path | Location, fix: str | None = None)
             f"{where} cannot be decoded ({type(exc).__name__}: {str(exc)[:80]}); the store is damaged: "
             f"{fix or precompute_fix(root)}"
         ) from None
-    except remote as exc:
-        raise root.unreachable(exc) from None  # type: ignore[union-attr]
+    except root.request_errors as exc:
+        raise root.map_error(exc, "") from None
 
 
 class VerifiedReads:
     """The verified-read half of :class:`~kdcache.store.Store` (it provides the attributes declared here)."""
 
     if TYPE_CHECKING:
-        path: Path | Location
+        @property
+        def path(self) -> Path | Location: ...
         location: Location
+        backend: Backend
         writable: bool
         _seen: dict[Any, Any]
 
@@ -81,13 +84,8 @@ class VerifiedReads:
         def read_encoded_chunk(self, teacher: str, view: int, chunk: int, verify: bool = True) -> dict[str, np.ndarray]: ...
 
     def _signature(self, node: str, index: tuple[int, ...]) -> tuple[int, int, int] | None:
-        if self.location.local is None:
-            return None  # an object store: every read is hashed (a HEAD per chunk costs a round trip)
-        try:
-            st = os.stat(layout.chunk_file(self.location.local, node, *index))
-        except OSError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
+        # None on an object store: every read is hashed (a HEAD per chunk costs a round trip).
+        return self.backend.signature(layout.chunk_key(node, *index))
 
     def _verified(self, node: str, read: Any, record: int, view: int, chunk: int,
                   index: tuple[int, ...] | None = None, fix: str | None = None,
@@ -109,7 +107,7 @@ class VerifiedReads:
                 f"{where} was never written; {fix or 're-run the `kdcache precompute` that made it'}")
         key = (node, view, chunk)
         before = self._signature(node, index) if index is not None and not self.writable else None
-        data = decode(where, read, self.path, fix)
+        data = decode(where, read, self.backend, fix)
         if before is not None and self._seen.get(key) == (before, record) and self._signature(node, index) == before:
             return data
         if (checksum(*data.values()) if isinstance(data, dict) else checksum(data)) != record:

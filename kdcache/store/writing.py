@@ -122,32 +122,29 @@ def remove_stale_partials(root: Path) -> int:
 
 
 def writer_lock(target: str | os.PathLike[str] | Location) -> AbstractContextManager[object]:
-    """The exclusive writer lock of a store: ``flock`` on a local directory, a lease on an object store.
+    """The exclusive writer lock of a store: ``flock`` on a local directory, a lease on an object store
+    (:meth:`kdcache.store.backend.Backend.writer_lock`).
 
     Both refuse a live second writer at once with one line naming the holder,
     and both outlive nothing: the kernel drops a dead process's ``flock``, and
     a dead writer's lease expires (``kdcache.store.lease``).
     """
-    location = locate(target)
-    if location.local is not None:
-        return WriterLock(location.local)
-    from kdcache.store.lease import Lease
-
-    return Lease(location, ttl=location.lease_seconds)
+    return locate(target).backend.writer_lock()
 
 
 @contextlib.contextmanager
 def creating_writer_lock(target: str | os.PathLike[str] | Location) -> Iterator[WriterLock | Lease]:
     """:func:`writer_lock` on a store that may not exist yet (precompute's ``--out``).
 
-    A local directory and its missing parents are made first. If the block
-    fails while the location holds nothing but the lock (no store was begun
-    there: a refusal, Ctrl-C), the lock file or lease is removed while still
-    held, and so is every directory made here: a first run that fails leaves
-    nothing behind. A store begun there is kept, to be resumed.
+    A local directory and its missing parents are made first
+    (:meth:`~kdcache.store.backend.Backend.prepare`). If the block fails while
+    the location holds nothing but the lock (no store was begun there: a
+    refusal, Ctrl-C), the lock file or lease is removed while still held, and
+    so is every directory made here: a first run that fails leaves nothing
+    behind. A store begun there is kept, to be resumed.
     """
     location = locate(target)
-    made = _make_dirs(location.local) if location.local is not None else []
+    undo = location.backend.prepare()
     kept = False
     try:
         with writer_lock(location) as lock:
@@ -164,25 +161,7 @@ def creating_writer_lock(target: str | os.PathLike[str] | Location) -> Iterator[
         kept = True
     finally:
         if not kept:
-            for folder in made:  # deepest first; one that holds anything stays, with its parents
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-
-
-def _make_dirs(path: Path) -> list[Path]:
-    """Make ``path`` and its missing parents; return the ones made, deepest first."""
-    missing = []
-    folder = path
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    return missing
+            undo()
 
 
 def _same_file(fd: int, path: Path) -> bool:
