@@ -269,12 +269,6 @@ def probe_location(location: Location) -> str:
     return location.backend.probe()
 
 
-def object_errors(location: Location) -> tuple[type[BaseException], ...]:
-    """The exceptions the location's I/O raises that :meth:`Location.unreachable` one-lines: obstore's on
-    an object store; nothing for a local directory, whose OSErrors are named by the writers."""
-    return location.backend.request_errors
-
-
 def store_target(target: str | os.PathLike[str] | Location) -> Path | Location:
     """What a command writes to: a local store's absolute directory, or a remote store's Location.
 
