@@ -87,7 +87,7 @@ def ensemble(
     from kdcache.precompute.ensemble import ensemble as run
 
     weights = parse_weights(weight)
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     typer.echo(format_ensemble(run(store, members=teacher_name, how=value(how) or "", new_name=new_name,
                                    weights=weights, temperature=temperature, encoding=encoding,
                                    allow_approximate=allow_approximate_encoding)))

@@ -44,5 +44,5 @@ def report(
         usage_fail("nothing to report: pass run directories (RUN_DIR...) and/or --store STORE")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a directory; choose another --out")
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     typer.echo(format_report(write_report(runs or [], out, store=store, teacher=teacher_name, baseline=baseline)))

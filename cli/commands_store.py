@@ -7,14 +7,12 @@ imported inside the bodies so that ``--help`` stays fast.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from kdcache_cli.exits import handle_errors, usage_fail
 from kdcache_cli.options import (
-    BatchOpt,
     Codec,
     DataOpt,
     Device,
@@ -84,7 +82,7 @@ def precompute(
     from kdcache.precompute.run import TeacherRequest, precompute as run
     from kdcache_cli.tables import format_summary
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, out)
     weights = weights or []
     names = teacher_name or []
     if len(weights) > len(teacher) or len(names) > len(teacher):
@@ -114,7 +112,7 @@ def info(
     """Show what is in a store: dataset, fingerprint, views, recipe, teachers, statistics, sizes."""
     from kdcache.audit import format_info, store_info
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     description = store_info(store)
     typer.echo(json.dumps(description, indent=2) if as_json else format_info(description))
 
@@ -142,7 +140,7 @@ def verify(
     """
     from kdcache.audit import format_verify, verify_store
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     report = verify_store(store, replay=replay, teacher=teacher_name, data=data, weights=weights, progress=replay > 0)
     typer.echo(format_verify(report))
     if not report.ok:
@@ -179,7 +177,7 @@ def convert(
     """Re-encode a cached teacher into a new teacher entry on the same views, without running the teacher."""
     from kdcache.precompute.convert import convert as run, format_convert
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     typer.echo(format_convert(run(store, teacher=teacher_name, encoding=encoding, new_name=new_name)))
 
 
@@ -202,6 +200,6 @@ def stats(
     """Compute ISATS tau*, FGCR class tables and teacher accuracy once, into the store."""
     from kdcache.stats import compute_stats, format_stats
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     result = compute_stats(store, teacher=teacher_name, **given(tau0=tau0, grid=parse_grid(grid)))
     typer.echo(format_stats(result))

@@ -120,7 +120,7 @@ def distill(
     from kdcache.distill.run import DistillConfig, distill as run, format_result, parse_loss_opts
     from kdcache.distributed import is_main
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     cfg = DistillConfig(
         data=data, val_data=val_data, student=student, loss=value(loss), epochs=epochs, out=out,
         store=None if store is None else str(store), teacher_name=teacher_name, teacher=teacher, weights=weights,
@@ -183,7 +183,7 @@ def sweep(
     """Train several students (runs x init seeds) from a STORE in one pass over the data per epoch."""
     from kdcache.distill.sweep import SweepConfig, format_result, parse_run, sweep as run_sweep
 
-    use_storage_options(storage_option)
+    use_storage_options(storage_option, store)
     cfg = SweepConfig(
         store=str(store), data=data, val_data=val_data, student=student, runs=[parse_run(r) for r in run],
         init_seeds=list(init_seed) if init_seed else [seed], epochs=epochs, out=out, teacher_name=teacher_name,

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from kdcache.errors import UsageError
+
 
 def _encoding_help() -> str:
     from kdcache import encodings  # the registry (numpy only; no torch)
@@ -123,11 +125,20 @@ StorageOpt = Annotated[Optional[list[str]], typer.Option(
     show_default=False)]
 
 
-def use_storage_options(items: list[str] | None) -> None:
-    """Apply ``--storage-option`` values to every object-store URL this command opens (parsed in the library)."""
-    from kdcache.store.location import parse_storage_options, use_storage_options as apply
+def use_storage_options(items: list[str] | None, store: object = None) -> None:
+    """Apply ``--storage-option`` values to every object-store URL this command opens (parsed in the library).
 
-    apply(parse_storage_options(items))
+    Given with a local ``store`` (the command's store or output), they would configure nothing: refused
+    in one line (exit 2) rather than ignored.
+    """
+    from kdcache.store.location import locate, parse_storage_options, use_storage_options as apply
+
+    options = parse_storage_options(items)
+    if options and store is not None and not locate(str(store)).backend.takes_options:
+        raise UsageError(f"{store} is a local path, but --storage-option ({', '.join(sorted(options))}) "
+                         "configures an object-store client (s3://, gs://, az://, memory://): drop it for a local "
+                         "store")
+    apply(options)
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", help=RECIPE_HELP, show_default=False)]
 TeacherNameOpt = Annotated[
     Optional[str], typer.Option("--teacher-name", help="Teacher in the store (default: the only one).",

@@ -211,5 +211,5 @@ def test_storage_options_on_a_local_store_are_refused_not_ignored(made: Path, tm
     for command in (("info", made), ("verify", made), ("precompute", *ARGS[1:], "--out", tmp_path / "new.zarr")):
         code, text = run_cli(*command, "--storage-option", "region=eu-west-1")
         assert code == 2, text
-        assert "is a local path, but storage options (region)" in text, text
+        assert "is a local path, but --storage-option (region)" in text, text
     assert not (tmp_path / "new.zarr").exists()  # refused before anything was written

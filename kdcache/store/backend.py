@@ -45,6 +45,8 @@ class Backend(ABC):
     file_signatures: bool
     #: Each read is a network round trip: a reader keeps several in flight.
     high_latency: bool
+    #: Has a client that ``--storage-option`` values configure (credentials, endpoint, region).
+    takes_options: bool
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -171,6 +173,7 @@ class LocalBackend(Backend):
     needs_sync = True
     file_signatures = True
     high_latency = False
+    takes_options = False
 
     @property
     def root(self) -> Path:
@@ -277,6 +280,7 @@ class ObjectBackend(Backend):
     needs_sync = False
     file_signatures = False
     high_latency = True
+    takes_options = True
 
     @property
     def public_path(self) -> Path | Location:
