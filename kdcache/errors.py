@@ -40,6 +40,10 @@ class ModelError(KdcacheError, ValueError):
     """A model cannot be built or its weights do not fit it."""
 
 
+class ModelInputError(UsageError, ModelError):
+    """A model cannot take the data's images (their channels or size): the CLI exits 2, before anything runs."""
+
+
 class StoreError(KdcacheError, ValueError):
     """A store is missing, malformed, or cannot be used as asked."""
 

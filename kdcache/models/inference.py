@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdcache.errors import ModelError
+from kdcache.errors import KdcacheBug, ModelError, ModelInputError
 from kdcache.models.checkpoints import first_line
 
 __all__ = ["DEFAULT_MICRO_BATCH", "check_output_width", "check_row_independence", "run_model"]
@@ -128,11 +128,11 @@ def check_output_width(
     x = _input_batch(in_channels, image_size)
     try:
         logits = run_model(model, x, micro_batch)
-    except ModelError:
-        raise
-    # A foreign model's forward can raise anything; say which input it got.
+    except (ModelError, KdcacheBug, torch.OutOfMemoryError):
+        raise  # a model error already says what; a bug keeps its traceback; memory is not the input's shape
+    # A foreign model's forward can raise anything: most often it cannot take this input; say which it got.
     except Exception as e:  # noqa: BLE001
-        raise ModelError(
+        raise ModelInputError(
             f"{role} failed on a batch of shape ({micro_batch}, {in_channels}, "
             f"{x.shape[-2]}, {x.shape[-1]}): {type(e).__name__}: {first_line(e)}"
         ) from e
