@@ -48,7 +48,7 @@ from kdcache.engine import (
 )
 from kdcache.validate import require_choice, require_int
 from kdcache.losses.options import parse_loss_opts  # noqa: F401  (re-exported: sweep, the CLI)
-from kdcache.engine.parallel import PRECISIONS
+from kdcache.engine.parallel import PRECISIONS, check_batches
 from kdcache.engine.state import determinism
 from kdcache.engine.run_dir import RunDir, check_val_classes, check_val_images
 from kdcache.errors import KdcacheError, UsageError
@@ -317,6 +317,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     seed_everything(cfg.init_seed if cfg.init_seed is not None else cfg.seed)
     task = DistillTask(cfg, spec, hparams, teacher, source, device)
     task.check_val(val_source)  # before the run directory exists: one line, not a traceback after an epoch
+    # The rank split too (the engine checks it again): a usage error is found before anything is written.
+    check_batches(task.num_samples, cfg.batch_size, distributed.current().world)
     # The data's content, not only its spec, is part of the run: a changed dataset is refused on resume.
     inputs.update(data_fingerprint=source.fingerprint(), val_data_fingerprint=val_source.fingerprint())
     record, args = run_record(cfg, inputs, teacher, task, device)

@@ -265,6 +265,7 @@ def _build(cfg: SweepConfig, device: torch.device,
     lock = RunLock(Path(cfg.out))
     lock.acquire()
     held.callback(lock.release)
+    _check_out(cfg)  # again, as the writer: another sweep may have written here since the first check
     runs = [RunDir(scfg.out) for _run, _seed, scfg, *_rest in built]
     for run_dir in runs:
         held.callback(run_dir.close)

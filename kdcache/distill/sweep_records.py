@@ -77,10 +77,11 @@ def check_resume(cfg: SweepConfig) -> None:
         raise RunError(f"--resume: {out} holds no sweep to resume (no sweep.json); drop --resume to start one")
     try:
         old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8 text
         raise RunError(f"--resume: {path} is corrupted (not JSON); this sweep cannot be continued exactly, "
                        "start a new one with another --out") from None
-    if not isinstance(old, dict) or old.get("kind") != "kdcache-sweep":
+    if (not isinstance(old, dict) or old.get("kind") != "kdcache-sweep"
+            or not all(isinstance(r, dict) and "name" in r for r in old.get("runs", []))):
         raise RunError(f"--resume: {path} is not a kdcache sweep record; start a new sweep with another --out")
     students = {student_name(r.name, s) for r in cfg.runs for s in cfg.init_seeds}
     dropped = [name for name in old.get("students", []) if name not in students]

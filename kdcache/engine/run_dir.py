@@ -34,9 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +82,6 @@ class RunLock(WriterLock):
 
     def acquired(self) -> None:
         """Nothing to clean up: a run's files are replaced atomically."""
-
-
-def holder_of(lock: Path) -> str:
-    """Who holds (or last held) the lock file ``lock``: ``PID on HOST``."""
-    try:
-        return lock.read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def this_process() -> str:
-    """How a lock names this process (``PID on HOST``), as :class:`RunLock` writes it."""
-    return f"{os.getpid()} on {socket.gethostname()}"
 
 
 class RunDir:
@@ -260,14 +245,6 @@ class RunDir:
         return read_jsonl(self.files.steps)
 
 
-@contextmanager
-def holding(*runs: RunDir | RunLock) -> Iterator[None]:
-    """Release every given lock (or run) on leaving the block, whatever happens in it."""
-    try:
-        yield
-    finally:
-        for r in reversed(runs):
-            r.release()
 
 
 def _input_changes(previous: dict[str, Any], record: dict[str, Any], key: str) -> str:
