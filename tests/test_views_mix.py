@@ -24,6 +24,7 @@ import zarr
 from kdcache import losses
 from kdcache.data import open_data
 from kdcache.errors import RecipeError
+from kdcache.store import Store
 from kdcache.views import Recipe, Render, ViewDataset, load_recipe, sample_params
 from kdcache.views.mix import LAM_SCALE, mixed_labels
 from kdcache.views.seeds import partner_generator
@@ -405,3 +406,14 @@ def test_preset_bytes_per_view_are_as_documented_and_pack_losslessly(name):
         bad = rows.copy()
         bad[0, 0] = 40000
         pack_params(recipe, bad)
+
+
+def test_stats_on_a_mixing_store_computes_what_it_can_and_says_what_it_left_out(tmp_path, store):
+    import shutil
+
+    copy = Path(shutil.copytree(store, tmp_path / "s.zarr"))
+    code, text = run_cli("stats", copy)
+    assert code == 0 and "Traceback" not in text, text
+    assert "warning: isats_tau is not computed on a store whose recipe mixes views" in text, text
+    stats = Store.open(copy).card().stats
+    assert "class_table" in stats and "isats_tau" not in stats, stats
