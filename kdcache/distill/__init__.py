@@ -16,8 +16,8 @@ __all__ = ['DistillConfig', 'DistillResult', 'distill']
 
 
 def __getattr__(name: str) -> Any:
-    # Re-exported lazily: the engine imports this stage's submodules, and an eager import of
-    # :mod:`kdcache.distill.run` here would import the engine back while it is initialising.
+    # Re-exported lazily: the engine imports kdcache.distill.prefetch, and an eager import of
+    # kdcache.distill.run here would import the engine back while it is initialising.
     if name in __all__:
         import importlib
 

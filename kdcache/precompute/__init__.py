@@ -13,8 +13,8 @@ __all__ = ['PrecomputeResult', 'TeacherRequest', 'precompute']
 
 
 def __getattr__(name: str) -> Any:
-    # Re-exported lazily: the engine imports this stage's submodules, and an eager import of
-    # :mod:`kdcache.precompute.run` here would import the engine back while it is initialising.
+    # Re-exported lazily, as kdcache.distill's are: importing one submodule of the stage (verify imports
+    # kdcache.precompute.scoring) does not import the whole command and its dependencies.
     if name in __all__:
         import importlib
 

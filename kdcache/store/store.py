@@ -25,22 +25,12 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from kdcache import __version__
-from kdcache import encodings
-from kdcache.errors import (
-    StoreCorruptError,
-    StoreError,
-    StoreIncompleteError,
-    StoreNotFoundError,
-    TeacherNameError,
-    UsageError,
-)
-from kdcache.store import labels as labels_module
-from kdcache.store import layout
+from kdcache import __version__, encodings
+from kdcache.errors import (StoreCorruptError, StoreError, StoreIncompleteError, StoreNotFoundError, TeacherNameError,
+                            UsageError)
+from kdcache.store import labels as labels_module, layout
 from kdcache.store.encoded import EncodedReads
-from kdcache.store.chunks import (
-    ChunkGrid, checksum, compressors, labels_record, library_versions, utc_now,
-)
+from kdcache.store.chunks import ChunkGrid, checksum, compressors, labels_record, library_versions, utc_now
 from kdcache.store.manifest import DatasetRecord, Manifest, TeacherCard, ViewsRecord
 from kdcache.store.layout import probe  # noqa: F401 - re-exported by kdcache.store
 from kdcache.store.backend import Backend

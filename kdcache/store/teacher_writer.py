@@ -2,7 +2,7 @@
 
 A command that fills a teacher entry produces float logits for chunks of rows
 and nothing else: ``precompute`` scores a network, ``convert`` decodes a float
-teacher already stored; a ``kdcache ensemble`` would combine several. Everything
+teacher already stored, ``ensemble`` combines several of them. Everything
 else about the entry is done here, the same way for each, and every message of
 an entry's life is written here:
 
@@ -26,19 +26,9 @@ an entry's life is written here:
    card marked ``complete``). A killed producer leaves an entry in
    ``writing``: the same command resumes it.
 
-A third producer is a card, a :class:`Producer` and a loop; e.g. an ensemble
-of float teachers ``a`` and ``b`` of one store::
-
-    producer = Producer(name_option="--as", provenance={"ensemble_of": ["a", "b"]}, platform_bound=False)
-    store = Store.open(path)  # read-only: every refusal comes before the lock
-    card = store.card("a").replace(spec="ensemble:a+b", encoding="float16")  # what makes these rows
-    TeacherWriter.check(store, check_name(name, producer), card, producer)
-    with writer_lock(path):
-        writer = TeacherWriter.begin(Store.open(path, mode="r+"), name, card, producer)
-        for view, chunk in writer.pending:
-            logits = sum(writer.store.read_logits_chunk(t, view, chunk).astype("float32") for t in "ab") / 2
-            writer.write(view, chunk, logits)
-        accuracy = writer.finish()
+A producer is a card, a :class:`Producer` and a loop over :attr:`TeacherWriter.pending`:
+:mod:`kdcache.precompute.convert` is the smallest, :mod:`kdcache.precompute.ensemble` (which records its
+members in the producer's provenance) the one to copy for a teacher derived from others.
 
 The card's identity fields (:class:`~kdcache.store.manifest.TeacherCard`) and
 the producer's provenance (JSON values) are what a resume must repeat.
