@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -30,8 +32,11 @@ def test_command_help_has_an_example(command: str) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "kdcache_cli.main", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "precompute" in out.stdout
+    # The `kdcache` script pip installed beside this interpreter (the README's command), not `python -m`.
+    script = shutil.which("kdcache", path=str(Path(sys.executable).parent))
+    assert script is not None, f"no `kdcache` console script beside {sys.executable}: pip install -e . installs it"
+    out = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "precompute" in out.stdout, out.stderr
 
 
 def test_bad_data_spec_is_one_line() -> None:

@@ -19,23 +19,15 @@ from pathlib import Path
 import pytest
 
 from kdcache_cli.exits import describe_os_error
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, precompute_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
 VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
 TINY = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-
-
-def precompute_args(out: Path, *extra: object, teacher: str = TINY) -> list[object]:
-    return ["precompute", "--data", DATA, "--teacher", teacher, "--views", "2", "--seed", "3", "--recipe", RECIPE,
-            "--chunk-rows", "64", "--out", out, *extra]
-
-
-def distill_args(store: Path, out: Path, *extra: object) -> list[object]:
-    return ["distill", store, "--data", DATA, "--val-data", VAL, "--student", TINY, "--epochs", "1",
-            "--batch-size", "32", "--out", out, *extra]
+PRECOMPUTE = {"data": DATA, "seed": 3}
+DISTILL = {"data": DATA, "val_data": VAL}
 
 
 def teacher_args(out: Path, *extra: object) -> list[object]:
@@ -46,7 +38,7 @@ def teacher_args(out: Path, *extra: object) -> list[object]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exits") / "store.zarr"
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert code == 0, text
     return out
 
@@ -77,7 +69,7 @@ def test_a_value_the_library_refuses_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_a_store_mismatch_is_1(store: Path) -> None:
-    code, text = run_cli(*[a if a != "3" else "4" for a in precompute_args(store)])  # another --seed
+    code, text = run_cli(*[a if a != "3" else "4" for a in precompute_args(store, **PRECOMPUTE)])  # another --seed
     assert_one_line_error(code, text, "seed")
 
 
@@ -106,7 +98,7 @@ def test_ctrl_c_is_130_with_how_to_resume(tmp_path: Path) -> None:
     out = tmp_path / "slow.zarr"
     # 4,096 samples x 2 views at 50 ms per 64-row batch: about 6 s, so Ctrl-C lands mid-run.
     args = [a.replace("samples=128", "samples=4096") if isinstance(a, str) else a
-            for a in precompute_args(out, teacher="import:tests.helpers:slow")]
+            for a in precompute_args(out, teacher="import:tests.helpers:slow", **PRECOMPUTE)]
     done = _interrupt(args, out / "teachers" / "slow" / "checksums" / "c")  # the first chunk is recorded
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
@@ -120,7 +112,8 @@ def test_ctrl_c_is_130_with_how_to_resume(tmp_path: Path) -> None:
 
 def test_ctrl_c_in_distill_says_resume(tmp_path: Path, store: Path) -> None:
     run = tmp_path / "run"
-    done = _interrupt(distill_args(store, run, "--student", "import:tests.helpers:slow", "--epochs", "50"),
+    done = _interrupt(distill_args(run, "--student", "import:tests.helpers:slow", "--epochs", "50", store=store,
+                                   **DISTILL),
                       run / "run.json")
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "--resume" in done.stderr
@@ -148,8 +141,8 @@ def read_only_dir(base: Path) -> Iterator[Path]:
 
 def _outputs(store: Path, parent: Path) -> dict[str, list[object]]:
     return {
-        "precompute": precompute_args(parent / "store.zarr"),
-        "distill": distill_args(store, parent / "run"),
+        "precompute": precompute_args(parent / "store.zarr", **PRECOMPUTE),
+        "distill": distill_args(parent / "run", store=store, **DISTILL),
         "train-teacher": teacher_args(parent / "teacher.pt"),
     }
 
@@ -180,7 +173,7 @@ def test_out_under_a_file_is_one_line(tmp_path: Path, store: Path, command: str)
 def test_distill_out_naming_a_file_is_one_line(tmp_path: Path, store: Path) -> None:
     target = tmp_path / "run"
     target.write_text("my notes")
-    assert_one_line_error(*run_cli(*distill_args(store, target)), str(target))
+    assert_one_line_error(*run_cli(*distill_args(target, store=store, **DISTILL)), str(target))
     assert target.read_text() == "my notes"  # nothing already written is lost
 
 
@@ -210,7 +203,7 @@ def test_permission_denied_is_one_line(command: str) -> None:
     try:
         base.chmod(0o755)
         store = base / "store.zarr"
-        assert run_cli(*precompute_args(store))[0] == 0
+        assert run_cli(*precompute_args(store, **PRECOMPUTE))[0] == 0
         locked = base / "locked"
         locked.mkdir()
         locked.chmod(0o555)
@@ -230,7 +223,7 @@ def test_verify_replay_from_another_directory_with_relative_weights(tmp_path: Pa
     monkeypatch.chdir(work)
     code, text = run_cli(*teacher_args(Path("teacher.pt")))
     assert code == 0, text
-    code, text = run_cli(*precompute_args(Path("store.zarr"), "--weights", "teacher.pt"))
+    code, text = run_cli(*precompute_args(Path("store.zarr"), "--weights", "teacher.pt", **PRECOMPUTE))
     assert code == 0, text
     monkeypatch.chdir(elsewhere)
     code, text = run_cli("verify", work / "store.zarr", "--replay", "4")

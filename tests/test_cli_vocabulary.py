@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from kdcache_cli.main import app
 from kdcache_cli.options import Codec, Device, Loss, Optimizer, Schedule, ViewPolicy, recipe_presets
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
@@ -140,13 +140,9 @@ def test_verify_old_teacher_spelling_is_refused(store: Path) -> None:
     assert code == 0, text
 
 
-def distill_args(out: Path) -> list[object]:
-    return ["--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", "kd", "--epochs", "1",
-            "--batch-size", "32", "--out", out]
-
-
 def test_distill_old_store_option_is_refused(tmp_path: Path, store: Path) -> None:
-    assert_one_line_error(*run_cli("distill", *distill_args(tmp_path / "old"), "--store", store), "--store",
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "old", "--store", store, data=DATA, val_data=VAL,
+                                                 loss="kd")), "--store",
                           exit_code=2)
     assert not (tmp_path / "old").exists()  # refused before anything is written
 

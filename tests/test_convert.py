@@ -11,10 +11,11 @@ import pytest
 import zarr
 
 from kdcache.store import Store, WriterLock
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_encodings import precompute_args
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
 
 ENCODINGS = {"ci8": "int8", "ctk": "topk:4", "csm": "sample:16@2"}
+DATA = "synthetic:samples=192,classes=10,size=12,channels=1,seed=5"  # as tests/test_encodings.py
+PRECOMPUTE = {"data": DATA, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +23,13 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A float32 store converted into every compact encoding, and a store precomputed directly in each."""
     base = tmp_path_factory.mktemp("convert")
     converted, direct = base / "converted.zarr", base / "direct.zarr"
-    code, text = run_cli(*precompute_args(converted, "f32", "float32"))
+    code, text = run_cli(*precompute_args(converted, teacher_name="f32", encoding="float32", **PRECOMPUTE))
     assert code == 0, text
     for name, encoding in ENCODINGS.items():
         code, text = run_cli("convert", converted, "--teacher-name", "f32", "--encoding", encoding, "--as", name)
         assert code == 0 and f"teacher {name} ({encoding})" in text, text
-        code, text = run_cli(*precompute_args(direct, name, encoding))  # same seed, views, chunk rows, name
+        code, text = run_cli(*precompute_args(direct, teacher_name=name, encoding=encoding,
+                                              **PRECOMPUTE))  # same seed, views, chunk rows, name
         assert code == 0, text
     return converted, direct
 

@@ -13,7 +13,8 @@ import zarr
 from kdcache import losses
 from kdcache.distill.cached_rows import epoch_plan
 from kdcache.store import Store
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, run_cli
+from tests.stores import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
@@ -21,15 +22,9 @@ VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
 TEACHER = "import:tests.helpers:tiny"
 STUDENT = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+DISTILL = {"data": DATA, "val_data": VAL, "student": STUDENT, "epochs": 2, "seed": 11, "lr": 0.1}
 
 
-
-
-def make_store(out: Path, *extra: str, data: str = DATA, encoding: str = "float32") -> Path:
-    code, text = run_cli("precompute", "--data", data, "--teacher", TEACHER, "--views", "3", "--seed", "11",
-                         "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", encoding, *extra)
-    assert code == 0, text
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +35,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def distill_args(out: Path, loss: str = "kd", *extra: str) -> list[str]:
-    return ["distill", "--data", DATA, "--val-data", VAL, "--student", STUDENT, "--loss", loss,
-            "--epochs", "2", "--out", out, "--batch-size", "32", "--seed", "11", "--lr", "0.1", *extra]
-
-
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_distill_writes_metrics_weights_record_and_checkpoint(tmp_path: Path, store: Path) -> None:
     out = tmp_path / "run"
-    code, text = run_cli(*distill_args(out, "nkd", store))
+    code, text = run_cli(*distill_args(out, store, loss="nkd", **DISTILL))
     assert code == 0, text
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -69,7 +59,7 @@ def test_distill_writes_metrics_weights_record_and_checkpoint(tmp_path: Path, st
 @pytest.mark.parametrize("loss", [n for n in losses.names() if n not in ("nkd",)])
 def test_every_loss_trains_from_the_store(tmp_path: Path, store: Path, loss: str) -> None:
     extra = ["--loss-opt", "beta=0.01"] if loss == "dtd" else []
-    code, text = run_cli(*distill_args(tmp_path / loss, loss, store, "--epochs", "1", *extra))
+    code, text = run_cli(*distill_args(tmp_path / loss, store, "--epochs", "1", *extra, loss=loss, **DISTILL))
     assert code == 0, text
     row = read_jsonl(tmp_path / loss / "metrics.jsonl")[0]
     assert np.isfinite(row["train_loss"])
@@ -77,9 +67,9 @@ def test_every_loss_trains_from_the_store(tmp_path: Path, store: Path, loss: str
 
 def test_cached_float32_and_online_agree_step_by_step(tmp_path: Path, store: Path) -> None:
     cached, online = tmp_path / "cached", tmp_path / "online"
-    assert run_cli(*distill_args(cached, "isats", store))[0] == 0
-    code, text = run_cli(*distill_args(online, "isats", "--teacher", TEACHER, "--views", "3",
-                                       "--recipe", RECIPE))
+    assert run_cli(*distill_args(cached, store, loss="isats", **DISTILL))[0] == 0
+    code, text = run_cli(*distill_args(online, "--teacher", TEACHER, "--views", "3", "--recipe", RECIPE, loss="isats",
+                                       **DISTILL))
     assert code == 0, text
     # The store's seed (11) is the online --seed: the same views, the same order.
     a, b = read_jsonl(cached / "steps.jsonl"), read_jsonl(online / "steps.jsonl")
@@ -100,13 +90,13 @@ def test_online_view_seed_replays_a_store_made_with_another_seed(tmp_path: Path,
         return [r["loss"] for r in read_jsonl(run / "steps.jsonl")]
 
     cached, online, other = tmp_path / "cached", tmp_path / "online", tmp_path / "other"
-    assert run_cli(*with_seed(distill_args(cached, "kd", store, "--epochs", "1")))[0] == 0
+    assert run_cli(*with_seed(distill_args(cached, store, "--epochs", "1", loss="kd", **DISTILL)))[0] == 0
     live = ["--teacher", TEACHER, "--views", "3", "--recipe", RECIPE, "--epochs", "1"]
-    code, text = run_cli(*with_seed(distill_args(online, "kd", *live, "--view-seed", "11")))
+    code, text = run_cli(*with_seed(distill_args(online, *live, "--view-seed", "11", loss="kd", **DISTILL)))
     assert code == 0, text
     assert losses_of(cached) == losses_of(online)
     # Without --view-seed the online views are seed 5's: other views, other losses.
-    assert run_cli(*with_seed(distill_args(other, "kd", *live)))[0] == 0
+    assert run_cli(*with_seed(distill_args(other, *live, loss="kd", **DISTILL)))[0] == 0
     assert losses_of(other) != losses_of(online)
 
 
@@ -122,9 +112,9 @@ def test_online_view_seed_matches_a_seed_7_store_step_by_step_and_bitwise(tmp_pa
         return args
 
     cached, online = tmp_path / "cached", tmp_path / "online"
-    assert run_cli(*seed0(distill_args(cached, "kd", tmp_path / "s7.zarr")))[0] == 0
-    code, text = run_cli(*seed0(distill_args(online, "kd", "--teacher", TEACHER, "--views", "3",
-                                             "--recipe", RECIPE, "--view-seed", "7")))
+    assert run_cli(*seed0(distill_args(cached, tmp_path / "s7.zarr", loss="kd", **DISTILL)))[0] == 0
+    code, text = run_cli(*seed0(distill_args(online, "--teacher", TEACHER, "--views", "3", "--recipe", RECIPE,
+                                             "--view-seed", "7", loss="kd", **DISTILL)))
     assert code == 0, text
     a, b = read_jsonl(cached / "steps.jsonl"), read_jsonl(online / "steps.jsonl")
     assert len(a) == len(b) > 10
@@ -144,7 +134,7 @@ def test_online_view_seed_matches_a_seed_7_store_step_by_step_and_bitwise(tmp_pa
     ],
 )
 def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle: str) -> None:
-    args = distill_args(tmp_path / "r", "kd", store)
+    args = distill_args(tmp_path / "r", store, loss="kd", **DISTILL)
     args[args.index("--data") + 1] = data
     if "classes=3" in data:
         args[args.index("--val-data") + 1] = data.replace("samples=256", "samples=30")
@@ -154,12 +144,12 @@ def test_store_refuses_other_data(tmp_path: Path, store: Path, data: str, needle
 
 def test_incomplete_store_and_missing_stats_are_refused(tmp_path: Path) -> None:
     out = make_store(tmp_path / "s.zarr")
-    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r1", "fgcr", out)), "kdcache stats")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r1", out, loss="fgcr", **DISTILL)), "kdcache stats")
     g = zarr.open_group(out, mode="r+")
     m = dict(g.attrs["kdcache"])
     m["teachers"]["tiny"]["status"] = "writing"
     g.attrs["kdcache"] = m
-    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r2", "kd", out)), "still being written")
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "r2", out, loss="kd", **DISTILL)), "still being written")
 
 
 def test_stats_equal_the_in_memory_functions(store: Path) -> None:
@@ -234,13 +224,13 @@ def test_cached_rows_follow_the_plan_exactly(store: Path, policy: str) -> None:
 def test_resume_survives_another_teacher_joining_the_store(tmp_path: Path) -> None:
     out = make_store(tmp_path / "shared.zarr")
     run = tmp_path / "run"
-    args = distill_args(run, "kd", out, "--epochs", "1")
+    args = distill_args(run, out, "--epochs", "1", loss="kd", **DISTILL)
     assert run_cli(*args)[0] == 0
     # Another team adds a teacher to the shared store; this run's inputs are unchanged.
     make_store(out, "--teacher-name", "other")
     code, text = run_cli(*args, "--resume", "--teacher-name", "tiny")
     assert code == 1 and "teacher_name" in text  # a different argument is still refused
-    args_named = distill_args(tmp_path / "run2", "kd", out, "--epochs", "1", "--teacher-name", "tiny")
+    args_named = distill_args(tmp_path / "run2", out, "--epochs", "1", "--teacher-name", "tiny", loss="kd", **DISTILL)
     assert run_cli(*args_named)[0] == 0
     make_store(out, "--teacher-name", "third")
     code, text = run_cli(*args_named[:-2], "--epochs", "2", "--teacher-name", "tiny", "--resume")

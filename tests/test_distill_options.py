@@ -10,7 +10,8 @@ import torch
 
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.helpers import tiny
-from tests.test_resume_distill import DATA, RECIPE, TINY, VAL, args_of, store  # noqa: F401 - the store fixture
+from tests.cli_helpers import RECIPE, TINY
+from tests.stores import DATA, VAL, args_of  # the session `store` fixture (tests/conftest.py)
 
 
 @pytest.mark.parametrize("option,value", [("--workers", -1), ("--batch-size", 0), ("--epochs", 0), ("--lr", 0),

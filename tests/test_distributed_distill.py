@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import distill_args, run_cli
 from tests.dist_helpers import torchrun, torchrun_until_killed
 from tests.resume_helpers import ROOT, assert_same_tensors, lines, read_jsonl, without_timings
 
@@ -23,6 +23,9 @@ DATA = "synthetic:samples=301,classes=5,size=12,channels=1,seed=3"
 VAL = "synthetic:samples=101,classes=5,size=12,channels=1,seed=3,split=test"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
 TOLERANCE = 1e-5  # relative, per step; docs/scaling.md
+# kdcache:tiny_cnn has BatchNorm: without --sync-bn each rank would normalise by its half batch.
+DISTILL = {"data": DATA, "val_data": VAL, "student": "kdcache:tiny_cnn", "loss": "kd", "epochs": 3,
+           "batch_size": 64, "lr": 0.1, "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +38,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def distill_args(store: Path, out: Path, *extra: object) -> list[object]:
-    # kdcache:tiny_cnn has BatchNorm: without --sync-bn each rank would normalise by its half batch.
-    return ["distill", store, "--data", DATA, "--val-data", VAL, "--student", "kdcache:tiny_cnn", "--loss", "kd",
-            "--epochs", "3", "--batch-size", "64", "--lr", "0.1", "--seed", "3", "--out", out, *extra]
-
-
 @pytest.fixture(scope="module")
 def one_rank(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("one") / "run"
-    code, text = run_cli(*distill_args(store, out, "--sync-bn"))
+    code, text = run_cli(*distill_args(out, "--sync-bn", store=store, **DISTILL))
     assert code == 0, text
     return out
 
@@ -52,7 +49,7 @@ def one_rank(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def two_ranks(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("two") / "run"
-    code, text = torchrun(2, *distill_args(store, out, "--sync-bn"))
+    code, text = torchrun(2, *distill_args(out, "--sync-bn", store=store, **DISTILL))
     assert code == 0, text
     assert text.count("run ") == 1 and "Traceback" not in text, text  # one summary (rank 0)
     return out
@@ -85,7 +82,7 @@ def test_two_ranks_with_sync_bn_follow_one_rank(one_rank: Path, two_ranks: Path)
 def test_killed_two_rank_run_resumes_like_an_uninterrupted_one(store: Path, two_ranks: Path,
                                                              tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = distill_args(store, out, "--sync-bn")
+    args = distill_args(out, "--sync-bn", store=store, **DISTILL)
     for _ in range(3):  # should the run end before the kill lands, start over
         if torchrun_until_killed(2, args, lambda: lines(out / "metrics.jsonl") >= 1) and \
                 not (out / "final.pt").exists():
@@ -104,7 +101,7 @@ def test_killed_two_rank_run_resumes_like_an_uninterrupted_one(store: Path, two_
     assert_same_tensors(torch.load(out / "final.pt", weights_only=True),
                         torch.load(two_ranks / "final.pt", weights_only=True))
     # Another world size (1 process) continues the same run, within the stated tolerance.
-    code, text = run_cli(*distill_args(store, one, "--sync-bn", "--resume"))
+    code, text = run_cli(*distill_args(one, "--sync-bn", "--resume", store=store, **DISTILL))
     assert code == 0, text
     assert [m["epoch"] for m in read_jsonl(one / "metrics.jsonl")] == [1, 2, 3]
     assert max(relative_gaps(one, two_ranks)) < TOLERANCE
@@ -113,7 +110,7 @@ def test_killed_two_rank_run_resumes_like_an_uninterrupted_one(store: Path, two_
 @pytest.mark.slow  # one more torchrun job for an option check
 def test_batch_that_leaves_a_rank_without_rows_is_refused(store: Path, tmp_path: Path) -> None:
     # 301 = 4 * 75 + 1: the last batch has 1 row for 2 ranks.
-    args = [a if a != "64" else "75" for a in distill_args(store, tmp_path / "run")]
+    args = [a if a != "64" else "75" for a in distill_args(tmp_path / "run", store=store, **DISTILL)]
     code, text = torchrun(2, *args)
     assert code != 0, text  # torchrun's own exit status (1) for a failed job
     errors = [line for line in text.splitlines() if line.startswith("error:")]

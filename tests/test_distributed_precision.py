@@ -13,22 +13,18 @@ from pathlib import Path
 import pytest
 import zarr
 
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=5,size=12,channels=1,seed=3"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-
-
-def precompute_args(out: Path, *extra: object) -> list[object]:
-    return ["precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "1", "--seed", "7",
-            "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", "float32", *extra]
+PRECOMPUTE = {"data": DATA, "views": 1, "encoding": "float32"}
 
 
 @pytest.fixture(scope="module")
 def bf16_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bf16") / "s.zarr"
-    code, text = run_cli(*precompute_args(out, "--precision", "bf16"))
+    code, text = run_cli(*precompute_args(out, "--precision", "bf16", **PRECOMPUTE))
     assert code == 0, text
     return out
 
@@ -37,7 +33,7 @@ def test_bf16_store_records_its_precision_and_replays_bitwise(bf16_store: Path, 
     card = zarr.open_group(bf16_store, mode="r").attrs["kdcache"]["teachers"]["tiny"]
     assert card["precision"] == "bf16"
     fp32 = tmp_path / "fp32.zarr"
-    assert run_cli(*precompute_args(fp32))[0] == 0
+    assert run_cli(*precompute_args(fp32, **PRECOMPUTE))[0] == 0
     a = zarr.open_group(bf16_store, mode="r")["teachers/tiny/logits"][:]
     b = zarr.open_group(fp32, mode="r")["teachers/tiny/logits"][:]
     assert (a != b).any()  # autocast changed the numerics: the card must say so
@@ -46,7 +42,7 @@ def test_bf16_store_records_its_precision_and_replays_bitwise(bf16_store: Path, 
 
 
 def test_another_precision_cannot_add_to_a_store_teacher(bf16_store: Path) -> None:
-    code, text = run_cli(*precompute_args(bf16_store, "--precision", "fp32"))
+    code, text = run_cli(*precompute_args(bf16_store, "--precision", "fp32", **PRECOMPUTE))
     assert_one_line_error(code, text, "precision")
 
 

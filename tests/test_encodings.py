@@ -18,7 +18,7 @@ from kdcache.encodings import Rows
 from kdcache.encodings.consume import check_consumption
 from kdcache.errors import StoreCorruptError, UsageError
 from kdcache.store import Store
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, precompute_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=192,classes=10,size=12,channels=1,seed=5"
@@ -26,11 +26,8 @@ VAL = "synthetic:samples=32,classes=10,size=12,channels=1,seed=5,split=test"
 TINY = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
 ENCODED = {"i8": "int8", "tk": "topk:3", "sm": "sample:16@2"}
-
-
-def precompute_args(out: Path, name: str, encoding: str) -> list[object]:
-    return ["precompute", "--data", DATA, "--teacher", TINY, "--teacher-name", name, "--views", "2", "--seed", "3",
-            "--recipe", RECIPE, "--chunk-rows", "64", "--encoding", encoding, "--out", out]
+PRECOMPUTE = {"data": DATA, "seed": 3}
+DISTILL = {"data": DATA, "val_data": VAL, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One store: a float32 teacher and the same teacher in every compact encoding (precompute --encoding)."""
     out = tmp_path_factory.mktemp("enc") / "s.zarr"
     for name, encoding in {"f32": "float32", **ENCODED}.items():
-        code, text = run_cli(*precompute_args(out, name, encoding))
+        code, text = run_cli(*precompute_args(out, teacher_name=name, encoding=encoding, **PRECOMPUTE))
         assert code == 0, text
     return out
 
@@ -72,9 +69,11 @@ def test_spellings_parse_to_canonical_specs() -> None:
 
 
 def test_precompute_refuses_a_bad_encoding_in_one_line(tmp_path: Path) -> None:
-    assert_one_line_error(*run_cli(*precompute_args(tmp_path / "a.zarr", "t", "topk:x")), "--encoding", "topk:x",
+    assert_one_line_error(*run_cli(*precompute_args(tmp_path / "a.zarr", teacher_name="t", encoding="topk:x",
+                                                    **PRECOMPUTE)), "--encoding", "topk:x",
                           exit_code=2)
-    assert_one_line_error(*run_cli(*precompute_args(tmp_path / "b.zarr", "t", "topk:10")), "K < C = 10",
+    assert_one_line_error(*run_cli(*precompute_args(tmp_path / "b.zarr", teacher_name="t", encoding="topk:10",
+                                                    **PRECOMPUTE)), "K < C = 10",
                           exit_code=2)
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()  # nothing written
 
@@ -182,7 +181,7 @@ def test_precompute_with_an_encoding_resumes_to_the_same_bits(store: Path, tmp_p
     sums = zarr.open_array(copy / "teachers" / "sm" / "checksums", mode="r+")
     sums[1, 2] = 0  # chunk 2 of view 1 as if the run was killed before its record
     shutil.rmtree(copy / "teachers" / "sm" / "sample_ids" / "c" / "1" / "2")
-    code, text = run_cli(*precompute_args(copy, "sm", "sample:16@2"))
+    code, text = run_cli(*precompute_args(copy, teacher_name="sm", encoding="sample:16@2", **PRECOMPUTE))
     assert code == 0 and "resuming" in text, text
     a, b = zarr.open_group(store, mode="r"), zarr.open_group(copy, mode="r")
     for part in ("sample_ids", "sample_counts", "checksums"):
@@ -383,23 +382,22 @@ def test_kd_on_pseudo_logits_has_the_gradient_of_kd_on_q_hat() -> None:
     torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-9)
 
 
-def distill_args(store: Path, name: str, out: Path, *extra: object) -> list[object]:
-    return ["distill", store, "--teacher-name", name, "--data", DATA, "--val-data", VAL, "--student", TINY,
-            "--epochs", "1", "--batch-size", "64", "--out", out, *extra]
-
-
 def test_distill_runs_from_each_encoding_a_loss_accepts_and_refuses_the_others(store: Path, tmp_path: Path) -> None:
     for name, loss, opts in (("sm", "kd", ["--loss-opt", "temperature=2"]), ("tk", "nkd", []), ("i8", "dkd", [])):
-        code, text = run_cli(*distill_args(store, name, tmp_path / f"{name}-{loss}", "--loss", loss, *opts))
+        code, text = run_cli(*distill_args(tmp_path / f"{name}-{loss}", "--loss", loss, *opts, store=store,
+                                           teacher_name=name, **DISTILL))
         assert code == 0, text
-    assert_one_line_error(*run_cli(*distill_args(store, "sm", tmp_path / "x", "--loss", "nkd")),
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "x", "--loss", "nkd", store=store, teacher_name="sm",
+                                                 **DISTILL)),
                           "accepts float16, float32, int8, topk:K;", "--allow-approximate-encoding", exit_code=2)
-    assert_one_line_error(*run_cli(*distill_args(store, "sm", tmp_path / "y", "--loss", "kd")),
+    assert_one_line_error(*run_cli(*distill_args(tmp_path / "y", "--loss", "kd", store=store, teacher_name="sm",
+                                                 **DISTILL)),
                           "T=4", "sample:N@4", exit_code=2)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 @pytest.mark.slow
 def test_allow_approximate_encoding_trains_with_a_warning(store: Path, tmp_path: Path) -> None:
-    code, text = run_cli(*distill_args(store, "sm", tmp_path / "a", "--loss", "nkd", "--allow-approximate-encoding"))
+    code, text = run_cli(*distill_args(tmp_path / "a", "--loss", "nkd", "--allow-approximate-encoding", store=store,
+                                       teacher_name="sm", **DISTILL))
     assert code == 0 and "biased" in text, text

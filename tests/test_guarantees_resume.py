@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, run_cli
 from tests.resume_helpers import ROOT, assert_same_tensors, read_jsonl, run_until_killed, without_timings
 
 DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
 VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
 TINY = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+DISTILL = {"data": DATA, "val_data": VAL, "loss": "kd", "epochs": 2, "batch_size": 16, "seed": 3, "lr": 0.1,
+           "schedule": "constant"}
 
 
 def make_store(out: Path, seed: int) -> Path:
@@ -34,12 +36,6 @@ def make_store(out: Path, seed: int) -> Path:
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("guarantees-resume")
     return {"store": make_store(root / "store.zarr", 11), "other_seed": make_store(root / "seed12.zarr", 12)}
-
-
-def distill_args(store: Path, out: Path, *extra: object) -> list[object]:
-    return ["distill", store, "--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", "kd",
-            "--epochs", 2, "--out", out, "--batch-size", 16, "--seed", 3, "--lr", 0.1, "--schedule", "constant",
-            *extra]
 
 
 def kill_after_first_state(args: list[object], out: Path, tries: int = 5) -> None:
@@ -66,13 +62,13 @@ def test_cached_resume_reads_a_moved_copy_of_the_store_and_refuses_another_seeds
     """docs/distill.md: the store's path may change on --resume (compared by content); a store whose
     content differs (here: made with --seed 12 instead of 11) is refused with the differences."""
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    code, text = run_cli(*distill_args(stores["store"], ref))
+    code, text = run_cli(*distill_args(ref, store=stores["store"], **DISTILL))
     assert code == 0, text
-    kill_after_first_state(distill_args(stores["store"], out), out)
+    kill_after_first_state(distill_args(out, store=stores["store"], **DISTILL), out)
     before = (out / "checkpoint.pt").read_bytes()
 
     # Another seed's store at the original's place in the arguments: other views, other logits.
-    code, text = run_cli(*distill_args(stores["other_seed"], out), "--resume")
+    code, text = run_cli(*distill_args(out, store=stores["other_seed"], **DISTILL), "--resume")
     assert_one_line_error(code, text, "teacher data this run reads changed", "views.seed: 11 -> 12",
                           "chunk checksums")
     assert (out / "checkpoint.pt").read_bytes() == before and not (out / "final.pt").exists()
@@ -80,7 +76,7 @@ def test_cached_resume_reads_a_moved_copy_of_the_store_and_refuses_another_seeds
     # A byte copy of the store elsewhere (the original gone): the same teacher data.
     copy = tmp_path / "elsewhere" / "moved.zarr"
     shutil.copytree(stores["store"], copy)
-    code, text = run_cli(*distill_args(copy, out), "--resume")
+    code, text = run_cli(*distill_args(out, store=copy, **DISTILL), "--resume")
     assert code == 0, text
     assert "resuming distill from epoch 2" in text, text
     assert_same_run(ref, out)
@@ -91,14 +87,14 @@ def test_fp16_run_killed_after_epoch_1_resumes_bitwise_with_its_gradient_scaler(
     """docs/scaling.md: fp16 training's gradient scaler is saved in the checkpoint and restored, and
     the resumed run ends bitwise equal to the uninterrupted one, scaler state included."""
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    code, text = run_cli(*distill_args(stores["store"], ref, "--precision", "fp16"))
+    code, text = run_cli(*distill_args(ref, "--precision", "fp16", store=stores["store"], **DISTILL))
     assert code == 0, text
-    kill_after_first_state(distill_args(stores["store"], out, "--precision", "fp16"), out)
+    kill_after_first_state(distill_args(out, "--precision", "fp16", store=stores["store"], **DISTILL), out)
     first = torch.load(out / "checkpoint.pt", weights_only=True)["scaler"]
     steps_per_epoch = len(read_jsonl(out / "steps.jsonl"))
     assert steps_per_epoch == 128 // 16
 
-    code, text = run_cli(*distill_args(stores["store"], out, "--precision", "fp16"), "--resume")
+    code, text = run_cli(*distill_args(out, "--precision", "fp16", store=stores["store"], **DISTILL), "--resume")
     assert code == 0, text
     assert "resuming distill from epoch 2" in text, text
     assert_same_run(ref, out)

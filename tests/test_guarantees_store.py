@@ -17,33 +17,24 @@ import shlex
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zarr
 
 from kdcache.store.manifest import TeacherCard
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, distill_args, precompute_args, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"
 VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
 TINY = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-
-
-def precompute_args(out: Path, *extra: object, data: str = DATA, views: int = 2, seed: int = 11) -> list[object]:
-    return ["precompute", "--data", data, "--teacher", TINY, "--views", views, "--seed", seed,
-            "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", *extra]
+PRECOMPUTE = {"data": DATA, "seed": 11}
+DISTILL = {"data": DATA, "val_data": VAL, "batch_size": 64, "seed": 3}
 
 
 def make_store(out: Path, *extra: object, **kwargs: object) -> Path:
-    code, text = run_cli(*precompute_args(out, *extra, **kwargs))
+    code, text = run_cli(*precompute_args(out, *extra, **{**PRECOMPUTE, **kwargs}))
     assert code == 0, text
     return out
-
-
-def distill_args(store: Path, out: Path, loss: str, *extra: object) -> list[object]:
-    return ["distill", store, "--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", loss,
-            "--epochs", 1, "--out", out, "--batch-size", 64, "--seed", 3, *extra]
 
 
 def error_line(text: str) -> str:
@@ -66,12 +57,13 @@ def test_isats_on_a_store_whose_tau_star_used_another_grid_is_refused_with_the_f
     code, text = run_cli("stats", store, "--grid", "1", "--grid", "2")
     assert code == 0, text
     run = tmp_path / "isats"
-    code, text = run_cli(*distill_args(store, run, "isats"))  # the loss's default grid is 1 2 3 4 5 6 8
+    code, text = run_cli(*distill_args(run, store=store, loss="isats",
+                                       **DISTILL))  # the loss's default grid is 1 2 3 4 5 6 8
     assert_one_line_error(code, text, "searched over [1, 2]", "kdcache stats",
                           "--grid 1 --grid 2 --grid 3 --grid 4 --grid 5 --grid 6 --grid 8")
     assert not run.exists()
     run_the_fix(error_line(text))  # the named command is the fix
-    code, text = run_cli(*distill_args(store, run, "isats"))
+    code, text = run_cli(*distill_args(run, store=store, loss="isats", **DISTILL))
     assert code == 0, text
 
 
@@ -80,13 +72,13 @@ def test_fgcr_with_a_tau0_the_store_lacks_is_refused_naming_the_tau0_to_compute(
     code, text = run_cli("stats", store, "--tau0", "3")
     assert code == 0, text
     run = tmp_path / "fgcr"
-    code, text = run_cli(*distill_args(store, run, "fgcr", "--loss-opt", "tau0=5"))
+    code, text = run_cli(*distill_args(run, "--loss-opt", "tau0=5", store=store, loss="fgcr", **DISTILL))
     assert_one_line_error(code, text, "tau0=5", "[3.0]", "kdcache stats", "--tau0 5")
     assert not run.exists()
     run_the_fix(error_line(text))
     entry = zarr.open_group(store, mode="r").attrs["kdcache"]["teachers"]["tiny"]["stats"]["class_table"]
     assert sorted(entry["tau0"]) == [3.0, 5.0]  # added, the earlier table kept
-    code, text = run_cli(*distill_args(store, run, "fgcr", "--loss-opt", "tau0=5"))
+    code, text = run_cli(*distill_args(run, "--loss-opt", "tau0=5", store=store, loss="fgcr", **DISTILL))
     assert code == 0, text
 
 
@@ -97,13 +89,14 @@ def test_the_fix_for_a_missing_class_table_keeps_a_custom_tau_star_grid(tmp_path
     code, text = run_cli("stats", store, "--grid", "1", "--grid", "2", "--tau0", "3")
     assert code == 0, text
     run = tmp_path / "fgcr"
-    code, text = run_cli(*distill_args(store, run, "fgcr", "--loss-opt", "tau0=5"))
+    code, text = run_cli(*distill_args(run, "--loss-opt", "tau0=5", store=store, loss="fgcr", **DISTILL))
     assert_one_line_error(code, text, "--tau0 5", "--grid 1 --grid 2")
     run_the_fix(error_line(text))
     stats = zarr.open_group(store, mode="r").attrs["kdcache"]["teachers"]["tiny"]["stats"]
     assert [[float(g) for g in grid] for grid in stats["isats_tau"]["grids"]] == [[1.0, 2.0]]
     assert sorted(stats["class_table"]["tau0"]) == [3.0, 5.0]
-    code, text = run_cli(*distill_args(store, tmp_path / "isats", "isats", "--loss-opt", "grid=[1,2]"))
+    code, text = run_cli(*distill_args(tmp_path / "isats", "--loss-opt", "grid=[1,2]", store=store, loss="isats",
+                                       **DISTILL))
     assert code == 0, text
 
 
@@ -132,7 +125,7 @@ def test_precompute_again_with_another_codec_is_refused_naming_codec(tmp_path: P
     store = make_store(tmp_path / "s.zarr", "--encoding", "float32")  # --codec none, the default
     before = zarr.open_group(store, mode="r").attrs["kdcache"]
     assert before["teachers"]["tiny"]["status"] == "complete"
-    code, text = run_cli(*precompute_args(store, "--encoding", "float32", "--codec", "zstd"))
+    code, text = run_cli(*precompute_args(store, "--encoding", "float32", "--codec", "zstd", **PRECOMPUTE))
     assert_one_line_error(code, text, "made differently", "codec")
     assert zarr.open_group(store, mode="r").attrs["kdcache"] == before
 

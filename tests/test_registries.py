@@ -148,7 +148,8 @@ def test_precompute_refuses_a_bool_count_as_validate_does(tmp_path: Path) -> Non
 
 
 def test_duplicated_helpers_are_one() -> None:
-    from kdcache import durable, scoring
+    from kdcache import durable
+    from kdcache.precompute import scoring
     from kdcache.engine import parallel, records
     from kdcache.store import writing
     import kdcache.distill.logit_sources as logit_sources

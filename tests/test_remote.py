@@ -10,7 +10,6 @@ and ``file://`` work. The writer lease has its own tests in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +20,27 @@ from kdcache.distill.cached_rows import CachedRows, epoch_plan
 from kdcache.errors import StoreCorruptError, StoreError
 from kdcache.store import LOCK_NAME, Store, locate
 from kdcache.store.stat_io import node_names
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
 from tests.s3_server import S3Server, free_port, s3_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=300,classes=5,size=12,channels=1,seed=3"
 VAL = "synthetic:samples=60,classes=5,size=12,channels=1,seed=4"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-
-
-def precompute_args(out: str, *extra: str, teacher: str = "import:tests.helpers:tiny") -> list[str]:
-    return ["precompute", "--data", DATA, "--teacher", teacher, "--views", "2", "--seed", "7", "--recipe", RECIPE,
-            "--out", out, "--chunk-rows", "64", "--encoding", "float32", *extra]
+PRECOMPUTE = {"data": DATA, "recipe": RECIPE, "encoding": "float32"}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    with s3_server() as running:
-        running.make_bucket("kdcache-test")
-        yield running
+def server(s3: S3Server) -> S3Server:
+    """The session's S3 server (tests/conftest.py) with this module's bucket."""
+    s3.make_bucket("kdcache-test")
+    return s3
 
 
 @pytest.fixture(scope="module")
 def s3_store(server: S3Server) -> str:
     url = "s3://kdcache-test/stores/a.zarr"
-    code, text = run_cli(*precompute_args(url))
+    code, text = run_cli(*precompute_args(url, **PRECOMPUTE))
     assert code == 0, text
     return url
 
@@ -53,7 +48,7 @@ def s3_store(server: S3Server) -> str:
 @pytest.fixture(scope="module")
 def local_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local") / "a.zarr"
-    code, text = run_cli(*precompute_args(str(out)))
+    code, text = run_cli(*precompute_args(str(out), **PRECOMPUTE))
     assert code == 0, text
     return out
 
@@ -101,7 +96,7 @@ def test_concurrent_remote_reads_give_the_local_batches(s3_store: str, local_sto
 
 def test_a_corrupted_object_is_named(server: S3Server, tmp_path: Path) -> None:
     url = "s3://kdcache-test/stores/corrupt.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     objects = locate(url).objects()
     key = "teachers/tiny/logits/c/1/2/0"
     raw = bytearray(obstore.get(objects, key).bytes())
@@ -118,7 +113,7 @@ def test_bad_endpoint_missing_bucket_and_bad_options_are_one_line(server: S3Serv
     dead = f"http://127.0.0.1:{free_port()}"
     code, text = run_cli("info", s3_store, "--storage-option", f"endpoint={dead}")
     assert_one_line_error(code, text, "cannot reach", dead)
-    code, text = run_cli(*precompute_args(s3_store.replace("s3://kdcache-test", "s3://no-such-bucket")))
+    code, text = run_cli(*precompute_args(s3_store.replace("s3://kdcache-test", "s3://no-such-bucket"), **PRECOMPUTE))
     assert_one_line_error(code, text, "no-such-bucket", "does not exist")
     code, text = run_cli("verify", "s3://no-such-bucket/x.zarr")
     assert_one_line_error(code, text, "does not exist")
@@ -128,9 +123,11 @@ def test_bad_endpoint_missing_bucket_and_bad_options_are_one_line(server: S3Serv
     assert_one_line_error(code, text, "no_such_key", exit_code=2)
     code, text = run_cli("info", s3_store, "--storage-option", "endpoint")
     assert_one_line_error(code, text, "key=value", exit_code=2)
-    code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=0"))
+    code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=0",
+                                          **PRECOMPUTE))
     assert_one_line_error(code, text, "lease_seconds=0", "positive", exit_code=2)
-    code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=inf"))
+    code, text = run_cli(*precompute_args("s3://kdcache-test/lease.zarr", "--storage-option", "lease_seconds=inf",
+                                          **PRECOMPUTE))
     assert_one_line_error(code, text, "lease_seconds=inf", "positive", exit_code=2)
     code, text = run_cli("info", "ftp://host/x.zarr")
     assert_one_line_error(code, text, "unsupported store URL scheme 'ftp'", exit_code=2)
@@ -138,7 +135,7 @@ def test_bad_endpoint_missing_bucket_and_bad_options_are_one_line(server: S3Serv
 
 def test_memory_url_and_statistic_generations(tmp_path: Path) -> None:
     url = "memory://kdcache-test/m.zarr"
-    code, text = run_cli(*precompute_args(url))
+    code, text = run_cli(*precompute_args(url, **PRECOMPUTE))
     assert code == 0, text
     code, text = run_cli("verify", url)
     assert code == 0 and "OK" in text, text
@@ -157,7 +154,7 @@ def test_an_object_store_hashes_every_read(tmp_path: Path) -> None:
     """A local reader trusts a chunk file it verified while inode/size/mtime hold; an object has no such
     signature, so a chunk replaced after a first verified read is caught on the next read."""
     url = "memory://kdcache-test/rehash.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     store = Store.open(url)
     good = store.read_logits_chunk("tiny", 0, 1)
     objects = store.location.objects()
@@ -172,7 +169,7 @@ def test_an_object_store_hashes_every_read(tmp_path: Path) -> None:
 
 def test_file_url_is_a_local_directory_with_flock(tmp_path: Path, local_store: Path) -> None:
     out = tmp_path / "f.zarr"
-    code, text = run_cli(*precompute_args(f"file://{out}"))
+    code, text = run_cli(*precompute_args(f"file://{out}", **PRECOMPUTE))
     assert code == 0, text
     assert (out / LOCK_NAME).exists()  # the local writer lock, not a lease
     assert np.array_equal(Store.open(out).logits("tiny")[:], Store.open(local_store).logits("tiny")[:])
@@ -185,7 +182,7 @@ def test_an_endpoint_lost_mid_read_is_one_line(tmp_path: Path) -> None:
     with s3_server() as other:
         other.make_bucket("kdcache-gone")
         url = "s3://kdcache-gone/g.zarr"
-        assert run_cli(*precompute_args(url))[0] == 0
+        assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
         store = Store.open(url)
         store.read_logits_chunk("tiny", 0, 0)
     with pytest.raises(StoreError, match="cannot reach the object store"):
@@ -199,7 +196,7 @@ def test_remote_chunk_reads_overlap_and_reach_ahead(monkeypatch: pytest.MonkeyPa
     import time
 
     url = "memory://kdcache-test/overlap.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     store = Store.open(url)
     state = {"now": 0, "most": 0}
     lock = threading.Lock()

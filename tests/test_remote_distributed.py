@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kdcache.store import Store
-from tests.s3_server import S3Server, s3_env, s3_server
+from tests.s3_server import S3Server, s3_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["precompute", "--data", "synthetic:samples=512,classes=5,size=12,channels=1,seed=3", "--teacher",
@@ -21,10 +20,10 @@ COMMON = ["precompute", "--data", "synthetic:samples=512,classes=5,size=12,chann
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    with s3_server() as running:
-        running.make_bucket("kdcache-ddp")
-        yield running
+def server(s3: S3Server) -> S3Server:
+    """The session's S3 server (tests/conftest.py) with this module's bucket."""
+    s3.make_bucket("kdcache-ddp")
+    return s3
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
@@ -21,24 +20,20 @@ from kdcache.errors import StoreBusyError
 from kdcache.store import Location, Store, locate
 from kdcache.store.layout import LEASE_NAME
 from kdcache.store.lease import Lease, LeaseLostError
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.s3_server import S3Server, s3_server
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
+from tests.s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=128,classes=5,size=12,channels=1,seed=3"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
-
-
-def precompute_args(out: str, *extra: str) -> list[str]:
-    return ["precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "2", "--seed", "7",
-            "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", *extra]
+PRECOMPUTE = {"data": DATA, "recipe": RECIPE}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    with s3_server() as running:
-        running.make_bucket("kdcache-lease")
-        yield running
+def server(s3: S3Server) -> S3Server:
+    """The session's S3 server (tests/conftest.py) with this module's bucket."""
+    s3.make_bucket("kdcache-lease")
+    return s3
 
 
 def _lease(url: str) -> dict:
@@ -61,11 +56,11 @@ def test_moto_honours_conditional_writes(server: S3Server) -> None:
 
 def test_a_second_writer_is_refused_naming_the_lease(server: S3Server) -> None:
     url = "s3://kdcache-lease/busy.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     holder = Lease(locate(url), ttl=30)
     holder.acquire()
     try:
-        code, text = run_cli(*precompute_args(url, "--teacher-name", "other"))
+        code, text = run_cli(*precompute_args(url, "--teacher-name", "other", **PRECOMPUTE))
         assert_one_line_error(code, text, "being written by another process", holder.owner[:12], "expires")
         code, text = run_cli("stats", url)
         assert_one_line_error(code, text, "being written by another process", holder.owner[:12])
@@ -73,7 +68,8 @@ def test_a_second_writer_is_refused_naming_the_lease(server: S3Server) -> None:
         holder.release()
     assert Store.open(url).teacher_names() == ["tiny"]  # the refused writer wrote nothing
     assert _lease(url)["released"] is True
-    code, text = run_cli(*precompute_args(url, "--teacher-name", "other"))  # released: the next writer goes on
+    code, text = run_cli(*precompute_args(url, "--teacher-name", "other",
+                                          **PRECOMPUTE))  # released: the next writer goes on
     assert code == 0, text
     assert Store.open(url).teacher_names() == ["tiny", "other"]
 
@@ -83,13 +79,13 @@ def test_an_expired_lease_is_taken_over(server: S3Server) -> None:
     dead = {"owner": "deadbeef0000", "host": "gone", "pid": 1, "started": "2026-01-01T00:00:00+00:00",
             "expires": time.time() - 1, "expires_utc": "2026-01-01T00:01:00+00:00", "released": False}
     obstore.put(locate(url).objects(), LEASE_NAME, json.dumps(dead).encode())
-    code, text = run_cli(*precompute_args(url))
+    code, text = run_cli(*precompute_args(url, **PRECOMPUTE))
     assert code == 0, text
     lease = _lease(url)
     assert lease["owner"] != "deadbeef0000" and lease["released"] is True
     # The same record, live, is refused (the edge: one second before it expires).
     obstore.put(locate(url).objects(), LEASE_NAME, json.dumps({**dead, "expires": time.time() + 5}).encode())
-    code, text = run_cli(*precompute_args(url))
+    code, text = run_cli(*precompute_args(url, **PRECOMPUTE))
     assert_one_line_error(code, text, "deadbeef0000", "gone", "pid 1", "2026-01-01T00:01:00")
 
 
@@ -118,7 +114,7 @@ def test_two_writers_taking_over_the_same_expired_lease_one_wins(server: S3Serve
 
 def test_a_writer_whose_lease_was_taken_stops_writing(server: S3Server) -> None:
     url = "s3://kdcache-lease/lost.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     lease = Lease(locate(url), ttl=30)
     lease.acquire()
     try:
@@ -139,7 +135,7 @@ def test_a_writer_whose_lease_was_taken_stops_writing(server: S3Server) -> None:
 
 def test_a_lease_not_renewed_in_time_stops_writing(server: S3Server) -> None:
     url = "s3://kdcache-lease/starved.zarr"
-    assert run_cli(*precompute_args(url))[0] == 0
+    assert run_cli(*precompute_args(url, **PRECOMPUTE))[0] == 0
     lease = Lease(locate(url), ttl=1.0)
     lease.acquire()
     try:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +17,21 @@ import pytest
 
 from kdcache.store import Store, locate
 from kdcache.store.layout import LEASE_NAME, logit_checksums
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.s3_server import S3Server, s3_env, s3_server
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
+from tests.s3_server import S3Server, s3_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=512,classes=5,size=12,channels=1,seed=3"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
+PRECOMPUTE = {"data": DATA, "recipe": RECIPE, "encoding": "float32", "batch_size": 64}
 LEASE_SECONDS = 5
 
 
-def precompute_args(out: str, teacher: str) -> list[str]:
-    return ["precompute", "--data", DATA, "--teacher", teacher, "--views", "2", "--seed", "7", "--recipe", RECIPE,
-            "--out", out, "--chunk-rows", "64", "--encoding", "float32", "--batch-size", "64",
-            "--storage-option", f"lease_seconds={LEASE_SECONDS}"]
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    with s3_server() as running:
-        running.make_bucket("kdcache-resume")
-        yield running
+def server(s3: S3Server) -> S3Server:
+    """The session's S3 server (tests/conftest.py) with this module's bucket."""
+    s3.make_bucket("kdcache-resume")
+    return s3
 
 
 def _records(url: str) -> int:
@@ -48,9 +42,11 @@ def _records(url: str) -> int:
 
 def test_sigkill_on_s3_then_resume_is_identical(server: S3Server, tmp_path: Path) -> None:
     ref = tmp_path / "ref.zarr"
-    assert run_cli(*precompute_args(str(ref), "import:tests.helpers:tiny")[:-2])[0] == 0
+    assert run_cli(*precompute_args(str(ref), teacher="import:tests.helpers:tiny", **PRECOMPUTE))[0] == 0
     url = "s3://kdcache-resume/killed.zarr"
-    args = precompute_args(url, "import:tests.helpers:slow")
+    args = precompute_args(url, "--storage-option", f"lease_seconds={LEASE_SECONDS}",
+                           teacher="import:tests.helpers:slow",
+                           **PRECOMPUTE)
     env = {**s3_env(server), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "kdcache_cli.main", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -17,28 +17,13 @@ import pytest
 import torch
 
 from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.stores import args_of  # the session `store` fixture (tests/conftest.py) is made of its DATA
 from tests.resume_helpers import ROOT, assert_same_tensors, kill_part_way, read_jsonl, without_timings
 
-DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
-VAL = "synthetic:samples=64,classes=4,size=12,channels=1,seed=5,split=test"
 TINY = "import:tests.helpers:tiny"
 RECIPE = str(ROOT / "tests" / "data" / "recipe-small.json")
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("resume") / "store.zarr"
-    code, text = run_cli("precompute", "--data", DATA, "--teacher", TINY, "--views", "3", "--seed", "11",
-                         "--recipe", RECIPE, "--out", out, "--chunk-rows", "64", "--encoding", "float32")
-    assert code == 0, text
-    return out
-
-
-def args_of(out: Path, store: Path | None, loss: str = "kd", schedule: str = "multistep", *extra: object) -> list:
-    source = [store] if store is not None else ["--teacher", TINY, "--views", 3, "--recipe", RECIPE]
-    return ["distill", *source, "--data", DATA, "--val-data", VAL, "--student", TINY, "--loss", loss,
-            "--epochs", 4, "--out", out, "--batch-size", 32, "--seed", 11, "--lr", 0.1, "--schedule", schedule,
-            *extra]
 
 
 def assert_same_run(a: Path, b: Path) -> None:

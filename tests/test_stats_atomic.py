@@ -11,8 +11,7 @@ import pytest
 from kdcache.store import Store
 from kdcache.store.stat_io import RowStatReader, listed, read_static
 from tests.cli_helpers import run_cli
-from tests.test_distill import make_store
-from tests.test_store_record import _killed
+from tests.stores import killed, make_store
 
 
 def _listed_values(path: Path) -> dict[str, tuple[dict, np.ndarray]]:
@@ -58,7 +57,7 @@ def test_killed_stats_rerun_keeps_listed_statistics_whole(tmp_path: Path, refs: 
     assert before["class_table"][0]["tau0"] == [3.0] and full["class_table"][0]["tau0"] == [2.0, 3.0]
     work = tmp_path / "work.zarr"
     shutil.copytree(one, work)
-    assert _killed(["stats", str(work), "--tau0", "2"], function, after) == -9
+    assert killed(["stats", str(work), "--tau0", "2"], function, after) == -9
     now = _listed_values(work)  # every listed statistic passes its checksums
     assert set(now) == {"isats_tau", "class_table", "accuracy"}
     for name, (params, values) in now.items():

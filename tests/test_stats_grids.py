@@ -21,8 +21,7 @@ from kdcache import losses
 from kdcache.store import Store
 from kdcache.store.chunks import checksum
 from kdcache.store.stat_io import RowStatReader, listed
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_cli_docs import shown_commands
+from tests.cli_helpers import assert_one_line_error, run_cli, shown_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:samples=256,classes=4,size=12,channels=1,seed=5"
@@ -183,7 +182,7 @@ COMMANDS = shown_commands()
 
 
 def _uses_methods(argv: list[str]) -> bool:
-    if argv[0] == "stats":
+    if argv[0] in ("stats", "ensemble"):  # an ensemble is a teacher the flow's statistics then read
         return True
     loss = argv[argv.index("--loss") + 1] if "--loss" in argv else None
     runs = [argv[i + 1].split(":")[1] for i, a in enumerate(argv) if a == "--run"]
@@ -229,8 +228,24 @@ def test_the_readme_computes_statistics() -> None:
 @pytest.mark.parametrize("doc", [d for d, flow in FLOWS.items() if d != "README.md" and flow])
 def test_each_documented_isats_and_fgcr_flow_works_as_written(doc: str, bare: Path, tmp_path: Path) -> None:
     store = copy_of(bare, tmp_path)
-    for argv in [*README_STATS, *FLOWS[doc]]:
+    # An ensemble and what reads it run on their own copy holding the members the ensemble names (more
+    # teachers of the same views); the rest of the flow on a store with the one teacher, as documented.
+    ensembles = [argv for argv in FLOWS[doc] if argv[0] == "ensemble"]
+    derived = {argv[argv.index("--as") + 1] for argv in ensembles}
+    on_ensemble = [argv for argv in FLOWS[doc] if argv[0] == "ensemble"
+                   or any(argv[i + 1] in derived for i, a in enumerate(argv[:-1]) if a == "--teacher-name")]
+    for argv in [*README_STATS, *(argv for argv in FLOWS[doc] if argv not in on_ensemble)]:
         code, text = run_cli(*_small(argv, store, tmp_path / "runs"))
         assert code == 0, f"{doc}: kdcache {shlex.join(argv)}\n{text}"
+    if on_ensemble:
+        members = copy_of(bare, tmp_path, "members.zarr")
+        for name in sorted({argv[i + 1] for argv in ensembles for i, a in enumerate(argv) if a == "--teacher-name"}):
+            code, text = run_cli("precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views",
+                                 "2", "--seed", "11", "--recipe", RECIPE, "--out", members, "--chunk-rows", "64",
+                                 "--encoding", "float32", "--teacher-name", name)
+            assert code == 0, text
+        for argv in on_ensemble:
+            code, text = run_cli(*_small(argv, members, tmp_path / "runs"))
+            assert code == 0, f"{doc}: kdcache {shlex.join(argv)}\n{text}"
     code, text = distill(store, tmp_path / "plain", "--loss", "isats")
     assert code == 0, text

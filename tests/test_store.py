@@ -13,8 +13,10 @@ import zarr
 from kdcache.errors import StoreError, StoreIncompleteError
 from kdcache.store import DatasetRecord, Manifest, Store, TeacherCard, ViewsRecord, differences, probe
 from kdcache.views import load_recipe
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_precompute import DATA, precompute_args
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
+
+DATA = "synthetic:samples=300,classes=5,size=12,channels=1,seed=3"  # as tests/test_precompute.py
+PRECOMPUTE = {"data": DATA}
 
 
 def _card(**changes: object) -> TeacherCard:
@@ -104,7 +106,7 @@ def test_edited_recipe_is_refused_on_open(tmp_path: Path) -> None:
 def test_creation_killed_before_the_manifest_is_resumable(tmp_path: Path) -> None:
     """Arrays first, manifest last: a directory holding only the arrays is an interrupted creation."""
     out = tmp_path / "c.zarr"
-    assert run_cli(*precompute_args(out))[0] == 0
+    assert run_cli(*precompute_args(out, **PRECOMPUTE))[0] == 0
     ref = Store.open(out).logits("tiny")[:]
     # What a kill between the arrays and the manifest leaves: the group without its manifest attribute.
     meta = json.loads((out / "zarr.json").read_text())
@@ -117,7 +119,7 @@ def test_creation_killed_before_the_manifest_is_resumable(tmp_path: Path) -> Non
     assert_one_line_error(*run_cli("info", str(out)), "creation was interrupted")
     with pytest.raises(StoreIncompleteError):
         Store.open(out)
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert code == 0, text
     assert np.array_equal(Store.open(out).logits("tiny")[:], ref)
 
@@ -126,7 +128,7 @@ def test_creation_killed_before_arrays_is_never_a_key_error(tmp_path: Path) -> N
     out = tmp_path / "d.zarr"
     zarr.open_group(out, mode="w")  # only the group's zarr.json
     assert probe(out) == "creating"
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert code == 0, text
     assert Store.open(out).status == "complete"
     assert DATA in Store.open(out).dataset.spec

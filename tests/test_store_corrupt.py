@@ -10,13 +10,17 @@ import pytest
 
 from kdcache.store import Store
 from kdcache.store.stat_io import StatWriter
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_cli_exits import distill_args, precompute_args
+from tests.cli_helpers import assert_one_line_error, distill_args, precompute_args, run_cli
+
+DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"  # as tests/test_cli_exits.py
+VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
+PRECOMPUTE = {"data": DATA, "seed": 3}
+DISTILL = {"data": DATA, "val_data": VAL}
 
 
 def _store(tmp_path: Path, *extra: str) -> Path:
     out = tmp_path / "s.zarr"
-    code, text = run_cli(*precompute_args(out, *extra))
+    code, text = run_cli(*precompute_args(out, *extra, **PRECOMPUTE))
     assert code == 0, text
     return out
 
@@ -29,7 +33,7 @@ def _cut(path: Path) -> None:
 def test_distill_on_a_zstd_chunk_cut_short(tmp_path: Path) -> None:
     out = _store(tmp_path, "--codec", "zstd")
     _cut(out / "teachers" / "tiny" / "logits" / "c" / "0" / "0" / "0")
-    code, text = run_cli(*distill_args(out, tmp_path / "run"))
+    code, text = run_cli(*distill_args(tmp_path / "run", store=out, **DISTILL))
     assert_one_line_error(code, text, "teachers/tiny/logits view 0 chunk 0", "cannot be decoded")
 
 

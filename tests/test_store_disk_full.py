@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from kdcache.store import Store
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_precompute import precompute_args
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
+
+# The data of tests/test_precompute.py.
+PRECOMPUTE = {"data": "synthetic:samples=300,classes=5,size=12,channels=1,seed=3"}
 
 DATA = "synthetic:samples=1024,classes=5,size=12,channels=1,seed=3"
 
@@ -25,7 +27,8 @@ def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]
         pytest.skip("mounting a small tmpfs to fill needs root (CI runs the tests as root)")
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount)],
+                          capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -36,9 +39,9 @@ def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]
 
 def test_full_disk_then_freed_completes_identical_store(tmp_path: Path, small_disk: Path) -> None:
     ref = tmp_path / "ref.zarr"
-    assert run_cli(*precompute_args(ref, "--encoding", "float32", data=DATA))[0] == 0
+    assert run_cli(*precompute_args(ref, "--encoding", "float32", **{**PRECOMPUTE, "data": DATA}))[0] == 0
     out = small_disk / "s.zarr"
-    args = precompute_args(out, "--encoding", "float32", data=DATA)
+    args = precompute_args(out, "--encoding", "float32", **{**PRECOMPUTE, "data": DATA})
     code, text = run_cli(*args)
     assert_one_line_error(code, text, "no space left", str(small_disk))
     store = Store.open(out)  # the manifest survived: the store opens, and says it is unfinished

@@ -11,14 +11,16 @@ import torch
 
 import kdcache.precompute.run as precompute_module
 from kdcache.store import Store
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_precompute import precompute_args
+from tests.cli_helpers import assert_one_line_error, precompute_args, run_cli
+
+# The data of tests/test_precompute.py.
+PRECOMPUTE = {"data": "synthetic:samples=300,classes=5,size=12,channels=1,seed=3"}
 
 ZOO = "kdcache:tiny_cnn"
 
 
 def _random_store(out: Path, *extra: str) -> Path:
-    code, text = run_cli(*precompute_args(out, "--random-init", *extra, teacher=ZOO))
+    code, text = run_cli(*precompute_args(out, "--random-init", *extra, **{**PRECOMPUTE, "teacher": ZOO}))
     assert code == 0, text
     return out
 
@@ -44,7 +46,7 @@ def test_resume_of_a_random_init_teacher_with_another_network_is_refused(tmp_pat
     _edit_card(out, "tiny_cnn", status="writing")  # an interrupted run
     # Build without the recorded seed: another network, the same spec and arguments.
     monkeypatch.setattr(precompute_module.torch, "manual_seed", lambda seed: None)
-    code, text = run_cli(*precompute_args(out, "--random-init", teacher=ZOO))
+    code, text = run_cli(*precompute_args(out, "--random-init", **{**PRECOMPUTE, "teacher": ZOO}))
     assert_one_line_error(code, text, "made differently", "state_sha256")
 
 
@@ -57,7 +59,7 @@ def test_verify_replay_rebuilds_a_random_init_teacher(tmp_path: Path) -> None:
 
 def test_card_records_the_platform_and_a_resume_elsewhere_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "p.zarr"
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert code == 0, text
     platform = Store.open(out).card().platform
     assert platform is not None
@@ -67,13 +69,13 @@ def test_card_records_the_platform_and_a_resume_elsewhere_is_refused(tmp_path: P
     store = Store.open(out, mode="r+")
     store.logit_checksums("tiny")[1, 2] = 0  # one chunk left to score
     _edit_card(out, "tiny", status="writing", platform={**platform, "torch": "0.0-other"})
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert_one_line_error(code, text, "another platform", "torch: 0.0-other vs")
 
 
 def test_replay_compares_with_the_teachers_platform_not_the_manifests(tmp_path: Path) -> None:
     out = tmp_path / "q.zarr"
-    assert run_cli(*precompute_args(out, "--encoding", "float32"))[0] == 0
+    assert run_cli(*precompute_args(out, "--encoding", "float32", **PRECOMPUTE))[0] == 0
     platform = Store.open(out).card().platform or {}
     # The teacher was scored elsewhere (here: a GPU); the manifest's versions match this machine.
     _edit_card(out, "tiny", platform={**platform, "device": "cuda", "cuda": "12.4"})
@@ -90,7 +92,7 @@ def test_replay_compares_with_the_teachers_platform_not_the_manifests(tmp_path: 
 @pytest.mark.parametrize("where", ["manifest", "attribute"])
 def test_recorded_param_names_must_be_the_recipes(tmp_path: Path, where: str) -> None:
     out = tmp_path / "n.zarr"
-    assert run_cli(*precompute_args(out))[0] == 0
+    assert run_cli(*precompute_args(out, **PRECOMPUTE))[0] == 0
     store = Store.open(out, mode="r+")
     names = store.param_names()
     swapped = [names[1], names[0], *names[2:]]

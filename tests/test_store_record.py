@@ -3,10 +3,7 @@ and a resume compares the teacher's identity (program and weights hashes)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +18,11 @@ from kdcache.models import run_model
 from kdcache.store import LOCK_NAME, Store, checksum
 from kdcache.views import Render, ViewDataset, load_recipe
 from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_distill import DATA, RECIPE, VAL, make_store
+from tests.cli_helpers import RECIPE
+from tests.stores import DATA, VAL, killed, make_store, rewrite_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-
-
-def _rewrite_params(store: Path, flip: int) -> np.ndarray:
-    """Set every recorded flip to ``flip`` and rewrite the checksums: a store whose record differs from the seed."""
-    g = zarr.open_group(store, mode="r+")
-    params = g["views/params"][:]
-    col = list(g["views/params"].attrs["names"]).index("1.horizontal_flip.flip")
-    params[:, :, col] = flip
-    g["views/params"][:] = params
-    sums = g["views/checksums"]
-    rows = Store.open(store).grid.chunk_rows
-    for v in range(params.shape[0]):
-        for j in range(sums.shape[1]):
-            sums[v, j] = checksum(params[v, j * rows : (j + 1) * rows])
-    return params
 
 
 def _render(data: str, seed: int, key: tuple) -> torch.Tensor:
@@ -49,7 +32,7 @@ def _render(data: str, seed: int, key: tuple) -> torch.Tensor:
 
 def test_cached_distill_trains_on_the_recorded_params_not_the_seed(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s.zarr")
-    params = _rewrite_params(store, 1)
+    params = rewrite_params(store, 1)
     helpers.RECORDED_INPUTS.clear()
     code, text = run_cli("distill", store, "--data", DATA, "--val-data", VAL, "--student",
                          "import:tests.helpers:recording", "--loss", "kd", "--epochs", "1", "--out", tmp_path / "r",
@@ -67,8 +50,9 @@ def test_cached_distill_trains_on_the_recorded_params_not_the_seed(tmp_path: Pat
 
 def test_second_teacher_and_replay_use_the_recorded_params(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s.zarr")
-    params = _rewrite_params(store, 1)
-    code, text = run_cli("precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "3", "--seed", "11", "--recipe", RECIPE,
+    params = rewrite_params(store, 1)
+    code, text = run_cli("precompute", "--data", DATA, "--teacher", "import:tests.helpers:tiny", "--views", "3",
+                         "--seed", "11", "--recipe", RECIPE,
                          "--out", store, "--chunk-rows", "64", "--encoding", "float32", "--teacher-name", "second")
     assert code == 0, text
     model = helpers.tiny(4, 1).eval()
@@ -136,33 +120,6 @@ def test_replay_from_another_directory_and_moved_weights(tmp_path: Path, monkeyp
     assert_one_line_error(*run_cli("verify", work / "s.zarr", "--replay", "3", "--weights", "other.pt"), "SHA-256")
 
 
-def _killed(args: list[str], function: str, after: int) -> int:
-    """Run `kdcache ARGS` in a subprocess that SIGKILLs itself when ``function`` ("module:name" or
-    "module.Class:name") is called the ``after``+1-th time."""
-    target, _, name = function.partition(":")
-    code = f"""
-import os, signal, sys, importlib
-try:
-    obj = importlib.import_module({target!r})
-except ImportError:
-    module, _, cls = {target!r}.rpartition(".")
-    obj = getattr(importlib.import_module(module), cls)
-orig = getattr(obj, {name!r})
-calls = [0]
-def patched(*a, **k):
-    calls[0] += 1
-    if calls[0] > {after}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return orig(*a, **k)
-setattr(obj, {name!r}, patched)
-from kdcache_cli.main import app
-sys.argv = ["kdcache", *{args!r}]
-app()
-"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300).returncode
-
-
 def _torchscript(path: Path, seed: int) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -175,7 +132,7 @@ def test_changed_teacher_program_is_refused_on_resume(tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
     args = ["precompute", "--data", DATA, "--teacher", f"torchscript:{program}", "--views", "3", "--seed", "1",
             "--recipe", RECIPE, "--out", str(out), "--chunk-rows", "64", "--batch-size", "64"]
-    assert _killed(args, "kdcache.store.store.Store:write_chunk", 3) == -9
+    assert killed(args, "kdcache.store.store.Store:write_chunk", 3) == -9
     assert Store.open(out).status == "writing"
     files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != LOCK_NAME}  # noqa: E731
     before = files()

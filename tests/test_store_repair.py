@@ -14,8 +14,13 @@ import pytest
 import zarr
 
 from kdcache.store import Store, layout
-from tests.cli_helpers import assert_one_line_error, run_cli
-from tests.test_cli_exits import distill_args, precompute_args
+from tests.cli_helpers import assert_one_line_error, distill_args, precompute_args, run_cli
+from tests.stores import rewrite_params
+
+DATA = "synthetic:samples=128,classes=4,size=12,channels=1,seed=5"  # as tests/test_cli_exits.py
+VAL = "synthetic:samples=32,classes=4,size=12,channels=1,seed=5,split=test"
+PRECOMPUTE = {"data": DATA, "seed": 3}
+DISTILL = {"data": DATA, "val_data": VAL}
 
 # Statistics made with options other than the defaults: the advised command must carry them.
 STATS_OPTIONS = ("--grid", "1", "--grid", "2", "--grid", "4", "--tau0", "2", "--tau0", "3")
@@ -28,7 +33,7 @@ READS = {"isats_tau": ("--loss", "isats", "--loss-opt", "grid=[1,2,4]"), "class_
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One store with statistics, copied by each test before it damages the copy."""
     out = tmp_path_factory.mktemp("repair") / "s.zarr"
-    code, text = run_cli(*precompute_args(out))
+    code, text = run_cli(*precompute_args(out, **PRECOMPUTE))
     assert code == 0, text
     code, text = run_cli("stats", out, *STATS_OPTIONS)
     assert code == 0, text
@@ -59,7 +64,7 @@ def _arrays(store: Path) -> dict[str, np.ndarray]:
 
 def _damaged_distill(store: Path, tmp_path: Path, loss: tuple[str, ...], *needles: str) -> str:
     """Run a distill whose ``loss`` reads the damaged chunk (epoch 1 trains on view 0); its one error line."""
-    code, text = run_cli(*distill_args(store, tmp_path / "run", *loss))
+    code, text = run_cli(*distill_args(tmp_path / "run", *loss, store=store, **DISTILL))
     assert_one_line_error(code, text, *needles)
     return next(line for line in text.splitlines() if line.startswith("error:"))
 
@@ -73,14 +78,14 @@ def test_a_damaged_precompute_chunk_is_rewritten_by_the_advised_precompute(prist
     assert code == 1 and f"BAD: {node} view 0 chunk 1 (rows 64-127): checksum mismatch" in text, text
     _damaged_distill(store, tmp_path, ("--loss", "kd"), node, "view 0 chunk 1", PRECOMPUTE_FIX)
 
-    code, text = run_cli(*precompute_args(store))  # the same command, as advised
+    code, text = run_cli(*precompute_args(store, **PRECOMPUTE))  # the same command, as advised
     assert code == 0, text
     code, text = run_cli("verify", store)
     assert code == 0, text
     repaired, original = _arrays(store), _arrays(pristine)
     for name, values in original.items():
         assert np.array_equal(repaired[name], values), name
-    assert run_cli(*distill_args(store, tmp_path / "again", "--loss", "kd"))[0] == 0
+    assert run_cli(*distill_args(tmp_path / "again", "--loss", "kd", store=store, **DISTILL))[0] == 0
 
 
 @pytest.mark.parametrize(("name", "chunk", "where"), [
@@ -115,7 +120,7 @@ def test_a_damaged_statistic_is_rewritten_by_the_advised_stats_run(pristine: Pat
         assert {k: v for k, v in after[stat].items() if k not in ("node", "computed")} == kept
     old = zarr.open_group(pristine, mode="r")[_stat_node(pristine, name)][...]
     assert np.array_equal(zarr.open_group(store, mode="r")[_stat_node(store, name)][...], old)
-    assert run_cli(*distill_args(store, tmp_path / "again", *READS[name]))[0] == 0
+    assert run_cli(*distill_args(tmp_path / "again", *READS[name], store=store, **DISTILL))[0] == 0
 
 
 def test_a_statistic_chunk_cut_short_names_kdcache_stats(pristine: Path, tmp_path: Path) -> None:
@@ -131,13 +136,12 @@ def test_a_statistic_chunk_cut_short_names_kdcache_stats(pristine: Path, tmp_pat
 
 
 def test_params_the_seed_no_longer_draws_are_refused_not_rewritten(pristine: Path, tmp_path: Path) -> None:
-    from tests.test_store_record import _rewrite_params
 
     store = _copy(pristine, tmp_path)
-    _rewrite_params(store, 1)  # recorded flips the seed does not draw (another tool made the views)
+    rewrite_params(store, 1)  # recorded flips the seed does not draw (another tool made the views)
     chunk = layout.chunk_file(store, layout.VIEW_PARAMS, 0, 1, 0)
     _flip(chunk)
     damaged = chunk.read_bytes()
-    code, text = run_cli(*precompute_args(store))
+    code, text = run_cli(*precompute_args(store, **PRECOMPUTE))
     assert_one_line_error(code, text, "views/params view 0 chunk 1", "cannot be rewritten", "new --out")
     assert chunk.read_bytes() == damaged  # a draw that does not hash to the record is never written
