@@ -24,10 +24,8 @@ Then, with --memory, the peak RSS of a distill run from a store and from one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchlib import Figures, add_common_args
+from benchlib import Figures, add_common_args, peak_rss_mib, rss_child
 from kdcache.data import open_data
 from kdcache.distill.run import DistillConfig, distill
 from kdcache.engine import OptimConfig, make_optimizer, seed_everything
@@ -132,24 +130,15 @@ def speed(args: argparse.Namespace, tmp: Path, figures: Figures) -> None:
 def _rss_child(tmp: Path, store: Path, data: str, student: str, name: str, policy: str,
                env: dict[str, str]) -> subprocess.Popen[str]:
     code = (
-        "import json, resource, sys\n"
         "from pathlib import Path\n"
         "from kdcache.distill.run import DistillConfig, distill\n"
         "from kdcache.engine import OptimConfig\n"
         f"distill(DistillConfig(data={data!r}, val_data={data!r}, student={student!r}, loss='kd', epochs=1,"
         f" out=Path({str(tmp / name)!r}), store={str(store)!r}, batch_size=256, optim=OptimConfig(epochs=1),"
         f" view_policy={policy!r}), progress=False)\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    return rss_child(code, env)
 
-
-def _peak_rss_mib(child: subprocess.Popen[str]) -> float:
-    out, err = child.communicate()
-    if child.returncode:
-        raise SystemExit(f"the distill child failed:\n{err[-2000:]}")
-    return json.loads(out.strip().splitlines()[-1]) / 1024  # KiB -> MiB
 
 
 def memory(args: argparse.Namespace, tmp: Path, figures: Figures) -> None:
@@ -168,7 +157,7 @@ def memory(args: argparse.Namespace, tmp: Path, figures: Figures) -> None:
     env = dict(os.environ, **({"OMP_NUM_THREADS": "1"} if args.smoke else {}))
     children = {(policy, v): _rss_child(tmp, s, data, "kdcache:tiny_cnn", f"mem-{policy}{v}", policy, env)
                 for policy in args.mem_policies for v, (s, _) in sizes.items()}
-    rss = {key: _peak_rss_mib(child) for key, child in children.items()}
+    rss = {key: peak_rss_mib(child, "distill") for key, child in children.items()}
     for v, (_, mb) in sizes.items():
         figures.add(f"store MiB/views={v}", mb, "MiB")
     for policy in args.mem_policies:

@@ -22,11 +22,9 @@ should be near 0 (the ensemble holds M chunks, whatever N).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_encodings import model_like
-from benchlib import Figures, add_common_args
+from benchlib import Figures, add_common_args, peak_rss_mib, rss_child
 from kdcache import encodings
 from kdcache.precompute.ensemble import HOWS, ensemble
 from kdcache.store import ChunkGrid, DatasetRecord, Store, TeacherCard, ViewsRecord
@@ -76,20 +74,11 @@ def read_pass(path: Path, members: list[str]) -> float:
 
 def _rss_child(path: Path, members: list[str], name: str, env: dict[str, str]) -> subprocess.Popen[str]:
     code = (
-        "import json, resource\n"
         "from kdcache.precompute.ensemble import ensemble\n"
         f"ensemble({str(path)!r}, members={members!r}, how='mean-prob', new_name={name!r}, progress=False)\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    return rss_child(code, env)
 
-
-def _peak_rss_mib(child: subprocess.Popen[str]) -> float:
-    out, err = child.communicate()
-    if child.returncode:
-        raise SystemExit(f"the ensemble child failed:\n{err[-2000:]}")
-    return json.loads(out.strip().splitlines()[-1]) / 1024  # KiB -> MiB
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes = (args.mem_samples, 4 * args.mem_samples)
         for n in sizes:
             make_store(tmp / f"mem{n}.zarr", args.members, n, args.classes, args.chunk_rows)
-        rss = {n: _peak_rss_mib(_rss_child(tmp / f"mem{n}.zarr", members, "e", env)) for n in sizes}
+        rss = {n: peak_rss_mib(_rss_child(tmp / f"mem{n}.zarr", members, "e", env), "ensemble") for n in sizes}
         for n in sizes:
             figures.add(f"peak RSS MiB/N={n}", rss[n], "MiB")
             print(f"ensemble --how mean-prob, N={n:,}: peak RSS {rss[n]:,.0f} MiB")

@@ -22,6 +22,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -128,3 +129,21 @@ def non_finite(data: dict[str, Any]) -> list[str]:
         if not fig.get("values") or not all(math.isfinite(float(x)) for x in fig["values"]):
             bad.append(key)
     return bad
+
+
+# The last line a peak-RSS child prints: its own peak resident set, in KiB (Linux ru_maxrss).
+RSS_LINE = "print(__import__('json').dumps(__import__('resource').getrusage(__import__('resource').RUSAGE_SELF).ru_maxrss))\n"
+
+
+def rss_child(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Run ``code`` in a fresh interpreter that prints its peak RSS last (a fresh process: nothing shared)."""
+    return subprocess.Popen([sys.executable, "-c", code + RSS_LINE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def peak_rss_mib(child: subprocess.Popen[str], what: str) -> float:
+    """The peak RSS, in MiB, that a :func:`rss_child` printed; a failed child stops the benchmark naming ``what``."""
+    out, err = child.communicate()
+    if child.returncode:
+        raise SystemExit(f"the {what} child failed:\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1]) / 1024  # KiB -> MiB

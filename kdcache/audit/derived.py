@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdcache import encodings
-from kdcache.audit.verify import RELATIVE_SLACK, ReplayResult, choose_pairs
-from kdcache.errors import StoreCorruptError
+from kdcache.audit.verify import RELATIVE_SLACK, ReplayResult, choose_pairs, compare_row
 from kdcache.precompute.ensemble import derive_chunk, from_record
 from kdcache.store import Store, platform_differences, platform_record
 from kdcache.store.derivation import derivation
@@ -55,23 +54,8 @@ def replay_derived(store: Store, name: str, pairs: int, seed: int = 0) -> Replay
             r = sample - start
             row_mine = {k: p[r : r + 1] for k, p in mine.items()}
             row_stored = {k: p[r : r + 1] for k, p in stored.items()}
-            bitwise = all(row_mine[k].tobytes() == row_stored[k].tobytes() for k in row_mine)
-            result.bitwise &= bitwise
-            try:
-                values = enc.decode(row_stored, card.num_classes)[0].astype(np.float64)
-                z = derived[r : r + 1].astype(np.float64)
-                mismatch = 0.0 if result.same_platform else enc.replay_mismatch(
-                    row_stored, z, RELATIVE_SLACK * np.maximum(1.0, np.abs(z).max(axis=1)))
-            except StoreCorruptError as exc:
-                if result.first_mismatch is None:
-                    result.first_mismatch, result.damaged = (sample, view), str(exc)
-                result.tolerance_exceeded = float("inf")
-                continue
-            ours = enc.decode(row_mine, card.num_classes)[0].astype(np.float64)
-            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - values).max()))
-            agree += int(derived[r].argmax() == values.argmax())
-            result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
-            if (not bitwise if result.same_platform else not mismatch <= 1.0) and result.first_mismatch is None:
-                result.first_mismatch = (sample, view)
+            z = derived[r : r + 1].astype(np.float64)
+            agree += compare_row(result, enc, card.num_classes, row_stored, row_mine, z,
+                                 lambda z=z: RELATIVE_SLACK * np.maximum(1.0, np.abs(z).max(axis=1)), sample, view)
     result.argmax_agreement = agree / max(1, len(chosen))
     return result

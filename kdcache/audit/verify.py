@@ -32,6 +32,7 @@ Any mismatch fails, naming the first (sample, view).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,26 +318,39 @@ def replay_audit(store: Store, teacher: str, pairs: int, *, data: str | None = N
             mine = _replay_parts(chain, recomputed[None].astype(np.float32),
                                  encodings.Rows(seed=store.views.seed, view=view, samples=np.array([sample]),
                                                 teacher=teacher), card.num_classes)
-            bitwise = all(mine[k].tobytes() == stored_parts[k].tobytes() for k in mine)
-            result.bitwise &= bitwise
-            try:  # a row no encoder writes is refused by its decode (and off-platform by its check)
-                stored = enc.decode(stored_parts, card.num_classes)[0].astype(np.float64)
-                mismatch = 0.0 if result.same_platform else enc.replay_mismatch(
-                    stored_parts, recomputed[None], _slack(chain, recomputed[None]))
-            except StoreCorruptError as exc:
-                if result.first_mismatch is None:
-                    result.first_mismatch, result.damaged = (sample, view), str(exc)
-                result.tolerance_exceeded = float("inf")
-                continue
-            encoded = enc.decode(mine, card.num_classes)[0].astype(np.float64)
-            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(encoded - stored).max()))
-            agree += int(recomputed.argmax() == stored.argmax())
-            result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
-            bad = not bitwise if result.same_platform else not mismatch <= 1.0  # NaN fails
-            if bad and result.first_mismatch is None:
-                result.first_mismatch = (sample, view)
+            agree += compare_row(result, enc, card.num_classes, stored_parts, mine, recomputed[None],
+                                 lambda: _slack(chain, recomputed[None]), sample, view)
     result.argmax_agreement = agree / max(1, len(chosen))
     return result
+
+
+def compare_row(result: ReplayResult, enc: encodings.Encoding, num_classes: int, stored: dict[str, np.ndarray],
+                mine: dict[str, np.ndarray], recomputed: np.ndarray, slack: Callable[[], np.ndarray],
+                sample: int, view: int) -> bool:
+    """Compare one replayed row (``mine``, encoded from ``recomputed`` (1, C)) with the ``stored`` one.
+
+    Folds it into ``result``: bits, the decoded values' largest difference, and off the store's platform
+    the encoding's own replay rule at ``slack()`` (evaluated only there); the first failing (sample,
+    view) is kept, a row no encoder writes as damaged. Returns whether the argmaxes agree. Shared by
+    the replay of a teacher and the re-derivation of an ensemble.
+    """
+    bitwise = all(mine[k].tobytes() == stored[k].tobytes() for k in mine)
+    result.bitwise &= bitwise
+    try:  # a row no encoder writes is refused by its decode (and off-platform by its check)
+        values = enc.decode(stored, num_classes)[0].astype(np.float64)
+        mismatch = 0.0 if result.same_platform else enc.replay_mismatch(stored, recomputed, slack())
+    except StoreCorruptError as exc:
+        if result.first_mismatch is None:
+            result.first_mismatch, result.damaged = (sample, view), str(exc)
+        result.tolerance_exceeded = float("inf")
+        return False
+    ours = enc.decode(mine, num_classes)[0].astype(np.float64)
+    result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - values).max()))
+    result.tolerance_exceeded = max(result.tolerance_exceeded, mismatch)
+    bad = not bitwise if result.same_platform else not mismatch <= 1.0  # NaN fails
+    if bad and result.first_mismatch is None:
+        result.first_mismatch = (sample, view)
+    return bool(recomputed[0].argmax() == values.argmax())
 
 
 def format_verify(report: VerifyReport) -> str:
